@@ -1,0 +1,1 @@
+"""The harness: composes architectures and datamodules into training runs, benchmarks and sweeps."""

@@ -1,0 +1,49 @@
+"""The `convbench` command line.
+
+Each verb lives in its own module under `harness.commands` exposing `configure(parser)` and
+`run(args) -> int`. Only the chosen verb's module is imported, so `convbench list` does not pay for
+Lightning. User mistakes (`UserError`, `ArchitectureError`, `DataError`) print one line and exit
+with their code; nothing else is caught.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# verb -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("harness.commands.list", "list registered architectures"),
+    "summary": ("harness.commands.summary", "per-layer shapes, parameters and MACs of one architecture"),
+}
+
+
+def build_parser(verb: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == verb:
+            importlib.import_module(module).configure(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(verb if verb in COMMANDS else None).parse_args(argv)
+    from architectures import ArchitectureError
+    from datamodules import DataError
+    from harness.errors import UserError
+
+    try:
+        return int(importlib.import_module(COMMANDS[args.verb][0]).run(args) or 0)
+    except (UserError, ArchitectureError, DataError) as err:
+        print(f"convbench {args.verb}: error: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", 2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
