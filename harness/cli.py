@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 # verb -> (module, one-line help)
@@ -19,9 +20,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line (exit 2) instead of the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(verb: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="convbench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    parser = Parser(prog="convbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=Parser)
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         if name == verb:
@@ -29,18 +37,25 @@ def build_parser(verb: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """The error types that mean "the user asked for something wrong". DataError only counts once
+    a verb has imported datamodules, so verbs that need no data do not pay for its import."""
+    from architectures import ArchitectureError
+    from harness.errors import UserError
+
+    data = sys.modules.get("datamodules")
+    return (UserError, ArchitectureError) + ((data.DataError,) if data is not None else ())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `convbench list | head` ends quietly
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     verb = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(verb if verb in COMMANDS else None).parse_args(argv)
-    from architectures import ArchitectureError
-    from datamodules import DataError
-    from harness.errors import UserError
-
     try:
         return int(importlib.import_module(COMMANDS[args.verb][0]).run(args) or 0)
-    except (UserError, ArchitectureError, DataError) as err:
+    except user_errors() as err:
         print(f"convbench {args.verb}: error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
 

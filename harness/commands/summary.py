@@ -1,0 +1,51 @@
+"""`convbench summary NAME`: per-layer output shape, parameters and MACs, and the totals."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import architectures
+from harness.console import human, print_table
+from harness.errors import UserError
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    p.add_argument("--input-size", nargs=3, metavar=("C", "H", "W"), help="default: the reference's input size")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="one JSON object: name, params, macs, input_size, depth, layers")
+
+
+def parse_input_size(values: list[str] | None, default: tuple[int, int, int]) -> tuple[int, int, int]:
+    if values is None:
+        return default
+    try:
+        size = tuple(int(v) for v in values)
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) < 1:
+        raise UserError(f"--input-size takes three positive integers C H W, got {' '.join(values)!r}")
+    return size  # type: ignore[return-value]
+
+
+def run(args: argparse.Namespace) -> int:
+    info = architectures.info(args.name)
+    size = parse_input_size(args.input_size, info.input_size)
+    if args.num_classes is not None and args.num_classes < 1:
+        raise UserError(f"--num-classes must be a positive integer, got {args.num_classes}")
+    model = architectures.create(args.name, num_classes=args.num_classes, in_chans=size[0])
+    try:
+        prof = architectures.profile(model, size)
+    except RuntimeError as err:
+        raise UserError(f"{args.name} cannot run on input {'x'.join(map(str, size))}: {str(err).splitlines()[0]}") from None
+    if args.json:
+        print(json.dumps({"name": args.name, "family": info.family, **prof.to_dict()}))
+        return 0
+    print_table(
+        f"{args.name}  ({info.reference})", ["layer", "type", "output", "params", "MACs"],
+        ([l.name, l.type, "x".join(map(str, l.output_shape)), f"{l.params:,}", f"{l.macs:,}"] for l in prof.layers),
+        right=("params", "MACs"),
+    )
+    print(f"input {'x'.join(map(str, size))}  depth {prof.depth}  params {prof.params:,}  "
+          f"MACs {prof.macs:,} ({human(prof.macs)}; FLOPs = 2 x MACs)  output {'x'.join(map(str, prof.output_shape))}")
+    return 0
