@@ -17,6 +17,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("harness.commands.list", "list registered architectures"),
     "summary": ("harness.commands.summary", "per-layer shapes, parameters and MACs of one architecture"),
+    "train": ("harness.commands.train", "train one architecture on one dataset and record the run"),
+    "bench": ("harness.commands.bench", "samples/s, step time, peak memory and MFU of architectures and data pipelines"),
 }
 
 

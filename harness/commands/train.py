@@ -1,0 +1,72 @@
+"""`convbench train`: one run of any registered classifier on any dataset, recorded under
+``results/<run id>/``. Exit codes: 0 completed, 2 a user mistake, 3 diverged (NaN/inf loss)."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from harness.config import TRANSFER_MODES, WANDB_MODES, load_file, parse_set, resolve
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", help="a registered classifier (convbench list)")
+    p.add_argument("--data", dest="dataset", help="fashion-mnist | cifar10 | cifar100 | imagenet | synthetic")
+    p.add_argument("--data-root", help="where the dataset's files are")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--recipe", help="alexnet | vgg | googlenet | resnet-cifar | resnet-imagenet | densenet-cifar | lenet")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--config", help="a YAML file of config keys (see docs/ARCHITECTURE.md)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=0.05")
+    p.add_argument("--results", help="results root (default results/)")
+    p.add_argument("--devices", type=int)
+    p.add_argument("--num-nodes", type=int)
+    p.add_argument("--accelerator", help="auto | cpu | gpu")
+    p.add_argument("--strategy", help="auto | ddp | ddp_spawn | ddp_fork")
+    p.add_argument("--precision", help="32-true | bf16-mixed | 16-mixed")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--transfer", choices=TRANSFER_MODES, help="with --from: linear-probe or finetune a trained checkpoint")
+    p.add_argument("--from", dest="checkpoint", metavar="CKPT", help="a convbench checkpoint of the same architecture")
+    p.add_argument("--wandb", choices=WANDB_MODES, help="W&B mode (default offline: written under the run directory)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--json", action="store_true", help="print result.json on stdout")
+
+
+def flag_layer(a: argparse.Namespace) -> dict[str, Any]:
+    """The flags the user gave, as config keys (absent flags leave lower layers alone)."""
+    pairs = {
+        "arch": a.arch, "dataset": a.dataset, "epochs": a.epochs, "recipe": a.recipe, "seed": a.seed, "results": a.results,
+        "data.root": a.data_root, "data.batch_size": a.batch_size, "data.num_workers": a.workers,
+        "trainer.devices": a.devices, "trainer.num_nodes": a.num_nodes, "trainer.accelerator": a.accelerator,
+        "trainer.strategy": a.strategy, "trainer.precision": a.precision, "transfer.mode": a.transfer,
+        "transfer.checkpoint": a.checkpoint, "wandb.mode": a.wandb,
+    }
+    out: dict[str, Any] = {}
+    for key, value in pairs.items():
+        if value is not None:
+            node = out
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    layers = [("config file " + args.config, load_file(args.config))] if args.config else []
+    layers += [("flags", flag_layer(args)), ("--set", parse_set(args.set))]
+    config = resolve(layers)
+    from harness.train import EXIT_DIVERGED, train
+
+    result = train(config, resume=args.resume)
+    if result is None:  # a DDP rank other than 0
+        return 0
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+    else:
+        pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+        print(f"{result['run_id']}: {result['status']}  test top-1 {pct(result['test_acc1'])}  top-5 {pct(result['test_acc5'])}  "
+              f"train loss {result['train_loss'] or float('nan'):.4f}  {result['train_samples_per_s'] or 0:.0f} samples/s  "
+              f"peak {result['peak_memory_bytes'] / 2**20:.0f} MiB  -> {config.results}/{result['run_id']}/result.json")
+    return EXIT_DIVERGED if result["status"] == "diverged" else 0

@@ -1,0 +1,185 @@
+"""The LightningModule that trains any registry classifier: the loop, the metrics, the recipe's
+optimiser and schedule, hidden-unit noise and the transfer-learning modes. The architecture stays
+a plain ``nn.Module``; everything Lightning-specific is here."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from harness.recipes import OptimConfig
+
+ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.GELU, nn.SiLU)
+
+
+def classifier_of(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The final linear layer: the classifier a transfer learner replaces."""
+    name, layer = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    return name, layer
+
+
+def replace_classifier(model: nn.Module, num_classes: int) -> nn.Linear:
+    name, old = classifier_of(model)
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    fresh = nn.Linear(old.in_features, num_classes)
+    setattr(parent, name.rpartition(".")[2], fresh)
+    return fresh
+
+
+def lr_factor(o: OptimConfig, step: int, total: int, warmup: int) -> float:
+    """The lr multiplier at an iteration: linear warm-up from 1/100, then the schedule, whose
+    milestones are fractions of the whole run (He et al.'s 32k and 48k of 64k = 0.5 and 0.75)."""
+    if step < warmup:
+        return 0.01 + 0.99 * step / warmup
+    if o.schedule == "multistep":
+        return o.gamma ** sum(step >= m * total for m in o.milestones)
+    if o.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return 1.0
+
+
+class ClassifierModule(pl.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        optim: OptimConfig,
+        arch: str,
+        transfer: str = "scratch",
+        hidden_noise_std: float = 0.0,
+        channels_last: bool = False,
+        plateau_monitor: str = "val/acc1",
+        steps_per_epoch: int = 1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "optim"])
+        self.hparams["optim"] = vars(optim)
+        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
+        self.optim = optim
+        self.channels_last = channels_last
+        self.hidden_noise_std = hidden_noise_std
+        if hidden_noise_std > 0:
+            for m in model.modules():
+                if isinstance(m, ACTIVATIONS):
+                    m.register_forward_hook(self._add_noise)
+        def accuracy() -> MetricCollection:  # a fresh pair of metric states per stage
+            return MetricCollection({"acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+                                     "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")})
+
+        # keyed "<stage>_acc" / "<stage>_loss": a ModuleDict key may not shadow nn.Module.train
+        self.metrics = nn.ModuleDict({f"{s}_acc": accuracy().clone(prefix=f"{s}/") for s in ("train", "val", "test")})
+        self.metrics.update({f"{s}_loss": MeanMetric() for s in ("train", "val", "test")})
+        if transfer == "linear-probe":
+            self.freeze_backbone()
+
+    # ---- transfer learning ----------------------------------------------------------------
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        head = set(map(id, classifier_of(self.model)[1].parameters()))
+        return [p for p in self.model.parameters() if id(p) not in head]
+
+    def freeze_backbone(self) -> None:
+        for p in self.backbone_parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> ClassifierModule:
+        """A linear probe keeps the whole backbone in eval mode: frozen features include the
+        BatchNorm running statistics (and no dropout in front of the new classifier's inputs)."""
+        super().train(mode)
+        if mode and self.hparams.transfer == "linear-probe":
+            head = classifier_of(self.model)[1]
+            for m in self.model.modules():
+                if m is not head and not list(m.children()):
+                    m.train(False)
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        self.train()  # Lightning 2.x keeps module modes as they are; apply the probe's modes itself
+
+    # ---- steps ---------------------------------------------------------------------------
+    def _add_noise(self, module: nn.Module, _inputs: Any, out: torch.Tensor) -> torch.Tensor | None:
+        if module.training:
+            return out + torch.randn_like(out) * self.hidden_noise_std
+        return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.model(x)
+        return out[0] if isinstance(out, tuple) else out
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.model(x)
+        logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+        loss = F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing if stage == "train" else 0.0)
+        if aux:  # GoogLeNet's side heads, weighted 0.3 as in the paper
+            loss = loss + 0.3 * sum(F.cross_entropy(a, y) for a in aux)
+        self.metrics[f"{stage}_acc"].update(logits.detach(), y)
+        self.metrics[f"{stage}_loss"].update(loss.detach(), weight=len(y))
+        if stage == "train":
+            self.log("train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _log_epoch(self, stage: str) -> None:
+        """Epoch metrics from torchmetrics, synced across DDP ranks by the metrics themselves."""
+        values = dict(self.metrics[f"{stage}_acc"].compute())
+        values[f"{stage}/loss"] = self.metrics[f"{stage}_loss"].compute()
+        self.log_dict(values, prog_bar=stage != "test")
+        self._reset(stage)
+
+    def _reset(self, stage: str) -> None:
+        self.metrics[f"{stage}_acc"].reset()
+        self.metrics[f"{stage}_loss"].reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._log_epoch("val")
+        else:
+            self._reset("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    # ---- optimisation --------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        o = self.optim
+        if self.hparams.transfer == "finetune":
+            head = list(classifier_of(self.model)[1].parameters())
+            groups = [{"params": self.backbone_parameters(), "lr": o.lr * o.backbone_lr_scale}, {"params": head, "lr": o.lr}]
+        else:
+            groups = [{"params": [p for p in self.model.parameters() if p.requires_grad], "lr": o.lr}]
+        if o.optimizer == "adamw":
+            opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+        else:
+            opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+        # not trainer.estimated_stepping_batches: it builds the train loader before a resumed run's
+        # epoch is restored, and Lightning then keeps that loader (epoch 0's order)
+        steps_per_epoch = self.hparams.steps_per_epoch
+        total = max(1, steps_per_epoch * (self.trainer.max_epochs or 1))
+        warmup = int(o.warmup_epochs * steps_per_epoch)
+        if o.schedule == "plateau":
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=o.gamma, patience=o.patience)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": plateau, "monitor": self.hparams.plateau_monitor, "interval": "epoch"}}
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(o, step, total, warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

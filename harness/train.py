@@ -1,0 +1,190 @@
+"""One training run, end to end: data, model, LightningModule, Trainer, test, and the run record.
+
+Order matters for "nothing computed is lost": every user mistake is caught before the first
+step (config, data files, architecture, geometry, batch size, checkpoint), and a run directory
+that holds an interrupted run is never overwritten unless asked to resume it."""
+from __future__ import annotations
+
+import math
+import secrets
+import sys
+import time
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.loggers import CSVLogger, Logger
+
+import architectures
+import datamodules
+from harness.callbacks import Divergence, EpochLines, EpochSeed, Throughput
+from harness.config import TrainConfig
+from harness.errors import UserError
+from harness.memory import peak_bytes
+from harness.module import ClassifierModule, classifier_of
+from harness.run_record import RunDir
+
+EXIT_DIVERGED = 3
+
+
+def build_data(config: TrainConfig) -> datamodules.ConvDataModule:
+    """The data module; small-image nets get their reference size unless data.image_size is set
+    (Fashion-MNIST's 28x28 is zero-padded to LeNet's and the CIFAR nets' 32x32). Grey data stays
+    one channel: the net is built with in_chans=1 unless data.in_chans=3 replicates it."""
+    options = {"seed": config.seed, **config.data}
+    dm = datamodules.create(config.dataset, **options)
+    size = architectures.info(config.arch).input_size[1]
+    if "image_size" not in options and size <= 64 and dm.input_size[1] != size:
+        dm = datamodules.create(config.dataset, **options, image_size=size)
+    dm.setup("fit")
+    n_train = len(dm.train_pipeline())
+    if dm.config.batch_size > n_train:
+        raise UserError(f"data.batch_size={dm.config.batch_size} is larger than the training set of {config.dataset} ({n_train} images)")
+    return dm
+
+
+def steps_per_epoch(config: TrainConfig, dm: datamodules.ConvDataModule) -> int:
+    """Optimiser steps per epoch on each rank: the data module pads every rank's shard to equal length."""
+    t = config.trainer
+    steps = math.ceil(len(dm.train_pipeline()) / (dm.config.batch_size * t.devices * t.num_nodes))
+    limit = t.limit_train_batches
+    return max(1, int(steps * limit) if limit <= 1 else min(steps, int(limit)))
+
+
+def build_model(config: TrainConfig, dm: datamodules.ConvDataModule) -> tuple[torch.nn.Module, architectures.Profile]:
+    info = architectures.info(config.arch)
+    if info.task != "classification":
+        raise UserError(f"{config.arch} is a {info.task} network; `convbench train` trains classifiers")
+    try:
+        model = architectures.create(config.arch, num_classes=dm.num_classes, in_chans=dm.input_size[0], **config.model)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, architectures.ArchitectureError):
+            raise
+        raise UserError(f"model overrides {config.model} rejected by {config.arch}: {err}") from None
+    try:
+        profile = architectures.profile(model, dm.input_size)
+    except RuntimeError as err:
+        size = "x".join(map(str, dm.input_size))
+        raise UserError(f"{config.arch} cannot run on {config.dataset} images of {size}: {str(err).splitlines()[0]}"
+                        " (set data.image_size or pick another architecture)") from None
+    if config.transfer.mode != "scratch":
+        load_backbone(model, config.transfer.checkpoint, config.arch)
+    return model, profile
+
+
+def load_backbone(model: torch.nn.Module, path: str | None, arch: str) -> None:
+    """Copy a convbench checkpoint's weights into ``model``, all but the classifier."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        trained_as = ckpt["hyper_parameters"]["arch"]
+        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    except FileNotFoundError:
+        raise UserError(f"--from {path}: no such checkpoint") from None
+    except Exception as err:  # a file that is not a convbench checkpoint
+        raise UserError(f"--from {path}: not a convbench checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+    if trained_as != arch:
+        raise UserError(f"--from {path} holds a {trained_as} checkpoint, not {arch}: transfer needs the same architecture")
+    head = classifier_of(model)[0]
+    backbone = {k: v for k, v in state.items() if not k.startswith(head + ".")}
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    if unexpected or any(not k.startswith(head + ".") for k in missing):
+        raise UserError(f"--from {path}: its {arch} weights do not fit this {arch} (overrides differ?): "
+                        f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def build_loggers(config: TrainConfig, run: RunDir) -> list[Logger]:
+    # metrics/version_N/metrics.csv: one version per attempt, so a resume never overwrites the curve so far
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run.path), name="metrics")]
+    if config.wandb.mode != "disabled":
+        from pytorch_lightning.loggers import WandbLogger
+
+        loggers.append(WandbLogger(
+            project=config.wandb.project, entity=config.wandb.entity, group=config.wandb.group, tags=list(config.wandb.tags),
+            name=run.path.name, id=run.wandb_id(secrets.token_hex(4)), resume="allow", mode=config.wandb.mode,
+            save_dir=str(run.path), config=config.to_dict(),
+        ))
+    return loggers
+
+
+def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any] | None:
+    """Run ``config`` and return its result (None on DDP ranks other than 0).
+    ``extra_callbacks`` join the Trainer's own (for library users and tests)."""
+    started = time.time()
+    run = RunDir.create(config.results, config.run_id())
+    done = run.result()
+    if done is not None:
+        print(f"{run.result_path} exists: run {done['run_id']} already {done['status']}; delete it to run again", file=sys.stderr)
+        return done
+    if run.last_checkpoint and not resume:
+        raise UserError(f"{run.path} holds an interrupted run (checkpoints/last.ckpt): pass --resume to continue it")
+    pl.seed_everything(config.seed, verbose=False)
+    dm = build_data(config)
+    model, profile = build_model(config, dm)
+    run.write_config(config.to_dict())
+    has_val = bool(dm.config.val_size)
+    monitor = "val/acc1" if has_val else "train/acc1"
+    module = ClassifierModule(model, dm.num_classes, config.optim, config.arch, config.transfer.mode, config.hidden_noise_std,
+                              config.trainer.channels_last, plateau_monitor=monitor, steps_per_epoch=steps_per_epoch(config, dm))
+    throughput, divergence = Throughput(), Divergence()
+    tty = sys.stdout.isatty()
+    callbacks = [
+        *extra_callbacks, throughput, divergence, EpochSeed(config.seed),
+        ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_last=True,
+                        save_top_k=1, enable_version_counter=False),
+    ] + ([RichProgressBar()] if tty else [])
+    t = config.trainer
+    trainer = pl.Trainer(
+        max_epochs=config.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=t.precision, deterministic=t.deterministic, limit_train_batches=t.limit_train_batches,
+        logger=build_loggers(config, run) + ([] if tty else [EpochLines(config.epochs)]), callbacks=callbacks, default_root_dir=str(run.path),
+        enable_progress_bar=tty, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
+        use_distributed_sampler=False,  # the data module shards by rank itself, deterministically per epoch
+    )
+    status, error, fit_metrics = "completed", None, {}
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(run.last_checkpoint) if resume and run.last_checkpoint else None)
+        fit_metrics = dict(trainer.callback_metrics)  # trainer.test replaces them with its own
+        if divergence.diverged_at is not None:
+            status = "diverged"
+        else:
+            trainer.test(module, datamodule=dm, verbose=False)
+    except (KeyboardInterrupt, SystemExit):
+        raise  # interrupted, not finished: the checkpoint stays for --resume and no result is written
+    except Exception as err:  # recorded as a failed run, then reported
+        status, error = "failed", f"{type(err).__name__}: {err}"
+        if trainer.is_global_zero:
+            write(run, config, profile, trainer, throughput, fit_metrics, status, error, started)
+        raise
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # a clean gloo/NCCL teardown: no SIGABRT at exit
+    if not trainer.is_global_zero:
+        return None
+    return write(run, config, profile, trainer, throughput, fit_metrics, status, error, started, divergence.diverged_at)
+
+
+def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trainer: pl.Trainer, throughput: Throughput,
+          fit_metrics: dict[str, Any], status: str, error: str | None, started: float, diverged_at: int | None = None) -> dict[str, Any]:
+    m = {k: float(v) for k, v in {**fit_metrics, **trainer.callback_metrics}.items()}
+    info = architectures.info(config.arch)
+    device = trainer.strategy.root_device
+    result = {
+        "run_id": run.path.name, "arch": config.arch, "family": info.family, "residual": info.residual, "dataset": config.dataset,
+        "depth": profile.depth, "params": profile.params, "macs": profile.macs, "input_size": list(profile.input_size),
+        "seed": config.seed, "recipe": config.recipe, "transfer": config.transfer.mode, "epochs": config.epochs,
+        "epochs_completed": trainer.current_epoch, "global_step": trainer.global_step, "status": status,
+        "train_acc1": m.get("train/acc1"), "train_loss": m.get("train/loss"), "val_acc1": m.get("val/acc1"),
+        "val_loss": m.get("val/loss"), "test_acc1": m.get("test/acc1"), "test_acc5": m.get("test/acc5"), "test_loss": m.get("test/loss"),
+        "train_samples_per_s": Throughput.rate(throughput.train_samples, throughput.train_time),
+        "eval_samples_per_s": Throughput.rate(throughput.test_samples, throughput.test_time),
+        "peak_memory_bytes": peak_bytes(device), "device": str(device), "world_size": trainer.world_size,
+        "wall_time_s": time.time() - started, "diverged_at_step": diverged_at, "error": error,
+        "config": config.to_dict(),
+    }
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
+            logger.experiment.finish()
+    run.write_result(result)
+    return result

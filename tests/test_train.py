@@ -1,0 +1,145 @@
+"""`convbench train` end to end on small real and synthetic data: the run record, resume,
+transfer learning, divergence, hidden noise and the recipes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from harness.config import TrainConfig, merge, resolve
+from harness.module import lr_factor
+from harness.recipes import OptimConfig
+from harness.train import train
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def config(tmp_path: Path, **values: Any) -> TrainConfig:
+    base = {"arch": "lenet5", "dataset": "synthetic", "epochs": 1, "results": str(tmp_path / "results"), "wandb": {"mode": "disabled"},
+            "trainer": {"log_every_n_steps": 1},
+            "data": {"input_size": [1, 32, 32], "num_samples": 512, "num_workers": 0, "batch_size": 64, "val_size": 128}}
+    return resolve([("test", merge(base, values))])
+
+
+def test_run_record(tmp_path: Path) -> None:
+    c = config(tmp_path, wandb={"mode": "offline"})
+    result = train(c)
+    run = tmp_path / "results" / c.run_id()
+    on_disk = json.loads((run / "result.json").read_text())
+    assert on_disk["run_id"] == result["run_id"] == c.run_id()
+    for key in ("arch", "dataset", "depth", "params", "macs", "epochs", "status", "train_acc1", "train_loss", "val_acc1",
+                "test_acc1", "test_acc5", "train_samples_per_s", "peak_memory_bytes", "wall_time_s", "versions", "host"):
+        assert on_disk[key] is not None, key
+    assert (on_disk["status"], on_disk["params"], on_disk["depth"]) == ("completed", 61_706, 5)
+    assert 0 <= on_disk["test_acc1"] <= on_disk["test_acc5"] <= 1 and on_disk["train_samples_per_s"] > 0
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
+    assert "train/loss_step" in (run / "metrics" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    wandb_id = (run / "wandb_id").read_text()
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and offline[0].name.endswith(wandb_id)
+    assert train(c)["run_id"] == c.run_id()  # a finished run is not run again
+
+
+def test_wandb_disabled_writes_no_wandb_files(tmp_path: Path) -> None:
+    c = config(tmp_path)
+    train(c)
+    assert not (tmp_path / "results" / c.run_id() / "wandb").exists()
+
+
+class InterruptAt(pl.Callback):
+    """Ctrl-C at the start of an epoch, after the previous epoch's checkpoint was written."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_gives_the_uninterrupted_result(tmp_path: Path, workers: int) -> None:
+    values = dict(arch="vggp4", epochs=3, hidden_noise_std=0.05,
+                  data={"input_size": [3, 32, 32], "num_workers": workers, "augment": {"flip": True, "noise_std": 0.05}})
+    straight = train(config(tmp_path / "a", **values))
+    interrupted = config(tmp_path / "b", **values)
+    with pytest.raises(SystemExit):
+        train(interrupted, extra_callbacks=[InterruptAt(2)])
+    run = tmp_path / "b" / "results" / interrupted.run_id()
+    assert not (run / "result.json").exists() and (run / "checkpoints" / "last.ckpt").is_file()
+    with pytest.raises(Exception, match="--resume"):
+        train(interrupted)  # an interrupted run is never overwritten silently
+    resumed = train(interrupted, resume=True)
+    for key in ("train_loss", "train_acc1", "val_acc1", "test_acc1", "test_acc5", "global_step"):
+        assert resumed[key] == straight[key], key
+    assert len(list((run / "metrics").glob("version_*/metrics.csv"))) == 2
+
+
+def test_diverged_run_is_recorded(tmp_path: Path) -> None:
+    c = config(tmp_path, epochs=2, optim={"lr": 1e12, "schedule": "constant"})
+    result = train(c)
+    assert result["status"] == "diverged" and result["diverged_at_step"] is not None and result["test_acc1"] is None
+    assert json.loads((tmp_path / "results" / c.run_id() / "result.json").read_text())["status"] == "diverged"
+
+
+def _pretrained(tmp_path: Path) -> Path:
+    c = config(tmp_path / "pre", arch="vggp4", data={"input_size": [3, 32, 32], "num_classes": 5})
+    train(c)
+    return tmp_path / "pre" / "results" / c.run_id() / "checkpoints" / "last.ckpt"
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_linear_probe_and_finetune(tmp_path: Path) -> None:
+    ckpt = _pretrained(tmp_path)
+    before = _weights(ckpt)
+    after = {}
+    for mode in ("linear-probe", "finetune"):
+        c = config(tmp_path / mode, arch="vggp4", transfer={"mode": mode, "checkpoint": str(ckpt)},
+                   data={"input_size": [3, 32, 32], "num_classes": 3, "seed": 1})
+        assert train(c)["transfer"] == mode
+        after[mode] = _weights(tmp_path / mode / "results" / c.run_id() / "checkpoints" / "last.ckpt")
+    probe, tuned = after["linear-probe"], after["finetune"]
+    backbone = [k for k in before if not k.startswith("model.head.")]
+    assert any("running_mean" in k for k in backbone)
+    assert [k for k in backbone if not torch.equal(before[k], probe[k])] == []  # frozen, BatchNorm statistics included
+    assert not all(torch.equal(before[k], tuned[k]) for k in backbone)  # finetuning moves the backbone
+    assert probe["model.head.2.weight"].shape == (3, 64)  # a fresh 3-way classifier
+
+
+def test_transfer_from_another_architecture_is_refused(tmp_path: Path) -> None:
+    ckpt = _pretrained(tmp_path)
+    with pytest.raises(Exception, match="holds a vggp4 checkpoint, not vggp7"):
+        train(config(tmp_path / "x", arch="vggp7", transfer={"mode": "finetune", "checkpoint": str(ckpt)}, data={"input_size": [3, 32, 32]}))
+
+
+def test_hidden_noise_only_while_training(tmp_path: Path) -> None:
+    import architectures
+    from harness.module import ClassifierModule
+
+    module = ClassifierModule(architectures.create("lenet5"), 10, OptimConfig(), "lenet5", hidden_noise_std=0.1)
+    x = torch.randn(4, 1, 32, 32)
+    assert not torch.equal(module.train()(x), module(x))
+    assert torch.equal(module.eval()(x), module(x))
+
+
+def test_multistep_schedule_divides_at_half_and_three_quarters() -> None:
+    o = OptimConfig(schedule="multistep", milestones=(0.5, 0.75), gamma=0.1)
+    factors = [lr_factor(o, step, 64_000, 0) for step in (0, 31_999, 32_000, 47_999, 48_000, 63_999)]
+    assert factors == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert lr_factor(OptimConfig(schedule="cosine"), 100, 100, 0) == pytest.approx(0.0)
+    assert lr_factor(OptimConfig(warmup_epochs=1), 0, 100, 10) == pytest.approx(0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist")
+def test_lenet5_one_epoch_on_real_fashion_mnist(tmp_path: Path) -> None:
+    c = resolve([("test", {"arch": "lenet5", "dataset": "fashion-mnist", "epochs": 1, "results": str(tmp_path), "wandb": {"mode": "disabled"}})])
+    result = train(c)
+    assert result["status"] == "completed" and result["test_acc1"] >= 0.85, result["test_acc1"]
