@@ -136,6 +136,11 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str):  # YAML 1.1 reads 1e12 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         node = out
         *parents, leaf = key.split(".")
         for p in parents:

@@ -37,11 +37,15 @@ def build_data(config: TrainConfig) -> datamodules.ConvDataModule:
     size = architectures.info(config.arch).input_size[1]
     if "image_size" not in options and size <= 64 and dm.input_size[1] != size:
         dm = datamodules.create(config.dataset, **options, image_size=size)
+    return dm
+
+
+def load_data(config: TrainConfig, dm: datamodules.ConvDataModule) -> None:
+    """Read the training split (the first file I/O) and check the batch fits in it."""
     dm.setup("fit")
     n_train = len(dm.train_pipeline())
     if dm.config.batch_size > n_train:
         raise UserError(f"data.batch_size={dm.config.batch_size} is larger than the training set of {config.dataset} ({n_train} images)")
-    return dm
 
 
 def steps_per_epoch(config: TrainConfig, dm: datamodules.ConvDataModule) -> int:
@@ -93,6 +97,13 @@ def load_backbone(model: torch.nn.Module, path: str | None, arch: str) -> None:
                         f"missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
+def resume_checkpoint(run: RunDir) -> str | None:
+    """The newest of last.ckpt and the hpc_ckpt_N.ckpt Lightning's SLURMEnvironment saves (in the run dir)
+    on the requeue signal, so a requeued SLURM job continues from the signal, not the last epoch end."""
+    found = [p for p in [run.last_checkpoint, *run.path.glob("hpc_ckpt_*.ckpt")] if p is not None]
+    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+
+
 def build_loggers(config: TrainConfig, run: RunDir) -> list[Logger]:
     # metrics/version_N/metrics.csv: one version per attempt, so a resume never overwrites the curve so far
     loggers: list[Logger] = [CSVLogger(save_dir=str(run.path), name="metrics")]
@@ -116,11 +127,12 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     if done is not None:
         print(f"{run.result_path} exists: run {done['run_id']} already {done['status']}; delete it to run again", file=sys.stderr)
         return done
-    if run.last_checkpoint and not resume:
+    if (run.last_checkpoint or any(run.path.glob("hpc_ckpt_*.ckpt"))) and not resume:
         raise UserError(f"{run.path} holds an interrupted run (checkpoints/last.ckpt): pass --resume to continue it")
     pl.seed_everything(config.seed, verbose=False)
     dm = build_data(config)
     model, profile = build_model(config, dm)
+    load_data(config, dm)
     run.write_config(config.to_dict())
     has_val = bool(dm.config.val_size)
     monitor = "val/acc1" if has_val else "train/acc1"
@@ -143,7 +155,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     )
     status, error, fit_metrics = "completed", None, {}
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(run.last_checkpoint) if resume and run.last_checkpoint else None)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(run) if resume else None)
         fit_metrics = dict(trainer.callback_metrics)  # trainer.test replaces them with its own
         if divergence.diverged_at is not None:
             status = "diverged"
