@@ -1,0 +1,47 @@
+"""`convbench report DIR`: aggregate every result.json under DIR (a results root, a sweep directory,
+any tree) into report.md, report.json, runs.json and PNG charts in --out (default DIR/report)."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from harness.config import WANDB_MODES
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="RESULTS_OR_SWEEP_DIR", help="searched recursively for result.json files")
+    p.add_argument("--out", help="where the report goes (default DIR/report)")
+    p.add_argument("--wandb", choices=WANDB_MODES, default="disabled",
+                   help="also log the table and charts to a W&B summary run in the runs' group (default disabled)")
+    p.add_argument("--no-charts", action="store_true", help="tables only")
+
+
+def _show(path: Path) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    from harness.report import build, status_line
+
+    rep = build(Path(args.dir), Path(args.out) if args.out else None, charts=not args.no_charts)
+    if args.wandb != "disabled":
+        from harness.report.publish import log
+
+        rep.wandb_dir = log(rep, args.wandb)
+    print(rep.markdown_table if rep.rows else "(no completed runs)")
+    print()
+    print(status_line(rep.status_counts) + " (only completed runs are aggregated)")
+    for name, why in rep.skipped.items():
+        print(f"chart {name} not drawn: {why}")
+    print("wrote:")
+    for f in rep.files:
+        print(f"  {_show(f)}")
+    if rep.wandb_dir is not None:
+        print(f"  {_show(rep.wandb_dir)}  (W&B {args.wandb})")
+    return 0

@@ -1,0 +1,105 @@
+"""Reports over finished runs: ``report.md`` (one row per config, mean ± std over seeds),
+``report.json`` (those rows), ``runs.json`` (every run's final metrics) and PNG charts, optionally
+logged to a W&B summary run. ``build(root, out)`` does it all; the CLI verb is `convbench report`.
+
+Modules: collect (find and check result.json files, read metrics.csv curves), tables (grouping,
+mean ± std, markdown), charts (matplotlib PNGs), publish (W&B)."""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.report.collect import Run, collect
+from harness.report.tables import aggregate, markdown, run_rows, table
+
+STATUS_ORDER = ("completed", "diverged", "failed")
+
+
+@dataclass
+class Report:
+    root: Path
+    out: Path
+    runs: list[Run]
+    rows: list[dict[str, Any]]
+    runs_table: list[dict[str, Any]]
+    status_counts: dict[str, int]
+    markdown_table: str
+    charts: dict[str, Path] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    wandb_dir: Path | None = None
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, paths -> str, tuples -> lists."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def _dump(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(_clean(data), indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def status_line(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    parts = ", ".join(f"{n} {s}" for s, n in counts.items())
+    return f"{total} run{'s' if total != 1 else ''}: {parts}"
+
+
+def _markdown_doc(rep: Report) -> str:
+    lines = [f"# convbench report: {rep.root}", "", status_line(rep.status_counts) + ". Only completed runs are aggregated.", "",
+             "Each row is one configuration (arch, dataset, transfer mode, labels/class and any other differing config key, "
+             "shown as variant); metrics are mean ± sample std over its n seeds (no ± when n = 1). Accuracies in %; "
+             "samples/s (training throughput), peak MiB (peak memory) and wall s (the whole run) are means.", ""]
+    lines.append(rep.markdown_table if rep.rows else "_no completed runs_")
+    bad = [r for r in rep.runs_table if r["status"] != "completed"]
+    if bad:
+        lines += ["", "## Runs not aggregated", "", "| run | status | error |", "|---|---|---|"]
+        lines += [f"| {r['run_id']} | {r['status']} | {(r['error'] or '–').replace('|', '/')} |" for r in bad]
+    lines += ["", "## Charts", ""]
+    lines += [f"![{name}]({p.name})" for name, p in rep.charts.items()]
+    lines += [f"- {name}: not drawn ({why})" for name, why in rep.skipped.items()]
+    return "\n".join(lines) + "\n"
+
+
+def build(root: Path, out: Path | None = None, charts: bool = True) -> Report:
+    """Collect the runs under ``root`` and write report.md, report.json, runs.json and the charts to ``out``
+    (default ``root/report``)."""
+    root = Path(root)
+    out = Path(out) if out is not None else root / "report"
+    runs = collect(root, exclude=out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = aggregate(runs)
+    counts = Counter(r.get("status") for r in runs)
+    status_counts = {s: counts[s] for s in STATUS_ORDER if counts[s]} | {s: n for s, n in sorted(counts.items()) if s not in STATUS_ORDER}
+    cols, cells = table(rows)
+    rep = Report(root, out, runs, rows, run_rows(runs, root), status_counts, markdown(cols, cells))
+    if charts:
+        from harness.report.charts import draw_all
+
+        rep.charts, rep.skipped = draw_all(runs, rows, out)
+    meta = {"source": str(root), "status_counts": status_counts,
+            "group_by": "arch, dataset, transfer, labels_per_class and the config keys in 'variant'",
+            "stats": "mean and sample std (n-1; null for n=1) over seeds; accuracies as fractions",
+            "charts": {k: p.name for k, p in rep.charts.items()}, "charts_skipped": rep.skipped}
+    rep.files = [
+        _dump(out / "report.json", {**meta, "rows": [{k: v for k, v in r.items() if k != "variant_label" and not k.startswith("_")} for r in rows]}),
+        _dump(out / "runs.json", rep.runs_table),
+    ]
+    md = out / "report.md"
+    md.write_text(_markdown_doc(rep))
+    rep.files.insert(0, md)
+    rep.files += list(rep.charts.values())
+    return rep

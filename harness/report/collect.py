@@ -1,0 +1,214 @@
+"""Finding runs: every ``result.json`` under a directory (a results root, a sweep directory, any
+tree), read and checked, plus each run's training curve from its ``metrics/version_N/metrics.csv``.
+
+A directory holding no ``result.json`` at all (a sweep directory that only lists its run ids) is
+read best effort: any string in its JSON/YAML files that names ``<ancestor>/<string>/result.json``
+(or is a path to a run directory or a result.json) is taken as a run of the sweep."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from harness.errors import UserError
+
+RESULT = "result.json"
+NUMERIC = ("depth", "params", "macs", "seed", "epochs", "train_acc1", "train_loss", "val_acc1", "test_acc1", "test_acc5",
+           "train_samples_per_s", "eval_samples_per_s", "peak_memory_bytes", "wall_time_s")
+TEXT = ("run_id", "arch", "status")
+
+
+@dataclass
+class Run:
+    path: Path  # the run directory (holds result.json and metrics/)
+    result: dict[str, Any]
+    _curve: dict[str, list[tuple[float, float]]] | None = field(default=None, repr=False)
+
+    def get(self, key: str) -> Any:
+        return self.result.get(key)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        c = self.result.get("config")
+        return c if isinstance(c, dict) else {}
+
+    @property
+    def labels_per_class(self) -> int | None:
+        data = self.config.get("data")
+        return data.get("labels_per_class") if isinstance(data, dict) else None
+
+    @property
+    def transfer(self) -> str:
+        return self.result.get("transfer") or "scratch"
+
+    @property
+    def completed(self) -> bool:
+        return self.result.get("status") == "completed"
+
+    def curve(self) -> dict[str, list[tuple[float, float]]]:
+        if self._curve is None:
+            self._curve = read_curve(self.path)
+        return self._curve
+
+
+def finite(v: Any) -> float | None:
+    """A number, or None for missing / NaN / inf (JSON has no NaN)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def load_result(path: Path) -> dict[str, Any]:
+    """One result.json, checked enough that the report can trust it; a UserError naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot be read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: malformed result.json (not valid JSON: {err.msg} at line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: malformed result.json (expected a JSON object, got {type(data).__name__})")
+    for key in TEXT:
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise UserError(f"{path}: malformed result.json ({key!r} missing or not a string)")
+    for key in NUMERIC:
+        v = data.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise UserError(f"{path}: malformed result.json ({key}={v!r} is not a number)")
+    if "config" in data and not isinstance(data["config"], dict):
+        raise UserError(f"{path}: malformed result.json ('config' is not an object)")
+    return data
+
+
+def _walk(root: Path, exclude: Path | None) -> Iterator[Path]:
+    """Directories under root (symlinked ones followed once), skipping ``exclude`` and hidden/W&B dirs."""
+    seen: set[str] = set()
+    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen or (exclude is not None and Path(real) == exclude):
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in ("wandb", "checkpoints"))
+        yield Path(dirpath)
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            yield from _strings(v)
+
+
+def _referenced(root: Path, exclude: Path | None) -> list[Path]:
+    """result.json files named by run ids or paths in the JSON/YAML files of a sweep directory."""
+    import yaml
+
+    bases = [root, *list(root.resolve().parents)[:3]]
+    found: list[Path] = []
+    for d in _walk(root, exclude):
+        for f in sorted(d.iterdir()):
+            if not f.is_file() or f.suffix not in (".json", ".yaml", ".yml", ".txt") or f.stat().st_size > 20_000_000:
+                continue
+            try:
+                text = f.read_text()
+                data = json.loads(text) if f.suffix == ".json" else yaml.safe_load(text) if f.suffix != ".txt" else text.split()
+            except Exception:  # noqa: BLE001 - not a manifest we can read: ignore it
+                continue
+            for s in _strings(data):
+                if not s or len(s) > 500 or "\n" in s or not re.fullmatch(r"[\w./@:+=,-]+", s):
+                    continue
+                p = Path(s)
+                candidates = [p, p / RESULT] if p.is_absolute() else [b / p for b in (d, *bases)] + [b / p / RESULT for b in (d, *bases)]
+                for c in candidates:
+                    if c.name == RESULT and c.is_file():
+                        found.append(c)
+                        break
+    return found
+
+
+def find_results(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Every result.json under ``root`` (recursively), deduplicated; else those its manifests name."""
+    if not root.exists():
+        raise UserError(f"{root}: no such directory")
+    if not root.is_dir():
+        raise UserError(f"{root}: not a directory (give a results root or a sweep directory)")
+    exclude = exclude.resolve() if exclude is not None else None
+    files = [d / RESULT for d in _walk(root, exclude) if (d / RESULT).is_file()]
+    if not files:
+        files = _referenced(root, exclude)
+    out, seen = [], set()
+    for f in files:
+        real = os.path.realpath(f)
+        if real not in seen:
+            seen.add(real)
+            out.append(f)
+    return out
+
+
+def collect(root: Path, exclude: Path | None = None) -> list[Run]:
+    """The runs under ``root``; a run id seen twice (a copied run directory) counts once."""
+    files = find_results(root, exclude)
+    if not files:
+        raise UserError(f"{root}: no result.json found (expected a results root, a sweep directory or a run directory)")
+    runs: dict[str, Run] = {}
+    for f in files:
+        result = load_result(f)
+        runs.setdefault(result["run_id"], Run(f.parent, result))
+    return list(runs.values())
+
+
+def _float(v: str | None) -> float | None:
+    if v is None or v == "":
+        return None
+    try:
+        return finite(float(v))
+    except ValueError:
+        return None
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.csv rows of all attempts merged: a resumed attempt (version_N+1) replaces every row
+    of the earlier ones from its first step on, so for each step the latest version wins."""
+    versions = []
+    for p in (run_dir / "metrics").glob("version_*/metrics.csv"):
+        try:
+            versions.append((int(p.parent.name.split("_", 1)[1]), p))
+        except ValueError:
+            continue
+    rows: list[dict[str, Any]] = []
+    for _, p in sorted(versions):
+        try:
+            with p.open(newline="") as f:
+                new = [{k: _float(v) for k, v in r.items() if k} for r in csv.DictReader(f)]
+        except (OSError, csv.Error, UnicodeDecodeError):
+            continue
+        new = [r for r in new if r.get("step") is not None]
+        if new:
+            first = min(r["step"] for r in new)
+            rows = [r for r in rows if r["step"] < first] + new
+    return rows
+
+
+def read_curve(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """``{"train_error": [(epoch, 1 - train/acc1)], "train_loss_step": [(step, loss)], "train_loss": [(epoch, loss)]}``,
+    epochs counted from 1 (after the first epoch); keys without data are left out."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for r in read_metrics(run_dir):
+        if r.get("train/acc1") is not None and r.get("epoch") is not None:
+            out.setdefault("train_error", []).append((r["epoch"] + 1, 1 - r["train/acc1"]))
+        if r.get("train/loss") is not None and r.get("epoch") is not None:
+            out.setdefault("train_loss", []).append((r["epoch"] + 1, r["train/loss"]))
+        if r.get("train/loss_step") is not None:
+            out.setdefault("train_loss_step", []).append((r["step"], r["train/loss_step"]))
+    return {k: sorted(v) for k, v in out.items()}

@@ -1,0 +1,176 @@
+"""Aggregation: completed runs grouped by what they computed (everything but the seed), one row
+per group with mean ± sample std over seeds, the per-run table, and the markdown rendering.
+
+A group is (arch, dataset, transfer mode, labels_per_class) plus every other config key whose
+value differs between runs of that group, except keys that do not change what is computed: the
+seed, where results/data live, W&B, data.num_workers, transfer.checkpoint (one per seed) and
+trainer.log_every_n_steps. The differing keys are shown as the row's ``variant``."""
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from typing import Any, Iterable
+
+from harness.report.collect import Run, finite
+
+TRANSFER_ORDER = {"scratch": 0, "linear-probe": 1, "finetune": 2}
+IGNORED = {"seed", "results", "arch", "dataset", "transfer.mode", "transfer.checkpoint", "data.labels_per_class", "data.root",
+           "data.num_workers", "data.download", "trainer.log_every_n_steps"}
+IGNORED_PREFIXES = ("wandb.",)
+# (result key, column title, kind) of the mean ± std columns
+METRICS = (("test_acc1", "test top-1 %", "pct"), ("test_acc5", "test top-5 %", "pct"), ("train_acc1", "train top-1 %", "pct"),
+           ("train_loss", "train loss", "loss"))
+RUN_FIELDS = ("run_id", "arch", "family", "depth", "residual", "dataset", "transfer", "labels_per_class", "seed", "status",
+              "train_loss", "train_acc1", "test_acc1", "test_acc5", "train_samples_per_s", "peak_memory_mib", "wall_time_s", "error")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def identity_keys(run: Run) -> dict[str, Any]:
+    return {k: v for k, v in flatten(run.config).items() if k not in IGNORED and not k.startswith(IGNORED_PREFIXES)}
+
+
+def _hashable(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def base_key(run: Run) -> tuple[Any, ...]:
+    return (run.get("arch"), run.get("dataset"), run.transfer, run.labels_per_class)
+
+
+def group(runs: Iterable[Run]) -> list[tuple[dict[str, Any], list[Run]]]:
+    """``[(variant, runs)]``: the completed runs split by base key, then by the config keys that differ inside it."""
+    by_base: dict[tuple[Any, ...], list[Run]] = {}
+    for r in runs:
+        by_base.setdefault(base_key(r), []).append(r)
+    out = []
+    for members in by_base.values():
+        ids = [identity_keys(r) for r in members]
+        keys = sorted({k for d in ids for k in d})
+        differing = [k for k in keys if len({_hashable(d.get(k)) for d in ids}) > 1]
+        sub: dict[str, tuple[dict[str, Any], list[Run]]] = {}
+        for r, d in zip(members, ids):
+            variant = {k: d.get(k) for k in differing}
+            sub.setdefault(_hashable(variant), (variant, []))[1].append(r)
+        out.extend(sub.values())
+    return out
+
+
+def stats(values: Iterable[Any]) -> dict[str, Any]:
+    """mean, sample std (n-1; None for one value) and n of the finite values."""
+    xs = [x for x in (finite(v) for v in values) if x is not None]
+    if not xs:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else None, "n": len(xs)}
+
+
+def variant_label(variant: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in variant.items())
+
+
+def _sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    inf = float("inf")
+    return (str(row["family"]), row["depth"] if row["depth"] is not None else inf, bool(row["residual"]), str(row["arch"]),
+            str(row["dataset"]), TRANSFER_ORDER.get(row["transfer"], 9), row["labels_per_class"] or inf, row["variant_label"])
+
+
+def aggregate(runs: list[Run]) -> list[dict[str, Any]]:
+    """One row per group of completed runs, sorted by family then depth. Non-completed runs of the
+    same group are counted in ``not_completed``."""
+    done = [r for r in runs if r.completed]
+    others = Counter((base_key(r), r.get("status")) for r in runs if not r.completed)
+    rows = []
+    for variant, members in group(done):
+        members.sort(key=lambda r: (r.get("seed") if r.get("seed") is not None else 0, r.get("run_id")))
+        first = members[0]
+        row: dict[str, Any] = {
+            "arch": first.get("arch"), "family": first.get("family"), "depth": first.get("depth"), "residual": first.get("residual"),
+            "dataset": first.get("dataset"), "transfer": first.transfer, "labels_per_class": first.labels_per_class,
+            "variant": variant, "variant_label": variant_label(variant), "_identity": identity_keys(first),
+            "params": first.get("params"), "macs": first.get("macs"), "n": len(members),
+            "seeds": [r.get("seed") for r in members], "run_ids": [r.get("run_id") for r in members],
+        }
+        for key, _, _ in METRICS:
+            row[key] = stats(r.get(key) for r in members)
+        row["train_samples_per_s"] = stats(r.get("train_samples_per_s") for r in members)
+        row["eval_samples_per_s"] = stats(r.get("eval_samples_per_s") for r in members)
+        row["peak_memory_mib"] = stats((r.get("peak_memory_bytes") or 0) / 2**20 if r.get("peak_memory_bytes") is not None else None
+                                       for r in members)
+        row["wall_time_s"] = stats(r.get("wall_time_s") for r in members)
+        row["not_completed"] = {s: n for (b, s), n in sorted(others.items(), key=lambda kv: str(kv[0])) if b == base_key(first)}
+        rows.append(row)
+    rows.sort(key=_sort_key)
+    return rows
+
+
+def run_rows(runs: list[Run], root: Any = None) -> list[dict[str, Any]]:
+    """Every run's final metrics, all statuses (runs.json)."""
+    out = []
+    for r in runs:
+        peak = finite(r.get("peak_memory_bytes"))
+        row = {k: r.get(k) for k in RUN_FIELDS}
+        row.update(transfer=r.transfer, labels_per_class=r.labels_per_class, peak_memory_bytes=r.get("peak_memory_bytes"),
+                   peak_memory_mib=None if peak is None else peak / 2**20)
+        for k in ("train_loss", "train_acc1", "test_acc1", "test_acc5", "train_samples_per_s", "wall_time_s"):
+            row[k] = finite(row[k])
+        row["error"] = (r.get("error") or "").splitlines()[0][:300] if r.get("error") else None
+        row["path"] = str(r.path.relative_to(root)) if root is not None and r.path.is_relative_to(root) else str(r.path)
+        out.append(row)
+    inf = float("inf")
+    out.sort(key=lambda x: (str(x["family"]), x["depth"] if x["depth"] is not None else inf, bool(x["residual"]), str(x["arch"]),
+                            str(x["dataset"]), TRANSFER_ORDER.get(x["transfer"], 9), x["labels_per_class"] or inf,
+                            x["seed"] if x["seed"] is not None else inf, x["run_id"]))
+    return out
+
+
+def fmt(s: dict[str, Any], kind: str) -> str:
+    """'91.23 ± 0.45' (pct), '0.2345 ± 0.0123' (loss), '1,234' (int); '–' when there is no value."""
+    if s["mean"] is None:
+        return "–"
+    scale, spec = {"pct": (100, ".2f"), "loss": (1, ".4f"), "int": (1, ",.0f"), "s": (1, ",.1f")}[kind]
+    text = format(s["mean"] * scale, spec)
+    return text if s["std"] is None else f"{text} ± {format(s['std'] * scale, spec)}"
+
+
+def _human(n: Any) -> str:
+    from harness.console import human
+
+    return "–" if n is None else human(n)
+
+
+def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Column titles and cells of the aggregated table (labels/class and variant only when used)."""
+    lpc = any(r["labels_per_class"] is not None for r in rows)
+    var = any(r["variant_label"] for r in rows)
+    cols = ["arch", "family", "depth", "type", "dataset", "transfer"] + (["labels/class"] if lpc else []) + (["variant"] if var else [])
+    cols += ["params", "MACs", "n"] + [title for _, title, _ in METRICS] + ["samples/s", "peak MiB", "wall s"]
+    cells = []
+    for r in rows:
+        c = [r["arch"], r["family"] or "–", "–" if r["depth"] is None else str(r["depth"]),
+             "residual" if r["residual"] else "plain", r["dataset"] or "–", r["transfer"]]
+        c += [str(r["labels_per_class"]) if r["labels_per_class"] is not None else "all"] if lpc else []
+        c += [r["variant_label"] or "–"] if var else []
+        c += [_human(r["params"]), _human(r["macs"]), str(r["n"])]
+        c += [fmt(r[key], kind) for key, _, kind in METRICS]
+        # cost columns: the mean only (their std is in report.json)
+        c += [fmt({**r[k], "std": None}, kind) for k, kind in (("train_samples_per_s", "int"), ("peak_memory_mib", "int"), ("wall_time_s", "s"))]
+        cells.append([str(x) for x in c])
+    return cols, cells
+
+
+def markdown(cols: list[str], cells: list[list[str]]) -> str:
+    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+    right = {"depth", "params", "MACs", "n", "labels/class", "samples/s", "peak MiB", "wall s"} | {t for _, t, _ in METRICS}
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" if c in right else "---" for c in cols) + "|"]
+    lines += ["| " + " | ".join(esc(x) for x in row) + " |" for row in cells]
+    return "\n".join(lines)

@@ -1,0 +1,285 @@
+"""`convbench report`: aggregation (mean ± std over seeds, checked against numbers computed by hand),
+runs.json, the charts, W&B offline/disabled, error messages, and a report over two real runs."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.cli import main
+from harness.config import resolve
+from harness.report.collect import read_curve
+
+PNG = b"\x89PNG\r\n\x1a\n"
+ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "MPLBACKEND": "Agg", "WANDB_SILENT": "true"}
+ROOT = Path(__file__).resolve().parents[1]
+
+# arch -> (family, depth, residual, params, macs, samples/s, peak bytes)
+ARCHS = {
+    "plain20": ("resnet_cifar", 20, False, 269_722, 40_551_040, 900.0, 300 * 2**20),
+    "plain56": ("resnet_cifar", 56, False, 853_018, 125_485_312, 320.0, 700 * 2**20),
+    "resnet20": ("resnet_cifar", 20, True, 269_722, 40_551_040, 880.0, 310 * 2**20),
+    "resnet56": ("resnet_cifar", 56, True, 853_018, 125_485_312, 310.0, 720 * 2**20),
+    "vgg11": ("vgg", 11, False, 9_231_114, 153_000_000, 500.0, 500 * 2**20),
+    "vgg16": ("vgg", 16, False, 14_728_266, 313_000_000, 300.0, 600 * 2**20),
+}
+
+
+def write_run(root: Path, arch: str, seed: int, test_acc1: float | None, train_acc1: float | None, train_loss: float | None,
+              status: str = "completed", dataset: str = "cifar10", transfer: str = "scratch", lpc: int | None = None,
+              lr: float | None = None, epochs: int = 3, wall: float = 100.0, group: str | None = "study") -> Path:
+    """A result.json in the real format (config resolved by harness.config) and a metrics.csv."""
+    values: dict[str, Any] = {"arch": arch, "dataset": dataset, "epochs": epochs, "seed": seed, "results": str(root),
+                              "wandb": {"mode": "disabled", "group": group}, "data": {"num_workers": 2}}
+    if lpc is not None:
+        values["data"]["labels_per_class"] = lpc
+    if lr is not None:
+        values["optim"] = {"lr": lr}
+    if transfer != "scratch":
+        values["transfer"] = {"mode": transfer, "checkpoint": f"/ckpts/{arch}-s{seed}/best.ckpt"}
+    config = resolve([("test", values)])
+    family, depth, residual, params, macs, speed, peak = ARCHS[arch]
+    run_id = config.run_id()
+    run = root / run_id
+    run.mkdir(parents=True)
+    result = {
+        "run_id": run_id, "arch": arch, "family": family, "residual": residual, "dataset": dataset, "depth": depth,
+        "params": params, "macs": macs, "input_size": [3, 32, 32], "seed": seed, "recipe": config.recipe, "transfer": transfer,
+        "epochs": epochs, "epochs_completed": epochs, "global_step": 30, "status": status, "train_acc1": train_acc1,
+        "train_loss": train_loss, "val_acc1": None, "val_loss": None, "test_acc1": test_acc1,
+        "test_acc5": None if test_acc1 is None else min(1.0, test_acc1 + 0.2), "test_loss": 1.0,
+        "train_samples_per_s": speed + seed, "eval_samples_per_s": 2 * speed, "peak_memory_bytes": peak, "device": "cpu",
+        "world_size": 1, "wall_time_s": wall, "diverged_at_step": 12 if status == "diverged" else None,
+        "error": "RuntimeError: out of memory\nmore" if status == "failed" else None, "config": config.to_dict(),
+        "versions": {"python": "3.11"}, "host": "test", "argv": ["convbench", "train"],
+    }
+    (run / "result.json").write_text(json.dumps(result, indent=1))
+    if train_acc1 is not None:  # per-step loss every 5 steps and per-epoch train metrics, as CSVLogger writes them
+        v0 = run / "metrics" / "version_0"
+        v0.mkdir(parents=True)
+        with (v0 / "metrics.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", "step", "train/loss_step", "train/acc1", "train/loss", "test/acc1"])
+            for epoch in range(epochs):
+                acc = train_acc1 * (epoch + 1) / epochs
+                for step in range(epoch * 10 + 4, epoch * 10 + 10, 5):
+                    w.writerow([epoch, step, 2.3 - acc, "", "", ""])
+                w.writerow([epoch, epoch * 10 + 9, "", acc, 2.3 - acc, ""])
+            w.writerow([epochs, epochs * 10, "", "", "", test_acc1])
+    return run
+
+
+# test top-1 / train top-1 / train loss per seed of the main study (cifar10, from scratch, 3 epochs)
+STUDY = {
+    "plain20": [(0.80, 0.90, 0.30), (0.82, 0.92, 0.28), (0.84, 0.94, 0.26)],
+    "plain56": [(0.76, 0.85, 0.45), (0.78, 0.87, 0.43)],
+    "resnet20": [(0.81, 0.91, 0.29), (0.83, 0.93, 0.27), (0.85, 0.95, 0.25)],
+    "resnet56": [(0.86, 0.97, 0.12), (0.88, 0.99, 0.10)],
+    "vgg11": [(0.70, 0.80, 0.60)],
+    "vgg16": [(0.72, 0.82, 0.58), (0.74, 0.84, 0.56)],
+}
+# (labels/class, mode) -> test top-1 of seeds 0 and 1: resnet20 transferred to cifar100
+TRANSFER = {(10, "scratch"): (0.10, 0.12), (10, "linear-probe"): (0.30, 0.34), (10, "finetune"): (0.40, 0.42),
+            (100, "scratch"): (0.30, 0.32), (100, "linear-probe"): (0.45, 0.47), (100, "finetune"): (0.55, 0.59)}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("results")
+    for arch, seeds in STUDY.items():
+        for seed, (test, train, loss) in enumerate(seeds):
+            write_run(root, arch, seed, test, train, loss)
+    write_run(root, "resnet56", 2, None, None, None, status="failed")
+    write_run(root, "plain56", 2, None, 0.1, float("nan"), status="diverged")
+    write_run(root, "resnet20", 0, 0.60, 0.70, 0.9, lr=0.01)  # another learning rate: its own row
+    for (lpc, mode), accs in TRANSFER.items():
+        for seed, acc in enumerate(accs):
+            write_run(root / "transfer", "resnet20", seed, acc, acc + 0.1, 1.5, dataset="cifar100", transfer=mode, lpc=lpc, epochs=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("out")
+    p = subprocess.run([sys.executable, "-m", "harness.cli", "report", str(tree), "--out", str(out)],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return out, p.stdout
+
+
+def md_rows(text: str) -> list[dict[str, str]]:
+    lines = [l for l in text.splitlines() if l.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split(" | ")]
+    rows = []
+    for line in lines[1:]:
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if len(cells) == len(header):
+            rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def test_markdown_rows_are_means_and_stds_over_seeds(report: tuple[Path, str]) -> None:
+    out, stdout = report
+    text = (out / "report.md").read_text()
+    rows = [r for r in md_rows(text) if "arch" in r]
+    study = [r for r in rows if r["dataset"] == "cifar10"]
+    # sorted by family then depth (plain before residual at a depth); the lr=0.01 resnet20 is its own row
+    assert [(r["arch"], r["variant"]) for r in study] == [
+        ("plain20", "–"), ("resnet20", "optim.lr=0.01"), ("resnet20", "optim.lr=0.1"), ("plain56", "–"), ("resnet56", "–"),
+        ("vgg11", "–"), ("vgg16", "–")]
+    by = {(r["arch"], r["variant"]): r for r in study}
+    # by hand: plain20 test top-1 80, 82, 84 -> 82.00 ± 2.00 (sample std); train loss .30 .28 .26 -> 0.2800 ± 0.0200
+    p20 = by["plain20", "–"]
+    assert (p20["n"], p20["test top-1 %"], p20["train top-1 %"], p20["train loss"]) == ("3", "82.00 ± 2.00", "92.00 ± 2.00", "0.2800 ± 0.0200")
+    assert p20["test top-5 %"] == "100.00 ± 0.00" and p20["type"] == "plain" and p20["depth"] == "20"
+    assert (p20["params"], p20["MACs"], p20["samples/s"], p20["peak MiB"], p20["wall s"]) == ("269.72K", "40.55M", "901", "300", "100.0")
+    # resnet56: the failed seed is not aggregated; 86, 88 -> 87.00 ± 1.41; loss .12 .10 -> 0.1100 ± 0.0141
+    r56 = by["resnet56", "–"]
+    assert (r56["n"], r56["test top-1 %"], r56["train loss"], r56["type"]) == ("2", "87.00 ± 1.41", "0.1100 ± 0.0141", "residual")
+    # plain56: the diverged seed is left out too; one-seed rows have no ±
+    assert by["plain56", "–"]["test top-1 %"] == "77.00 ± 1.41"
+    assert (by["vgg11", "–"]["n"], by["vgg11", "–"]["test top-1 %"]) == ("1", "70.00")
+    # the transfer rows: one per mode and labels/class budget
+    transfer = [(r["transfer"], r["labels/class"], r["test top-1 %"]) for r in rows if r["dataset"] == "cifar100"]
+    assert transfer == [("scratch", "10", "11.00 ± 1.41"), ("scratch", "100", "31.00 ± 1.41"), ("linear-probe", "10", "32.00 ± 2.83"),
+                        ("linear-probe", "100", "46.00 ± 1.41"), ("finetune", "10", "41.00 ± 1.41"), ("finetune", "100", "57.00 ± 2.83")]
+    assert "28 runs: 26 completed, 1 diverged, 1 failed" in text and "RuntimeError: out of memory |" in text
+    assert "| plain20 | resnet_cifar | 20 | plain |" in stdout and str(out / "report.md") in stdout
+    assert "chart accuracy_vs_depth_cifar100 not drawn: no from-scratch full-label runs on cifar100" in stdout
+
+
+def test_report_and_runs_json(tree: Path, report: tuple[Path, str]) -> None:
+    out, _ = report
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["status_counts"] == {"completed": 26, "diverged": 1, "failed": 1}
+    r56 = next(r for r in rep["rows"] if r["arch"] == "resnet56")
+    assert r56["n"] == 2 and r56["seeds"] == [0, 1] and r56["not_completed"] == {"failed": 1}
+    assert r56["test_acc1"]["mean"] == pytest.approx(0.87) and r56["test_acc1"]["std"] == pytest.approx(0.02 ** 0.5 / 10)
+    assert next(r for r in rep["rows"] if r["arch"] == "vgg11")["test_acc1"] == {"mean": 0.70, "std": None, "n": 1}
+    runs = json.loads((out / "runs.json").read_text())
+    assert len(runs) == 28 and len({r["run_id"] for r in runs}) == 28
+    keys = {"run_id", "arch", "depth", "residual", "seed", "train_loss", "train_acc1", "test_acc1", "train_samples_per_s",
+            "peak_memory_mib", "wall_time_s", "status"}
+    assert all(keys <= set(r) for r in runs)
+    diverged = next(r for r in runs if r["status"] == "diverged")
+    assert diverged["arch"] == "plain56" and diverged["train_loss"] is None  # NaN is not valid JSON: null
+    failed = next(r for r in runs if r["status"] == "failed")
+    assert (failed["arch"], failed["seed"], failed["error"], failed["test_acc1"]) == ("resnet56", 2, "RuntimeError: out of memory", None)
+    p20 = [r for r in runs if r["arch"] == "plain20"]
+    assert [(r["seed"], r["test_acc1"], r["train_acc1"], r["train_loss"], r["peak_memory_mib"]) for r in p20] == [
+        (0, 0.80, 0.90, 0.30, 300.0), (1, 0.82, 0.92, 0.28, 300.0), (2, 0.84, 0.94, 0.26, 300.0)]
+    assert (tree / p20[0]["path"] / "result.json").is_file()
+
+
+def test_charts_are_png_files(report: tuple[Path, str]) -> None:
+    out, stdout = report
+    import matplotlib.image
+
+    names = ["accuracy_vs_depth_cifar10", "degradation_vs_depth_cifar10", "training_curves_cifar10", "accuracy_vs_cost_cifar10", "transfer"]
+    for name in names:
+        png = out / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG and png.stat().st_size > 20_000, name
+        h, w, _ = matplotlib.image.imread(png).shape
+        assert w > 500 and h > 300
+        assert f"![{name}]({name}.png)" in (out / "report.md").read_text()
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["charts"]) == set(names) and "accuracy_vs_depth_cifar100" in rep["charts_skipped"]
+
+
+def test_metrics_of_a_resumed_run_latest_version_wins(tmp_path: Path) -> None:
+    for version, rows in ((0, [(0, 4, 2.0, ""), (0, 9, "", 0.5), (1, 14, 1.9, ""), (1, 15, 1.8, "")]),
+                          (1, [(1, 14, 1.5, ""), (1, 19, "", 0.7)])):
+        d = tmp_path / "metrics" / f"version_{version}"
+        d.mkdir(parents=True)
+        with (d / "metrics.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([("epoch", "step", "train/loss_step", "train/acc1"), *rows])
+    curve = read_curve(tmp_path)
+    assert curve["train_loss_step"] == [(4, 2.0), (14, 1.5)]  # step 15 of the interrupted attempt is gone
+    assert curve["train_error"] == [(1, 0.5), (2, pytest.approx(0.3))]
+
+
+def test_wandb_offline_writes_a_run_under_out_and_disabled_none(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sub = tmp_path / "transfer"
+    shutil.copytree(tree / "transfer", sub)
+    assert main(["report", str(sub), "--out", str(tmp_path / "off"), "--wandb", "offline"]) == 0
+    runs = list((tmp_path / "off" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb")), list((tmp_path / "off").rglob("*"))
+    assert "W&B offline" in capsys.readouterr().out
+    assert main(["report", str(sub), "--out", str(tmp_path / "none")]) == 0
+    assert not (tmp_path / "none" / "wandb").exists() and (tmp_path / "none" / "transfer.png").is_file()
+    # the default --out is DIR/report, and a second report does not read the first one's files
+    assert main(["report", str(sub)]) == 0 and main(["report", str(sub)]) == 0
+    assert len(json.loads((sub / "report" / "runs.json").read_text())) == 12
+    capsys.readouterr()
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """`convbench report ARGS` in-process: (exit code, stderr)."""
+    capsys.readouterr()
+    code = main(["report", *args])
+    return code, capsys.readouterr().err
+
+
+def test_malformed_result_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_run(tmp_path / "r", "vgg11", 0, 0.7, 0.8, 0.6)
+    bad = tmp_path / "r" / "broken" / "result.json"
+    bad.parent.mkdir()
+    bad.write_text('{"run_id": "x", "arch": ')
+    code, err = cli(capsys, str(tmp_path / "r"))
+    assert code == 2 and err.count("\n") == 1 and err.startswith("convbench report: error: ") and str(bad) in err and "malformed" in err, err
+    bad.write_text(json.dumps({"run_id": "x", "arch": "vgg11", "status": "completed", "test_acc1": "high"}))
+    code, err = cli(capsys, str(tmp_path / "r"))
+    assert code == 2 and err.count("\n") == 1 and str(bad) in err and "test_acc1" in err, err
+    assert not (tmp_path / "r" / "report").exists()  # nothing written on an error
+
+
+def test_empty_or_missing_dir_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    code, err = cli(capsys, str(tmp_path / "empty"))
+    assert code == 2 and err.count("\n") == 1 and "no result.json found" in err, err
+    code, err = cli(capsys, str(tmp_path / "nowhere"))
+    assert code == 2 and err.count("\n") == 1 and "no such directory" in err, err
+
+
+def test_sweep_dir_listing_run_ids(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sweep directory that only lists run ids (results/sweeps/<name>/runs.json) finds them in the results root."""
+    sweep = tree / "sweeps" / "depth"
+    sweep.mkdir(parents=True)
+    ids = sorted(p.parent.name for p in tree.glob("resnet56-*/result.json"))
+    (sweep / "runs.json").write_text(json.dumps({"name": "depth", "runs": [{"run_id": i} for i in ids]}))
+    try:
+        assert main(["report", str(sweep), "--out", str(tmp_path / "o"), "--no-charts"]) == 0
+    finally:
+        (sweep / "runs.json").unlink()
+        sweep.rmdir()
+        sweep.parent.rmdir()
+    assert sorted(r["run_id"] for r in json.loads((tmp_path / "o" / "runs.json").read_text())) == ids
+    capsys.readouterr()
+
+
+def test_report_of_two_real_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.train import train
+
+    results = tmp_path / "results"
+    for arch in ("resnet20", "plain20"):
+        config = resolve([("test", {"arch": arch, "dataset": "synthetic", "epochs": 2, "results": str(results),
+                                    "wandb": {"mode": "disabled"}, "trainer": {"log_every_n_steps": 1},
+                                    "data": {"input_size": [3, 32, 32], "num_samples": 256, "num_workers": 0, "batch_size": 256}})])
+        assert train(config)["status"] == "completed"
+    assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
+    stdout = capsys.readouterr().out
+    assert "| plain20 | resnet_cifar | 20 | plain | synthetic | scratch |" in stdout
+    assert "| resnet20 | resnet_cifar | 20 | residual | synthetic | scratch |" in stdout
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "training_curves" in rep["charts"] and "degradation_vs_depth" in rep["charts"]
+    assert rep["charts_skipped"]["accuracy_vs_depth"].startswith("needs test top-1 at two or more depths")
+    assert (tmp_path / "out" / "training_curves.png").read_bytes()[:8] == PNG
+    runs = json.loads((tmp_path / "out" / "runs.json").read_text())
+    assert {r["arch"] for r in runs} == {"resnet20", "plain20"} and all(r["status"] == "completed" for r in runs)
