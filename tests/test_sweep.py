@@ -1,0 +1,151 @@
+"""`convbench sweep`: loading and validation (with line numbers), grid expansion, dry runs, and the local
+backend, including a runner killed mid-run and started again (every run completes exactly once)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.errors import UserError
+from harness.sweep.spec import load
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text).lstrip())
+    return p
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=timeout)
+
+
+SYNTHETIC = """
+    method: grid
+    parameters:
+      arch: {{value: lenet5}}
+      dataset: {{value: synthetic}}
+      epochs: {{value: {epochs}}}
+      data.input_size: {{value: [1, 32, 32]}}
+      data.num_samples: {{value: {samples}}}
+      data.num_workers: {{value: 0}}
+      data.batch_size: {{value: 64}}
+      wandb.mode: {{value: disabled}}
+      trainer.log_every_n_steps: {{value: 1}}
+    convbench:
+      name: tiny
+      results: {results}
+      seeds: [0, 1]
+"""
+
+
+@pytest.mark.parametrize("text, match", [
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lrr: {values: [0.1]}\n", r"line 4: unknown config key 'optim.lrr'"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  seed:\n    values: []\n", r"line 5: parameters.seed.values: empty grid"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  epochs:\n    values: [1, two]\n", r"line 5.*epochs='two'.*expected int"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurmm: {}\n", r"line 5: unknown key convbench.slurmm"),
+    ("method: grid\nparamters:\n  arch: {value: lenet5}\n", r"line 2: unknown sweep key 'paramters'"),
+    ("method: bayes\nparameters:\n  arch: {value: lenet5}\n", r"line 1: method='bayes'"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  data.bogus: {value: 1}\n", r"line 4: unknown config key 'data.bogus'"),
+    ("method: grid\nparameters:\n  arch: {values: [lenet5, nonet]}\n", r"run 1 \(arch=nonet\)"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lr: {values: [0.1, -1.0]}\n", r"run 1 .*optim.lr=-1.0: must be > 0"),
+])
+def test_validation_errors_name_key_and_line(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(Exception, match=match):
+        load(write(tmp_path, text))
+
+
+def test_cli_reports_a_bad_sweep_in_one_line(tmp_path: Path) -> None:
+    p = write(tmp_path, "method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lrr: {values: [0.1]}\n")
+    proc = cli("sweep", str(p), "--dry-run")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "line 4" in proc.stderr, proc.stderr
+
+
+def test_shipped_sweeps_load() -> None:
+    counts = {p.stem: len(load(p).runs) for p in sorted((REPO / "sweeps").glob("*.yaml"))}
+    assert counts["cifar10-resnet-depth"] == 30 and counts["fashion-depth"] == 14 and counts["imagenet-ilsvrc"] == 17
+    transfer = load(REPO / "sweeps" / "transfer.yaml")
+    named = {r.name: r for r in transfer.runs if r.name}
+    assert set(named) == {"pretrain-lenet5", "pretrain-resnet20"}
+    for r in transfer.runs:
+        if r.config.transfer.mode == "scratch":
+            assert not r.deps and r.config.transfer.checkpoint is None
+        elif not r.name:
+            dep = transfer.runs[r.deps[0]]
+            assert dep.name == f"pretrain-{r.config.arch}"
+            assert r.config.transfer.checkpoint == str(dep.run_dir / "checkpoints" / "last.ckpt")
+    assert len(transfer.runs) == 2 + 2 * 3 * 3 * 2
+
+
+def test_random_needs_run_cap_and_samples(tmp_path: Path) -> None:
+    text = "method: random\nparameters:\n  arch: {value: lenet5}\n  seed: {values: [0, 1, 2, 3, 4, 5]}\n"
+    with pytest.raises(UserError, match="run_cap"):
+        load(write(tmp_path, text))
+    assert len(load(write(tmp_path, text + "run_cap: 3\n")).runs) == 3
+
+
+def test_dry_run_lists_runs(tmp_path: Path) -> None:
+    p = write(tmp_path, SYNTHETIC.format(epochs=1, samples=256, results=tmp_path / "results"))
+    proc = cli("sweep", str(p), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    sweep = load(p)
+    for run in sweep.runs:
+        line = next(l for l in proc.stdout.splitlines() if run.run_id in l)
+        assert "lenet5" in line and "depth 5" in line and f"seed={run.config.seed}" in line
+    assert not (tmp_path / "results").exists()  # nothing ran, nothing written
+    slurm = cli("sweep", "run", str(p), "--backend", "slurm", "--dry-run")
+    assert slurm.returncode == 0, slurm.stderr
+    assert "#SBATCH --array=0,1" in slurm.stdout and "#SBATCH --ntasks-per-node=1" in slurm.stdout and "gres" not in slurm.stdout
+    assert "#SBATCH --signal=SIGUSR1@90" in slurm.stdout and "srun " in slurm.stdout
+
+
+def test_local_parallel_runs_and_skips_done(tmp_path: Path) -> None:
+    p = write(tmp_path, SYNTHETIC.format(epochs=1, samples=256, results=tmp_path / "results"))
+    proc = cli("sweep", str(p), "--parallel", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sweep = load(p)
+    for run in sweep.runs:
+        assert json.loads((run.run_dir / "result.json").read_text())["status"] == "completed"
+        assert "OMP_NUM_THREADS" not in (run.run_dir / "config.yaml").read_text()
+    again = cli("sweep", str(p), "--parallel", "2")
+    assert again.returncode == 0 and "started" not in again.stdout
+    status = cli("sweep", "status", str(p))
+    assert status.stdout.count("completed") >= 2, status.stdout
+
+
+def test_killed_runner_restarts_and_completes_each_run_once(tmp_path: Path) -> None:
+    p = write(tmp_path, SYNTHETIC.format(epochs=3, samples=1024, results=tmp_path / "results"))
+    sweep = load(p)
+    first = sweep.runs[0]
+    runner = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(p), "--parallel", "1"], cwd=REPO, env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (first.run_dir / "checkpoints" / "last.ckpt").is_file():  # mid-run: one epoch done
+            assert runner.poll() is None and time.monotonic() < deadline, "the first run never checkpointed"
+            time.sleep(0.05)
+    finally:
+        os.killpg(runner.pid, signal.SIGKILL)  # the runner and its training child
+        runner.wait()
+    assert not (first.run_dir / "result.json").exists()
+    status = cli("sweep", "status", str(p))
+    assert "interrupted" in status.stdout, status.stdout
+    proc = cli("sweep", str(p))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "resuming" in proc.stdout
+    for run in sweep.runs:
+        assert len(list(run.run_dir.glob("result.json"))) == 1
+    versions = sorted(d.name for d in (first.run_dir / "metrics").iterdir())
+    assert versions == ["version_0", "version_1"]  # resumed, not restarted
+    result = json.loads((first.run_dir / "result.json").read_text())
+    assert result["epochs_completed"] == 3 and result["status"] == "completed"

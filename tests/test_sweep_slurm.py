@@ -1,0 +1,153 @@
+"""`convbench sweep --backend slurm` on the real local cluster: a 4-task array of 2-rank DDP runs (gloo on
+CPU), a requeue mid-training that resumes from the checkpoint with the same W&B run, no secret in any
+file, DDP test accuracy equal to a single-process evaluation, and cancel + re-submit."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.sweep.spec import load
+from tests.slurm_fixtures import SlurmCluster
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "secret-xyz"
+
+
+def sweep_file(tmp_path: Path, name: str, body: str) -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(textwrap.dedent(body).lstrip().replace("RESULTS", str(tmp_path / "results")).replace("NAME", name))
+    return p
+
+
+def cli(cluster: SlurmCluster, *args: str) -> subprocess.CompletedProcess:
+    env = {**cluster.env, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_API_KEY": SECRET, "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, "-m", "harness.cli", "sweep", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=120)
+
+
+def wait_for(cond, timeout: float, what: str, sweep_dir: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((sweep_dir / "logs").glob("*")))
+            pytest.fail(f"timed out waiting for {what}\n{logs}")
+        time.sleep(0.2)
+
+
+DDP = """
+    method: grid
+    parameters:
+      arch: {value: lenet5}
+      dataset: {value: fashion-mnist}
+      epochs: {value: 2}
+      data.train_limit: {value: 2000}
+      data.val_size: {value: 500}
+      data.num_workers: {value: 0}
+      trainer.accelerator: {value: cpu}
+      trainer.devices: {value: 2}
+      trainer.strategy: {value: ddp}
+      wandb.mode: {value: offline}
+    convbench:
+      name: NAME
+      results: RESULTS
+      seeds: [0, 1, 2, 3]
+      slurm: {cpus_per_task: 1, time: "00:10:00"}
+"""
+
+
+def test_ddp_array_requeue_and_no_secret(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    p = sweep_file(tmp_path, "ddp", DDP)
+    sweep = load(p)
+    t0 = time.monotonic()
+    proc = cli(slurm_cluster, str(p), "--backend", "slurm")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs = json.loads((sweep.dir / "jobs.json").read_text())
+    assert len(jobs) == 1 and jobs[0]["indices"] == [0, 1, 2, 3]
+    script = Path(jobs[0]["script"]).read_text()
+    assert "--ntasks-per-node=2" in script and "--array=0,1,2,3" in script and "gres" not in script
+    first = sweep.runs[0]
+    wait_for(lambda: (first.run_dir / "checkpoints" / "last.ckpt").is_file(), 150, "run 0's first checkpoint", sweep.dir)
+    print(f"submit -> first checkpoint of task 0: {time.monotonic() - t0:.1f}s")
+    interrupted = not (first.run_dir / "result.json").exists()
+    requeue = slurm_cluster.run("scontrol", "requeue", f"{jobs[0]['job_id']}_0")
+    assert requeue.returncode == 0, requeue.stderr
+    if interrupted:
+        wait_for(lambda: "requeued" in cli(slurm_cluster, "status", str(p)).stdout.split("\n")[0]
+                 or (first.run_dir / "metrics" / "version_1").exists(), 60, "status requeued", sweep.dir)
+    wait_for(lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), 200, "4 results", sweep.dir)
+    print(f"4-run DDP array incl. requeue: {time.monotonic() - t0:.1f}s")
+    results = [json.loads((r.run_dir / "result.json").read_text()) for r in sweep.runs]
+    assert [(r["status"], r["world_size"]) for r in results] == [("completed", 2)] * 4
+    status = cli(slurm_cluster, "status", str(p))
+    assert status.stdout.count(" completed ") == 4, status.stdout
+    if interrupted:  # resumed from its checkpoint, one W&B run
+        assert (first.run_dir / "metrics" / "version_1").is_dir()
+    wandb_id = (first.run_dir / "wandb_id").read_text().strip()
+    offline = list((first.run_dir / "wandb").glob("offline-run-*"))
+    assert offline and all(d.name.endswith(wandb_id) for d in offline)
+    # the W&B key of the submitting environment is in no file the sweep wrote
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
+    # DDP test accuracy (synced over both ranks) == a single-process evaluation of the final checkpoint
+    assert results[1]["test_acc1"] == pytest.approx(evaluate(sweep, sweep.runs[1]), abs=1e-6)
+
+
+def evaluate(sweep, run) -> float:
+    import pytorch_lightning as pl
+
+    from harness.config import load_file, resolve
+    from harness.module import ClassifierModule
+    from harness.train import build_data, build_model, steps_per_epoch
+
+    config = resolve([("test", load_file(str(sweep.dir / "runs" / f"{run.index}.yaml")))])
+    config.trainer.devices = 1
+    dm = build_data(config)
+    model, _ = build_model(config, dm)
+    module = ClassifierModule(model, dm.num_classes, config.optim, config.arch, config.transfer.mode, config.hidden_noise_std,
+                              False, plateau_monitor="val/acc1", steps_per_epoch=steps_per_epoch(config, dm))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    out = trainer.test(module, datamodule=dm, ckpt_path=str(run.run_dir / "checkpoints" / "last.ckpt"), verbose=False)
+    return out[0]["test/acc1"]
+
+
+CANCEL = """
+    method: grid
+    parameters:
+      arch: {value: lenet5}
+      dataset: {value: synthetic}
+      data.input_size: {value: [1, 32, 32]}
+      data.num_samples: {value: 256}
+      data.num_workers: {value: 0}
+      wandb.mode: {value: disabled}
+      trainer.accelerator: {value: cpu}
+    convbench:
+      name: NAME
+      results: RESULTS
+      seeds: [0, 1, 2]
+      slurm: {cpus_per_task: 2}
+"""
+
+
+def test_cancel_then_resubmit_completes_the_rest(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    p = sweep_file(tmp_path, "cancel", CANCEL)
+    sweep = load(p)
+    assert cli(slurm_cluster, str(p), "--backend", "slurm").returncode == 0
+    wait_for(lambda: (sweep.runs[0].run_dir / "result.json").is_file(), 120, "run 0", sweep.dir)
+    assert cli(slurm_cluster, "cancel", str(p)).returncode == 0
+    wait_for(lambda: "cancelled" in cli(slurm_cluster, "status", str(p)).stdout, 30, "status cancelled", sweep.dir)
+    status = cli(slurm_cluster, "status", str(p)).stdout
+    assert status.splitlines()[0].split()[1] == "completed", status
+    again = cli(slurm_cluster, str(p), "--backend", "slurm")
+    assert again.returncode == 0, again.stderr
+    jobs = json.loads((sweep.dir / "jobs.json").read_text())
+    assert len(jobs) == 2 and 0 not in jobs[1]["indices"]
+    wait_for(lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), 150, "all results", sweep.dir)
+    assert cli(slurm_cluster, "status", str(p)).stdout.count(" completed ") == 3
