@@ -8,14 +8,22 @@ DEB_PACKAGES := dataset-fashion-mnist slurm-wlm munge slurmdbd mariadb-server
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: demo test bench study setup system-packages
+.PHONY: demo test bench setup system-packages
 
+# The main job on embedded defaults: LeNet-5, one epoch of the real Fashion-MNIST, W&B offline.
 demo: setup
-	$(CONVBENCH) list
-	$(CONVBENCH) summary resnet56
+	$(CONVBENCH) summary lenet5
+	$(CONVBENCH) train --arch lenet5 --data fashion-mnist --epochs 1
 
 test: setup
 	$(PY) -m pytest
+
+# tests/benchmarks in full (`make test` runs them briefly) and pytest-benchmark's JSON report.
+# CONVBENCH_UPDATE_BASELINE=1 make bench re-records tests/benchmarks/baseline.json instead of checking it.
+bench: setup
+	mkdir -p results/bench
+	$(PY) -m pytest tests/benchmarks --benchmark-min-rounds=15 --benchmark-max-time=5 --benchmark-warmup=on \
+		--benchmark-json=results/bench/benchmarks.json
 
 setup: system-packages $(STAMP)
 

@@ -33,6 +33,7 @@ class TrainerConfig:
     limit_train_batches: float = 1.0  # a fraction (<= 1.0) or a number of batches (> 1)
     deterministic: bool = False
     log_every_n_steps: int = 10  # per-step loss curve resolution in metrics.csv and W&B
+    threads: int = 0  # torch CPU threads per process; 0 = auto (see harness.train.cpu_threads)
 
 
 @dataclass

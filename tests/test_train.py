@@ -143,3 +143,16 @@ def test_lenet5_one_epoch_on_real_fashion_mnist(tmp_path: Path) -> None:
     c = resolve([("test", {"arch": "lenet5", "dataset": "fashion-mnist", "epochs": 1, "results": str(tmp_path), "wandb": {"mode": "disabled"}})])
     result = train(c)
     assert result["status"] == "completed" and result["test_acc1"] >= 0.85, result["test_acc1"]
+
+
+def test_cpu_threads_leave_cores_to_the_data_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.train import cpu_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(8)))
+    assert cpu_threads(config(tmp_path), workers=2) == 6
+    assert cpu_threads(config(tmp_path, trainer={"devices": 2}), workers=1) == 3
+    assert cpu_threads(config(tmp_path), workers=12) == 1
+    assert cpu_threads(config(tmp_path, trainer={"threads": 5}), workers=2) == 5
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert cpu_threads(config(tmp_path), workers=0) == 2
