@@ -18,7 +18,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("harness.commands.list", "list registered architectures"),
     "summary": ("harness.commands.summary", "per-layer shapes, parameters and MACs of one architecture"),
     "train": ("harness.commands.train", "train one architecture on one dataset and record the run"),
+    "sweep": ("harness.commands.sweep", "run a grid of trainings from a sweep file, locally or as SLURM array jobs"),
     "bench": ("harness.commands.bench", "samples/s, step time, peak memory and MFU of architectures and data pipelines"),
+    "report": ("harness.commands.report", "aggregate result.json files into report.md/json and charts (mean ± std over seeds)"),
 }
 
 

@@ -16,16 +16,17 @@ import torch
 import torch.nn.functional as F
 
 import architectures
+from tests.benchmarks.conftest import THREADS
 from harness.config import resolve
 from harness.train import build_data, load_data, train
 
-BATCH, SAMPLES, PAIRS = 128, 1024, 2
+BATCH, SAMPLES, PAIRS = 128, 1024, 3
 
 
 def config(results: Path):  # type: ignore[no-untyped-def]
     return resolve([("benchmark", {
         "arch": "resnet20", "dataset": "synthetic", "epochs": 1, "recipe": "resnet-cifar", "results": str(results),
-        "wandb": {"mode": "disabled"},
+        "wandb": {"mode": "disabled"}, "trainer": {"threads": THREADS},  # the hand loop's thread count
         "data": {"num_samples": SAMPLES, "input_size": [3, 32, 32], "batch_size": BATCH, "num_workers": 0, "val_size": 0},
     })])
 

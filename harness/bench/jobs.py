@@ -1,0 +1,85 @@
+"""What a worker is asked to measure: plain dataclasses that travel to it as JSON."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MODES = ("infer", "train")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+SMALL_INPUT = 64  # px: CIFAR/MNIST-sized nets below this, ImageNet-sized above
+
+
+def default_batch_size(input_size: tuple[int, int, int], device: str) -> int:
+    """128 for inputs up to 64 px (the CIFAR recipes' batch); above that 32 on a GPU and 8 on a CPU,
+    where one 224-px VGG/ResNet train step at batch 32 takes tens of seconds."""
+    if max(input_size[1:]) <= SMALL_INPUT:
+        return 128
+    return 8 if device == "cpu" else 32
+
+
+@dataclass
+class Timing:
+    """How long to measure: `warmup` untimed steps, then `repeats` blocks of `iters` timed steps."""
+
+    warmup: int = 10
+    iters: int = 20
+    repeats: int = 5
+
+
+@dataclass
+class ModelJob:
+    name: str
+    mode: str  # infer | train
+    batch_size: int
+    input_size: tuple[int, int, int]
+    num_classes: int | None
+    device: str
+    precision: str
+    channels_last: bool
+    compile: bool
+    threads: int
+    timing: Timing = field(default_factory=Timing)
+    detail: bool = False  # also time forward / backward / optimizer separately
+    verify: bool = False  # also time the same step with torch.utils.benchmark.Timer, interleaved
+    kind: str = "model"
+
+
+@dataclass
+class DataJob:
+    dataset: str
+    batch_size: int
+    workers: int
+    root: str | None
+    input_size: tuple[int, int, int] | None  # synthetic only
+    threads: int
+    timing: Timing = field(default_factory=Timing)
+    kind: str = "data"
+
+
+@dataclass
+class PeakJob:
+    """The device's dense peak FLOP/s for `precision`: Lightning's table for known GPUs, else a GEMM
+    measured in this run."""
+
+    device: str
+    precision: str
+    threads: int
+    kind: str = "peak"
+
+
+Job = ModelJob | DataJob | PeakJob
+
+
+def to_json(job: Job) -> dict[str, Any]:
+    return asdict(job)
+
+
+def from_json(data: dict[str, Any]) -> Job:
+    data = dict(data)
+    kind = data.pop("kind")
+    cls = {"model": ModelJob, "data": DataJob, "peak": PeakJob}[kind]
+    if "timing" in data:
+        data["timing"] = Timing(**data["timing"])
+    if data.get("input_size") is not None:
+        data["input_size"] = tuple(data["input_size"])
+    return cls(**data)

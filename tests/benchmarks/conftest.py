@@ -1,0 +1,152 @@
+"""Benchmarks with a machine-normalised regression check against baseline.json.
+
+`make test` runs them briefly (pytest-benchmark's defaults: about a second, at least 5 rounds each);
+`make bench` runs them longer and writes the JSON report. Everything here runs at one thread: on a shared 2-core VM a
+two-thread kernel waits at every barrier for whichever thread was descheduled, which made it up to
+4x slower under load, while one thread degrades gracefully.
+
+Reuse in a new benchmark module of this folder:
+
+    def test_my_step(regression_check):
+        regression_check("my/step/key", step_callable, items=batch_size)
+
+Refresh the baseline (after an intended speed change, or on a new reference machine):
+    CONVBENCH_UPDATE_BASELINE=1 make bench
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import pytest
+import torch
+
+from harness.bench.device import device_name
+from tests.benchmarks.regression import TOLERANCE, UPDATE_ENV, compare, normalised
+
+BASELINE = Path(__file__).with_name("baseline.json")
+THREADS = 1
+REFERENCE_GEMM = 1024  # n of the fp32 n x n reference matmul, ~25 ms at one thread
+MAX_ROUNDS = 200
+RATIOS = pytest.StashKey[dict[str, float]]()
+
+
+class Baseline:
+    """The committed normalised figures; in update mode, collects new ones and writes them at the end."""
+
+    def __init__(self, path: Path, update: bool) -> None:
+        self.path = path
+        self.update = update
+        self.figures: dict[str, float] = json.loads(path.read_text())["normalised"] if path.is_file() else {}
+        self.recorded: dict[str, float] = {}
+
+    def save(self, reference_flops: float) -> None:
+        figures = {**self.figures, **self.recorded}
+        self.path.write_text(json.dumps({
+            "what": f"median over rounds of items/s per GFLOP/s of an fp32 {REFERENCE_GEMM}^3 GEMM timed just before, "
+                    f"at {THREADS} thread; "
+                    f"a benchmark fails below 1/{TOLERANCE:g} of its figure (tests/benchmarks/regression.py)",
+            "recorded_on": {"cpu": device_name(torch.device("cpu")), "torch": torch.__version__,
+                            "reference_gflops": round(reference_flops / 1e9, 2)},
+            "normalised": {k: float(f"{v:.4g}") for k, v in sorted(figures.items())},
+        }, indent=1) + "\n")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread() -> Iterator[None]:
+    torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(THREADS)
+    cv2.setNumThreads(THREADS)
+    yield
+    torch.set_num_threads(torch_threads)
+    cv2.setNumThreads(cv2_threads)
+
+
+class Reference:
+    """The yardstick: an fp32 GEMM, timed just before every benchmark round (pedantic's untimed
+    setup), so that each round's rate is divided by what the machine delivered at that moment.
+    A rate measured once per session did not track this shared VM: neighbours' jobs come and go
+    within seconds, and session-level normalisation swung from 0.4x to 2.2x on unchanged code."""
+
+    def __init__(self, n: int = REFERENCE_GEMM) -> None:
+        self.a, self.b = torch.randn(n, n), torch.randn(n, n)
+        self.flops = 2 * n**3
+        self.times: list[float] = []
+        for _ in range(3):
+            self.sample()
+
+    def sample(self) -> None:
+        start = time.perf_counter()
+        torch.mm(self.a, self.b)
+        self.times.append(time.perf_counter() - start)
+
+    def flops_per_s(self) -> float:
+        """The best rate so far, for the record in baseline.json and the benchmark JSON."""
+        return self.flops / min(self.times)
+
+
+@pytest.fixture(scope="session")
+def reference(one_thread: None) -> Reference:
+    return Reference()
+
+
+@pytest.fixture(scope="session")
+def baseline(reference: Reference) -> Iterator[Baseline]:
+    b = Baseline(BASELINE, update=os.environ.get(UPDATE_ENV) == "1")
+    yield b
+    if b.update and b.recorded:
+        b.save(reference.flops_per_s())
+
+
+@pytest.fixture
+def regression_check(benchmark, reference: Reference, baseline: Baseline,  # type: ignore[no-untyped-def]
+                     request: pytest.FixtureRequest) -> Callable[[str, Callable[[], object], int], None]:
+    """`check(key, fn, items)`: benchmark `fn` (which processes `items` items per call) in rounds
+    of one call, each after a reference GEMM; the figure is the median over rounds of (items/s) /
+    (reference GFLOP/s). Rounds: enough for --benchmark-max-time, at least --benchmark-min-rounds.
+    Fails when the figure is too far below the baseline; warns when much above it or when there
+    is no baseline yet."""
+
+    def check(key: str, fn: Callable[[], object], items: int) -> None:
+        fn()  # first call: lazy initialisation, allocator growth, oneDNN primitive creation
+        start = time.perf_counter()
+        reference.sample()
+        fn()
+        once = time.perf_counter() - start
+        rounds = max(int(request.config.getoption("benchmark_min_rounds")),  # pytest-benchmark may leave its
+                     min(MAX_ROUNDS, int(float(request.config.getoption("benchmark_max_time")) / once)))  # defaults as str
+        done = len(reference.times)
+        benchmark.pedantic(fn, setup=reference.sample, rounds=rounds, iterations=1)
+        if benchmark.disabled:  # --benchmark-disable: fn ran once, nothing was timed
+            return
+        figure = statistics.median(normalised(items / t, reference.flops / r)
+                                   for t, r in zip(benchmark.stats.stats.data, reference.times[done:]))
+        benchmark.extra_info.update(items=items, items_per_s=items / benchmark.stats.stats.median, normalised=figure,
+                                    reference_gflops=reference.flops_per_s() / 1e9)
+        if baseline.update:
+            baseline.recorded[key] = figure
+            return
+        verdict = compare(key, figure, baseline.figures.get(key))
+        benchmark.extra_info["baseline_ratio"] = verdict.ratio
+        if verdict.ratio is not None:
+            request.config.stash.setdefault(RATIOS, {})[key] = verdict.ratio
+        if not verdict.ok:
+            pytest.fail(verdict.message)
+        if verdict.ratio is None or verdict.ratio > TOLERANCE:
+            warnings.warn(verdict.message)
+
+    return check
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    ratios = config.stash.get(RATIOS, {})
+    if ratios:
+        key = min(ratios, key=ratios.__getitem__)
+        terminalreporter.write_line(f"benchmarks vs baseline: {len(ratios)} checked, worst {ratios[key]:.2f}x ({key}), "
+                                    f"best {max(ratios.values()):.2f}x; fails below {1 / TOLERANCE:.2f}x")

@@ -1,0 +1,83 @@
+"""Sweep overheads, measured and printed (not asserted; run with -s to see the numbers):
+
+- local: a sweep's wall time vs (sum of the runs' own wall times) / parallel slots (goal <= 1.15x);
+- SLURM: submit -> first training step of an array task on the local cluster.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.sweep.spec import load
+from tests.slurm_fixtures import SlurmCluster
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+BODY = """
+    method: grid
+    parameters:
+      arch: {value: lenet5}
+      dataset: {value: synthetic}
+      epochs: {value: EPOCHS}
+      data.input_size: {value: [1, 32, 32]}
+      data.num_samples: {value: 1024}
+      data.num_workers: {value: 0}
+      wandb.mode: {value: disabled}
+      trainer.accelerator: {value: cpu}
+      trainer.log_every_n_steps: {value: 1}
+    convbench:
+      name: bench
+      results: RESULTS
+      seeds: SEEDS
+      slurm: {cpus_per_task: 2}
+"""
+
+
+def write(tmp_path: Path, epochs: int, seeds: list[int]) -> Path:
+    p = tmp_path / "bench.yaml"
+    p.write_text(textwrap.dedent(BODY).replace("RESULTS", str(tmp_path / "results")).replace("EPOCHS", str(epochs))
+                 .replace("SEEDS", json.dumps(seeds)))
+    return p
+
+
+@pytest.mark.slow
+def test_local_sweep_overhead(tmp_path: Path) -> None:
+    parallel = 2
+    p = write(tmp_path, epochs=2, seeds=[0, 1, 2, 3])
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", str(p), "--parallel", str(parallel)], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    wall = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = [json.loads((r.run_dir / "result.json").read_text())["wall_time_s"] for r in load(p).runs]
+    ideal = sum(runs) / parallel
+    print(f"\nlocal sweep: {len(runs)} runs, parallel {parallel}: wall {wall:.1f}s, sum of run wall times {sum(runs):.1f}s, "
+          f"ratio wall/(sum/parallel) = {wall / ideal:.2f}x (run wall_time_s excludes the child's ~3-4 s of imports)")
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurm_submit_to_first_step(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    p = write(tmp_path, epochs=1, seeds=[0])
+    run = load(p).runs[0]
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", str(p), "--backend", "slurm"], cwd=REPO,
+                          env={**slurm_cluster.env, "NO_ALBUMENTATIONS_UPDATE": "1"}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    submitted = time.time() - t0
+    config = run.run_dir / "config.yaml"  # written by train() after data and model setup, just before fit's first step
+    deadline = time.time() + 180
+    while not config.is_file() and time.time() < deadline:
+        time.sleep(0.02)
+    first_step = time.time() - t0
+    while not (run.run_dir / "result.json").is_file() and time.time() < deadline:
+        time.sleep(0.05)
+    print(f"\nslurm: sbatch returned after {submitted:.2f}s; submit -> run setup done (~first step) {first_step:.1f}s; "
+          f"submit -> result.json {time.time() - t0:.1f}s")

@@ -1,0 +1,129 @@
+"""`convbench bench` as a user runs it (real processes, their output and exit codes; option
+mistakes through the same `main` in-process), and the out-of-memory policy fed a callable that
+runs out of memory above a batch size."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import architectures
+from harness.bench.oom import with_halving
+from harness.bench.result import FIELDS
+from harness.cli import main
+from harness.errors import UserError
+
+FAST = ["--iters", "3", "--warmup", "1", "--repeats", "2", "--threads", "1"]
+
+
+def convbench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", "bench", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path) -> None:
+    out = tmp_path / "bench.csv"
+    r = convbench("lenet5", "resnet20", "vggp7", "--mode", "both", "--json", "--batch-size", "16", "--csv", str(out),
+                  "--data", "synthetic", "--workers", "1", *FAST)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    names = [(n, m) for n in ("lenet5", "resnet20", "vggp7") for m in ("infer", "train")] + [("synthetic", "data")]
+    assert [(row["name"], row["mode"]) for row in rows] == names
+    *models, data = rows
+    for row in models:
+        prof = architectures.profile(architectures.create(row["name"]), architectures.info(row["name"]).input_size)
+        assert (row["params"], row["macs"]) == (prof.params, prof.macs)
+        assert row["batch_size"] == row["requested_batch_size"] == 16
+        assert row["samples_per_s"] > 0 and row["step_time_std_ms"] >= 0
+        assert row["samples_per_s"] == pytest.approx(16 / row["step_time_ms"] * 1e3)
+        factor = 3 if row["mode"] == "train" else 1
+        assert row["flops_per_step"] == 2 * prof.macs * 16 * factor
+        assert row["flops_per_s"] == pytest.approx(row["flops_per_step"] / row["step_time_ms"] * 1e3)
+        assert 0 < row["mfu"] <= 1 and row["mfu"] == pytest.approx(row["flops_per_s"] / row["peak_flops_per_s"])
+        assert row["peak_memory_bytes"] > 100e6  # the worker's peak RSS: torch alone is more
+        assert (row["device"], row["precision"], row["channels_last"], row["compile"], row["threads"]) == ("cpu", "32", False, False, 1)
+        assert row["torch_version"] == torch.__version__ and "GEMM" in row["peak_flops_source"]
+    assert len({row["peak_flops_per_s"] for row in models}) == 1  # one peak for the whole table
+    assert (data["workers"], data["batch_size"], data["input_size"]) == (1, 16, [3, 32, 32])
+    assert data["samples_per_s"] > 0 and data["samples_per_s_per_worker"] == data["samples_per_s"]
+    assert data["params"] is None and data["mfu"] is None
+
+    r = convbench("lenet5", "--mode", "train", "--detail", "--verify", "--channels-last", "--precision", "bf16-mixed",
+                  "--csv", str(out), "--wandb", "offline", "--results", str(tmp_path), *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "lenet5" in r.stdout and "fwd ms" in r.stdout and "agreement" in r.stdout and "bfloat16 GEMM" in r.stdout
+    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    with out.open(newline="") as f:
+        lines = list(csv.reader(f))
+    assert lines[0] == FIELDS and len(lines) == 1 + len(names) + 1  # one header, then every row
+    last = dict(zip(FIELDS, lines[-1]))
+    assert (last["name"], last["mode"], last["precision"]) == ("lenet5", "train", "bf16-mixed")
+    assert float(last["forward_ms"]) > 0 and float(last["timer_samples_per_s"]) > 0
+
+
+def test_unknown_name_is_one_line_from_a_real_process() -> None:
+    r = convbench("resnet20", "nosuchnet", *FAST)
+    assert (r.returncode, r.stdout, r.stderr.count("\n")) == (2, "", 1), r.stderr
+    assert "unknown architecture 'nosuchnet'" in r.stderr
+
+
+# option mistakes: the same main() in this process (a subprocess each would cost 2 s of imports)
+@pytest.mark.parametrize("args, message", [
+    (["resnet20", "--iters", "0"], "--iters: expected an integer >= 1, got '0'"),
+    (["resnet20", "--precision", "8"], "--precision: invalid choice"),
+    (["resnet20", "--input-size", "3", "x", "32"], "--input-size takes three positive integers"),
+    (["resnet20", "--precision", "16-mixed", "--device", "cpu"], "16-mixed needs a GPU"),
+    (["--mode", "train"], "name at least one architecture, or a dataset with --data"),
+    (["--data", "mnist"], "--data: invalid choice"),
+])
+def test_option_mistakes_are_one_line_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = main(["bench", *args])
+    except SystemExit as exit_:  # argparse
+        code = exit_.code
+    out, err = capsys.readouterr()
+    assert (code, out, err.count("\n")) == (2, "", 1), err
+    assert message in err
+
+
+def test_a_worker_error_comes_back_as_one_line() -> None:
+    r = convbench("lenet5", "--mode", "infer", "--input-size", "1", "8", "8", *FAST)
+    assert (r.returncode, r.stdout, r.stderr.count("\n")) == (2, "", 1), r.stderr
+    assert "lenet5 infer: lenet5 cannot run on input 1x8x8" in r.stderr
+
+
+def test_csv_with_a_foreign_header_is_refused_before_measuring(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "other.csv"
+    out.write_text("a,b\n1,2\n")
+    assert main(["bench", "lenet5", "--csv", str(out)]) == 2
+    assert "header" in capsys.readouterr().err
+
+
+def oom_above(limit: int, tried: list[int], error: Exception):  # type: ignore[no-untyped-def]
+    def measure(batch_size: int) -> str:
+        tried.append(batch_size)
+        if batch_size > limit:
+            raise error
+        return f"ran at {batch_size}"
+    return measure
+
+
+def test_oom_halves_until_it_fits() -> None:
+    tried: list[int] = []
+    assert with_halving(oom_above(20, tried, torch.OutOfMemoryError("CUDA out of memory")), 128, on_oom=lambda: None) == ("ran at 16", 16)
+    assert tried == [128, 64, 32, 16]
+    cpu = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 4503599627370496 bytes")
+    assert with_halving(oom_above(100, [], cpu), 128, on_oom=lambda: None) == ("ran at 64", 64)
+
+
+def test_oom_at_batch_1_and_other_errors_are_not_retried() -> None:
+    with pytest.raises(UserError, match="out of memory even at batch size 1"):
+        with_halving(oom_above(0, [], torch.OutOfMemoryError("CUDA out of memory")), 4, on_oom=lambda: None)
+    tried: list[int] = []
+    with pytest.raises(ValueError):
+        with_halving(oom_above(0, tried, ValueError("a bug")), 128, on_oom=lambda: None)
+    assert tried == [128]
