@@ -12,7 +12,7 @@ import torch
 import datamodules
 from harness.memory import peak_rss_bytes
 
-from .device import device_name
+from .device import device_name, load_average
 from .jobs import DataJob
 from .result import Result
 from .timing import time_steps
@@ -39,6 +39,6 @@ def measure_data(job: DataJob) -> Result:
         flops_per_step=None, flops_per_s=None, mfu=None, peak_flops_per_s=None, peak_flops_source=None,
         input_size=list(dm.input_size), device="cpu", device_name=device_name(torch.device("cpu")),
         torch_version=torch.__version__, precision=None, channels_last=None, compile=None, threads=job.threads,
-        warmup=job.timing.warmup, iters=job.timing.iters, repeats=job.timing.repeats,
+        load_average=load_average(), warmup=job.timing.warmup, iters=job.timing.iters, repeats=job.timing.repeats,
         workers=job.workers, samples_per_s_per_worker=rate / max(job.workers, 1),
     )

@@ -1,6 +1,7 @@
-"""Which device a row was measured on, named as a reader would look it up."""
+"""Which device a row was measured on, named as a reader would look it up, and how busy the machine was."""
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -18,3 +19,9 @@ def device_name(device: torch.device) -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def load_average() -> float:
+    """The 1-minute load average (this worker included): above the core count, neighbours were
+    competing for the cores while it measured."""
+    return os.getloadavg()[0]

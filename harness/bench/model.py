@@ -9,7 +9,7 @@ import architectures
 from harness.errors import UserError
 from harness.memory import peak_bytes, peak_reserved_bytes, reset_peak
 
-from .device import device_name
+from .device import device_name, load_average
 from .jobs import ModelJob
 from .oom import with_halving
 from .result import Result
@@ -54,8 +54,8 @@ def measure_model(job: ModelJob) -> Result:
         mfu=None, peak_flops_per_s=None, peak_flops_source=None,  # the parent's peak job fills these in
         input_size=list(job.input_size), device=str(device), device_name=device_name(device),
         torch_version=torch.__version__, precision=job.precision, channels_last=job.channels_last,
-        compile=job.compile, threads=job.threads, warmup=job.timing.warmup, iters=job.timing.iters,
-        repeats=job.timing.repeats,
+        compile=job.compile, threads=job.threads, load_average=load_average(), warmup=job.timing.warmup,
+        iters=job.timing.iters, repeats=job.timing.repeats,
     )
     if job.detail:
         ms = {name: seconds * 1e3 for name, seconds in time_phases(step, device, job.timing.iters).items()}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -20,23 +21,21 @@ DETAIL_COLUMNS = ["fwd ms", "bwd ms", "opt ms"]
 VERIFY_COLUMNS = ["Timer samples/s", "agreement"]
 
 
-def _opt(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
+def _num(value: float | None, fmt: str, scale: float = 1.0, suffix: str = "") -> str:
+    return "-" if value is None else format(value * scale, fmt) + suffix
 
 
 def row(r: Result, detail: bool, verify: bool) -> list[str]:
     batch = str(r.batch_size) if r.batch_size == r.requested_batch_size else f"{r.batch_size} (OOM at {r.requested_batch_size})"
+    mode = r.mode if r.mode != "data" else f"data, {r.workers} worker{'' if r.workers == 1 else 's'}"
     spread = "" if r.step_time_std_ms is None else f" ± {r.step_time_std_ms:.2f}"
-    cells = [r.name, r.mode if r.mode != "data" else f"data ({r.workers} workers)", batch, f"{r.samples_per_s:,.1f}",
-             f"{r.step_time_ms:.2f}{spread}", human(r.peak_memory_bytes, "B"),
+    cells = [r.name, mode, batch, f"{r.samples_per_s:,.1f}", f"{r.step_time_ms:.2f}{spread}", human(r.peak_memory_bytes, "B"),
              "-" if r.params is None else human(r.params), "-" if r.macs is None else human(r.macs),
-             _opt(None if r.flops_per_s is None else r.flops_per_s / 1e9, ".1f"),
-             _opt(None if r.mfu is None else r.mfu * 100, ".1f") + ("%" if r.mfu is not None else "")]
+             _num(r.flops_per_s, ".1f", 1e-9), _num(r.mfu, ".1f", 100, "%")]
     if detail:
-        cells += [_opt(r.forward_ms, ".2f"), _opt(r.backward_ms, ".2f"), _opt(r.optimizer_ms, ".2f")]
+        cells += [_num(r.forward_ms, ".2f"), _num(r.backward_ms, ".2f"), _num(r.optimizer_ms, ".2f")]
     if verify:
-        agreement = None if r.timer_agreement is None else r.timer_agreement * 100
-        cells += [_opt(r.timer_samples_per_s, ",.1f"), _opt(agreement, "+.2f") + ("%" if agreement is not None else "")]
+        cells += [_num(r.timer_samples_per_s, ",.1f"), _num(r.timer_agreement, "+.2f", 100, "%")]
     return cells
 
 
@@ -57,6 +56,10 @@ def print_results(results: Sequence[Result], detail: bool, verify: bool) -> None
               f"step ms = median over {r.repeats} repeats of each one's median of {r.iters} steps, ± their std; "
               f"MFU vs {r.peak_flops_per_s / 1e9:.1f} GFLOP/s ({r.peak_flops_source}); "
               "FLOPs = 2 x MACs per image, train step = 3 x forward")
+    busiest = max(r.load_average for r in results)
+    if busiest > len(os.sched_getaffinity(0)):
+        print(f"warning: the machine was busy (1-minute load average up to {busiest:.1f} on {len(os.sched_getaffinity(0))} cores): "
+              "expect noisy figures; on a shared machine --threads 1 suffers least from neighbours")
 
 
 def check_csv(path: Path) -> None:

@@ -47,6 +47,7 @@ class Result:
     channels_last: bool | None
     compile: bool | None
     threads: int
+    load_average: float  # 1-minute, read when the timing ended
     warmup: int
     iters: int
     repeats: int
