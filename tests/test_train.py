@@ -156,3 +156,10 @@ def test_cpu_threads_leave_cores_to_the_data_workers(tmp_path: Path, monkeypatch
     assert cpu_threads(config(tmp_path, trainer={"threads": 5}), workers=2) == 5
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert cpu_threads(config(tmp_path), workers=0) == 2
+
+
+def test_plain_epoch_lines_when_not_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train(config(tmp_path, epochs=2))
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch ")]
+    assert [l.split()[1] for l in lines] == ["1/2", "2/2"]
+    assert all("train/loss" in l and "val/acc1" in l for l in lines)
