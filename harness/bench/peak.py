@@ -11,14 +11,17 @@ from torch.utils.benchmark import Timer
 
 DTYPES = {"32": torch.float32, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 GEMM_SIZE = 2048  # saturates fp32 and bf16 GEMM on a modern CPU core; 4096 gains < 3% for 8x the time
+SAMPLING = 2.0  # s; with 1 s, a busy VM's best block still came out up to 15% low
 
 
-def gemm_flops_per_s(device: torch.device, dtype: torch.dtype, threads: int, n: int = GEMM_SIZE, min_run_time: float = 1.0) -> float:
-    """2 n^3 / the fastest n x n matmul over blocks of `min_run_time` seconds in all."""
+def gemm_flops_per_s(device: torch.device, dtype: torch.dtype, threads: int) -> float:
+    """2 n^3 / the fastest n x n matmul in SAMPLING seconds: the best block, since a neighbour's
+    burst can only slow a block down."""
+    n = GEMM_SIZE
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     timer = Timer(stmt="torch.mm(a, b)", globals={"torch": torch, "a": a, "b": b}, num_threads=threads)
-    return 2 * n**3 / min(timer.blocked_autorange(min_run_time=min_run_time).times)
+    return 2 * n**3 / min(timer.blocked_autorange(min_run_time=SAMPLING).times)
 
 
 def device_peak(device: torch.device, precision: str, threads: int) -> tuple[float, str]:

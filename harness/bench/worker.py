@@ -2,7 +2,8 @@
 
 A fresh process per measurement: models measured in one process skew each other (allocator and
 oneDNN caches, compiled kernels, a warmed or fragmented heap) and the CPU's peak resident memory is
-per process. Anything else that writes to stdout (compilers, libraries) is sent to stderr so the
+per process. The worker pins glibc's malloc thresholds first (see harness.bench.malloc), so that
+the same model measures the same in every process. Anything else that writes to stdout (compilers, libraries) is sent to stderr so the
 parent reads exactly one JSON document. A user mistake is reported as {"error": ...} with exit 2;
 anything else is a traceback on stderr and exit 1.
 """
@@ -15,6 +16,7 @@ import sys
 from harness.cli import user_errors
 
 from .jobs import DataJob, Job, ModelJob, from_json
+from .malloc import pin_thresholds
 
 
 def run(job: Job) -> dict:
@@ -36,6 +38,7 @@ def run(job: Job) -> dict:
 
 
 def main() -> int:
+    pin_thresholds()
     result_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     job = from_json(json.load(sys.stdin))
