@@ -18,7 +18,7 @@ from harness.bench.result import FIELDS
 from harness.cli import main
 from harness.errors import UserError
 
-FAST = ["--iters", "3", "--warmup", "1", "--repeats", "2", "--threads", "1"]
+FAST = ["--iters", "3", "--warmup", "1", "--repeats", "2", "--threads", "1", "--min-block", "0.001"]
 
 
 def convbench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -65,6 +65,16 @@ def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path) -> Non
     assert float(last["forward_ms"]) > 0 and float(last["timer_samples_per_s"]) > 0
 
 
+def test_a_repeat_grows_to_last_min_block_seconds() -> None:
+    """lenet5 infer takes milliseconds a step: 2 steps cannot fill a 0.3 s repeat, ~40+ do."""
+    r = convbench("lenet5", "--mode", "infer", "--json", "--iters", "2", "--warmup", "3", "--repeats", "2", "--threads", "1",
+                  "--min-block", "0.3")
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)
+    assert row["iters"] > 10
+    assert row["iters"] * row["step_time_mean_ms"] / 1e3 > 0.3 / 3  # each repeat lasted about the asked time
+
+
 def test_unknown_name_is_one_line_from_a_real_process() -> None:
     r = convbench("resnet20", "nosuchnet", *FAST)
     assert (r.returncode, r.stdout, r.stderr.count("\n")) == (2, "", 1), r.stderr
@@ -74,6 +84,7 @@ def test_unknown_name_is_one_line_from_a_real_process() -> None:
 # option mistakes: the same main() in this process (a subprocess each would cost 2 s of imports)
 @pytest.mark.parametrize("args, message", [
     (["resnet20", "--iters", "0"], "--iters: expected an integer >= 1, got '0'"),
+    (["resnet20", "--min-block", "0"], "--min-block: expected a number of seconds > 0, got '0'"),
     (["resnet20", "--precision", "8"], "--precision: invalid choice"),
     (["resnet20", "--input-size", "3", "x", "32"], "--input-size takes three positive integers"),
     (["resnet20", "--precision", "16-mixed", "--device", "cpu"], "16-mixed needs a GPU"),

@@ -39,6 +39,6 @@ def measure_data(job: DataJob) -> Result:
         flops_per_step=None, flops_per_s=None, mfu=None, peak_flops_per_s=None, peak_flops_source=None,
         input_size=list(dm.input_size), device="cpu", device_name=device_name(torch.device("cpu")),
         torch_version=torch.__version__, precision=None, channels_last=None, compile=None, threads=job.threads,
-        load_average=load_average(), warmup=job.timing.warmup, iters=job.timing.iters, repeats=job.timing.repeats,
+        load_average=load_average(), warmup=job.timing.warmup, iters=len(times.repeats[0]), repeats=job.timing.repeats,
         workers=job.workers, samples_per_s_per_worker=rate / max(job.workers, 1),
     )

@@ -19,11 +19,14 @@ def default_batch_size(input_size: tuple[int, int, int], device: str) -> int:
 
 @dataclass
 class Timing:
-    """How long to measure: `warmup` untimed steps, then `repeats` blocks of `iters` timed steps."""
+    """How long to measure: `warmup` untimed steps, then `repeats` blocks of at least `iters` timed
+    steps, more when needed for a block to last `min_block_s` (as Timer.blocked_autorange does: a
+    20-step block of a 7 ms step is too short to average out a busy machine's bursts)."""
 
     warmup: int = 10
     iters: int = 20
     repeats: int = 5
+    min_block_s: float = 1.0
 
 
 @dataclass

@@ -55,7 +55,7 @@ def measure_model(job: ModelJob) -> Result:
         input_size=list(job.input_size), device=str(device), device_name=device_name(device),
         torch_version=torch.__version__, precision=job.precision, channels_last=job.channels_last,
         compile=job.compile, threads=job.threads, load_average=load_average(), warmup=job.timing.warmup,
-        iters=job.timing.iters, repeats=job.timing.repeats,
+        iters=len(times.repeats[0]), repeats=job.timing.repeats,
     )
     if job.detail:
         ms = {name: seconds * 1e3 for name, seconds in time_phases(step, device, job.timing.iters).items()}

@@ -4,6 +4,7 @@ also give the distribution). Plus the phase split and an independent torch.utils
 from __future__ import annotations
 
 import gc
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -69,20 +70,27 @@ class StepTimes:
 
 def time_steps(step: Callable[[], object], device: torch.device, timing: Timing,
                between: Callable[[float], None] | None = None) -> StepTimes:
-    """`timing.warmup` untimed steps, then `timing.repeats` blocks of `timing.iters` stamped steps.
-    Garbage collection is off while timing, as timeit does. `between(block_seconds)` runs untimed
-    after each block (the Timer check, interleaved so that both see the same machine noise)."""
+    """`timing.warmup` untimed steps, then `timing.repeats` blocks of stamped steps: `timing.iters`,
+    or as many as the warm-up steps (all but the first, which pays for first-call set-up) say fill
+    `timing.min_block_s`. Garbage collection is off while timing, as timeit does.
+    `between(block_seconds)` runs untimed after each block (the Timer check, interleaved so that
+    both see the same machine noise)."""
+    stamps = Stamps(device, timing.warmup + 1)
+    stamps.mark()
     for _ in range(timing.warmup):
         step()
-    synchronize(device)
+        stamps.mark()
+    warm = stamps.durations()
+    warm = warm[1:] or warm
+    iters = max(timing.iters, math.ceil(timing.min_block_s / max(statistics.fmean(warm), 1e-6))) if warm else timing.iters
     repeats = []
     gc.collect()
     gc.disable()
     try:
         for _ in range(timing.repeats):
-            stamps = Stamps(device, timing.iters + 1)
+            stamps = Stamps(device, iters + 1)
             stamps.mark()
-            for _ in range(timing.iters):
+            for _ in range(iters):
                 step()
                 stamps.mark()
             repeats.append(stamps.durations())

@@ -1,6 +1,18 @@
 """`convbench bench NAME... [--mode infer|train|both] [--data DATASET]`: samples/s, step time, peak
 memory and MFU of architectures on synthetic input, and images/s of a data pipeline, each measured
-in its own worker process (see harness.bench)."""
+in its own worker process (see harness.bench).
+
+Choices worth knowing:
+- train = zero_grad(set_to_none) + forward + cross-entropy + backward + SGD step, counted as
+  3 x forward FLOPs; infer = forward in eval mode under torch.inference_mode.
+- MFU is against the device's dense peak for the precision: Lightning's table for known GPUs; on
+  a CPU an fp32 (or, for bf16-mixed, bf16) 2048^3 GEMM measured in the same run, at --threads.
+- --precision 16-mixed is refused on a CPU: without native fp16 arithmetic its matmuls ran ~100x
+  slower than fp32 on this project's AVX-512 CPU; bf16-mixed is the CPU's mixed precision.
+- --data DATASET measures the dataset's train DataLoader (with --workers) beside the models, or
+  alone when no NAME is given: if its images/s is below a model's train samples/s, data is the
+  bottleneck.
+"""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +35,16 @@ from harness.errors import UserError
 
 def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
 
 
 def nonnegative_int(text: str) -> int:
@@ -52,7 +74,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="autocast dtype; default 32. 16-mixed needs a GPU: CPU float16 matmul is emulated, ~100x slower than fp32")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--warmup", type=nonnegative_int, default=10, help="untimed steps first; default 10")
-    p.add_argument("--iters", type=positive_int, default=20, help="timed steps per repeat; default 20")
+    p.add_argument("--iters", type=positive_int, default=20, help="timed steps per repeat, at least: more when needed for a repeat to last --min-block seconds; default 20")
+    p.add_argument("--min-block", type=positive_float, default=1.0, metavar="SECONDS", help="least duration of a repeat; default 1.0")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed blocks; step time is their median, ± their std; default 5")
     p.add_argument("--threads", type=positive_int, help="torch.set_num_threads; default all cores this process may use")
     p.add_argument("--detail", action="store_true", help="also time forward, backward and optimizer apart")
@@ -104,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     if args.csv is not None:
         check_csv(args.csv)
     threads = args.threads or len(os.sched_getaffinity(0))
-    timing = Timing(warmup=args.warmup, iters=args.iters, repeats=args.repeats)
+    timing = Timing(warmup=args.warmup, iters=args.iters, repeats=args.repeats, min_block_s=args.min_block)
     results: list[Result] = []
     if args.names:
         device = resolve_device(args.device)
