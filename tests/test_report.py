@@ -178,6 +178,42 @@ def test_report_and_runs_json(tree: Path, report: tuple[Path, str]) -> None:
     assert (tree / p20[0]["path"] / "result.json").is_file()
 
 
+def test_findings_state_degradation_and_the_transfer_winner(report: tuple[Path, str]) -> None:
+    out, _ = report
+    text = (out / "report.md").read_text()
+    # by hand: train top-1 plain20 90/92/94 -> error 8.00, plain56 85/87 -> 14.00 (+6.00); resnet20 (lr 0.1) 91/93/95 -> 7.00,
+    # resnet56 97/99 -> 2.00; the lr=0.01 resnet20 is not the study's configuration and stays out
+    assert "| 20 | plain20 | 8.00 ± 2.00 | resnet20 | 7.00 ± 2.00 | 18.00 ± 2.00 | 17.00 ± 2.00 |" in text
+    assert "| 56 | plain56 | 14.00 ± 1.41 | resnet56 | 2.00 ± 1.41 | 23.00 ± 1.41 | 13.00 ± 1.41 |" in text
+    assert ("training error 8.00% at depth 20 -> 14.00% at depth 56 (+6.00 points, seeds' spread 2.00): it rises with depth: "
+            "degradation reproduced") in text
+    assert ("every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 vs 20, "
+            "-5.00 points of training error, spread 2.00)") in text
+    # vgg: plain only, one seed at depth 11 (error 20) and two at 16 (17 ± 1.41): no residual verdict
+    assert "training error 20.00% at depth 11 -> 17.00% at depth 16 (-3.00 points, seeds' spread 1.41): it does not rise" in text
+    # transfer: finetune 41 vs linear probe 32 at 10 labels (+9.00), 57 vs 46 at 100 (+11.00)
+    assert "| resnet20 | cifar100 | 10 | 11.00 ± 1.41 | 32.00 ± 2.83 | 41.00 ± 1.41 | finetune | +9.00 |" in text
+    assert "| resnet20 | cifar100 | 100 | 31.00 ± 1.41 | 46.00 ± 1.41 | 57.00 ± 2.83 | finetune | +11.00 |" in text
+    found = json.loads((out / "report.json").read_text())["findings"]
+    deg, vgg = found["degradation"]
+    assert deg["plain"]["rise"] == pytest.approx(6.0) and deg["residual"]["rise"] == pytest.approx(-5.0)
+    assert deg["residual"]["spread"] == pytest.approx(2.0) and vgg["residual"] is None
+    assert [(f["labels_per_class"], f["winner"]) for f in found["transfer"]] == [(10, "finetune"), (100, "finetune")]
+
+
+def test_findings_say_so_when_degradation_is_not_reproduced(tmp_path: Path) -> None:
+    from harness.report import build
+
+    # two seeds each: plain56 rises by 1 point, within its 1.41-point spread; resnet56 worse than resnet20 by 3 (spread 1.41)
+    for arch, trains in (("plain20", (0.90, 0.90)), ("plain56", (0.88, 0.90)), ("resnet20", (0.96, 0.96)), ("resnet56", (0.92, 0.94))):
+        for seed, train in enumerate(trains):
+            write_run(tmp_path / "runs", arch, seed, train - 0.05, train, 0.2)
+    text = (build(tmp_path / "runs", tmp_path / "out", charts=False).out / "report.md").read_text()
+    assert "(+1.00 points, seeds' spread 1.41): it does not rise with depth beyond the seeds' spread: degradation not reproduced" in text
+    assert "not every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 vs 20, " \
+           "+3.00 points of training error, spread 1.41)" in text
+
+
 def test_charts_are_png_files(report: tuple[Path, str]) -> None:
     out, stdout = report
     import matplotlib.image

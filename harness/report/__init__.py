@@ -1,9 +1,11 @@
 """Reports over finished runs: ``report.md`` (one row per config, mean ± std over seeds),
-``report.json`` (those rows), ``runs.json`` (every run's final metrics) and PNG charts, optionally
-logged to a W&B summary run. ``build(root, out)`` does it all; the CLI verb is `convbench report`.
+``report.json`` (those rows and the findings), ``runs.json`` (every run's final metrics) and PNG
+charts, optionally logged to a W&B summary run. ``build(root, out)`` does it all; the CLI verb is
+`convbench report`.
 
 Modules: collect (find and check result.json files, read metrics.csv curves), tables (grouping,
-mean ± std, markdown), charts (matplotlib PNGs), publish (W&B)."""
+mean ± std, markdown), findings (degradation and transfer verdicts), charts (matplotlib PNGs),
+publish (W&B)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.report import findings
 from harness.report.collect import Run, collect
 from harness.report.tables import aggregate, markdown, run_rows, table
 
@@ -28,6 +31,8 @@ class Report:
     runs_table: list[dict[str, Any]]
     status_counts: dict[str, int]
     markdown_table: str
+    findings_md: str = ""
+    findings: dict[str, Any] = field(default_factory=dict)
     charts: dict[str, Path] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
@@ -64,6 +69,8 @@ def _markdown_doc(rep: Report) -> str:
              "shown as variant); metrics are mean ± sample std over its n seeds (no ± when n = 1). Accuracies in %; "
              "samples/s (training throughput), peak MiB (peak memory) and wall s (the whole run) are means.", ""]
     lines.append(rep.markdown_table if rep.rows else "_no completed runs_")
+    if rep.findings_md:
+        lines += ["", rep.findings_md.rstrip()]
     bad = [r for r in rep.runs_table if r["status"] != "completed"]
     if bad:
         lines += ["", "## Runs not aggregated", "", "| run | status | error |", "|---|---|---|"]
@@ -86,6 +93,7 @@ def build(root: Path, out: Path | None = None, charts: bool = True) -> Report:
     status_counts = {s: counts[s] for s in STATUS_ORDER if counts[s]} | {s: n for s, n in sorted(counts.items()) if s not in STATUS_ORDER}
     cols, cells = table(rows)
     rep = Report(root, out, runs, rows, run_rows(runs, root), status_counts, markdown(cols, cells))
+    rep.findings_md, rep.findings = findings.markdown(rows)
     if charts:
         from harness.report.charts import draw_all
 
@@ -93,7 +101,7 @@ def build(root: Path, out: Path | None = None, charts: bool = True) -> Report:
     meta = {"source": str(root), "status_counts": status_counts,
             "group_by": "arch, dataset, transfer, labels_per_class and the config keys in 'variant'",
             "stats": "mean and sample std (n-1; null for n=1) over seeds; accuracies as fractions",
-            "charts": {k: p.name for k, p in rep.charts.items()}, "charts_skipped": rep.skipped}
+            "charts": {k: p.name for k, p in rep.charts.items()}, "charts_skipped": rep.skipped, "findings": rep.findings}
     rep.files = [
         _dump(out / "report.json", {**meta, "rows": [{k: v for k, v in r.items() if k != "variant_label" and not k.startswith("_")} for r in rows]}),
         _dump(out / "runs.json", rep.runs_table),

@@ -4,7 +4,7 @@ with several datasets each of them is drawn once per dataset (``<name>_<dataset>
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,7 +17,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from harness.report.collect import Run  # noqa: E402
-from harness.report.tables import TRANSFER_ORDER, _hashable, variant_label  # noqa: E402
+from harness.report.tables import TRANSFER_ORDER, chart_variants, main_rows  # noqa: E402
 
 DPI = 110
 MODE_COLORS = {"scratch": "tab:gray", "linear-probe": "tab:blue", "finetune": "tab:orange"}
@@ -33,25 +33,6 @@ def _pct(s: dict[str, Any]) -> tuple[float | None, float]:
 
 def _kind(residual: Any) -> str:
     return "residual" if residual else "plain"
-
-
-def main_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r["transfer"] == "scratch" and r["labels_per_class"] is None]
-
-
-def chart_variants(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows with ``chart_variant``: the part of their variant that differs from the value most
-    runs of the chart have, so a one-off learning rate of one arch gets its own series while the
-    arch's usual runs stay on their family's line."""
-    votes: dict[str, Counter[str]] = defaultdict(Counter)
-    for r in rows:
-        for k, v in r.get("_identity", {}).items():
-            votes[k][_hashable(v)] += r["n"]
-    out = []
-    for r in rows:
-        odd = {k: v for k, v in r["variant"].items() if not votes[k] or _hashable(v) != votes[k].most_common(1)[0][0]}
-        out.append({**r, "chart_variant": variant_label(odd)})
-    return out
 
 
 def _series_name(r: dict[str, Any]) -> str:

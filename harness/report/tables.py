@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any, Iterable
 
 from harness.report.collect import Run, finite
@@ -174,3 +174,22 @@ def markdown(cols: list[str], cells: list[list[str]]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" if c in right else "---" for c in cols) + "|"]
     lines += ["| " + " | ".join(esc(x) for x in row) + " |" for row in cells]
     return "\n".join(lines)
+
+
+def main_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["transfer"] == "scratch" and r["labels_per_class"] is None]
+
+
+def chart_variants(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with ``chart_variant``: the part of their variant that differs from the value most
+    runs of the chart have, so a one-off learning rate of one arch gets its own series while the
+    arch's usual runs stay on their family's line."""
+    votes: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in rows:
+        for k, v in r.get("_identity", {}).items():
+            votes[k][_hashable(v)] += r["n"]
+    out = []
+    for r in rows:
+        odd = {k: v for k, v in r["variant"].items() if not votes[k] or _hashable(v) != votes[k].most_common(1)[0][0]}
+        out.append({**r, "chart_variant": variant_label(odd)})
+    return out

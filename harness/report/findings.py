@@ -1,0 +1,139 @@
+"""The two comparisons the studies are run for, read off the aggregated rows as markdown sections
+with their verdicts computed, so a report states what it shows instead of leaving it to the eye:
+
+- degradation (He et al. 2016, s4.2): per family, final training error by depth; does the plain
+  nets' error rise from the shallowest to the deepest, and does every residual net train at least
+  as well as each shallower one? (Differences within the seeds' spread do not count.)
+- transfer: per arch and label budget, test top-1 of scratch / linear probe / finetune, the winner
+  and its margin over the runner-up.
+
+Training error = 100 - the last epoch's running train top-1 (as the papers' training curves)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from harness.report.tables import TRANSFER_ORDER, chart_variants, fmt, main_rows
+
+
+def _err(s: dict[str, Any]) -> float | None:
+    return None if s["mean"] is None else 100 * (1 - s["mean"])
+
+
+def _err_text(s: dict[str, Any]) -> str:
+    return "–" if s["mean"] is None else fmt({"mean": 1 - s["mean"], "std": s["std"]}, "pct")
+
+
+def _usual(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """From-scratch, full-label rows in the configuration most runs of their dataset share (a one-off
+    learning rate is left out), as the charts draw them."""
+    datasets = {str(r["dataset"]) for r in rows}
+    return [r for ds in sorted(datasets) for r in chart_variants(main_rows([x for x in rows if str(x["dataset"]) == ds]))
+            if not r["chart_variant"]]
+
+
+def _spread(r: dict[str, Any]) -> float:
+    """The seed-to-seed std of the training error, in points (0 for one seed)."""
+    return 100 * (r["train_acc1"]["std"] or 0.0)
+
+
+def degradation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One finding per (family, dataset) with plain nets at two or more depths. A difference counts
+    only beyond the seeds' spread (the larger std of the two rows compared).
+
+    plain: the training error at the deepest vs the shallowest plain net (rises = degradation).
+    residual (when the family has them): the worst case of a deeper residual net training worse
+    than a shallower one, as (shallow depth, deep depth, rise, spread); none beyond the spread =
+    every residual net trains at least as well as its shallower siblings."""
+    by_family: dict[tuple[str, str], dict[bool, dict[int, dict[str, Any]]]] = defaultdict(lambda: {True: {}, False: {}})
+    for r in _usual(rows):
+        if r["depth"] is not None and r["train_acc1"]["mean"] is not None:
+            by_family[(str(r["family"]), str(r["dataset"]))][bool(r["residual"])][r["depth"]] = r
+    out = []
+    for (family, dataset), kinds in sorted(by_family.items()):
+        plain, residual = kinds[False], kinds[True]
+        if len(plain) < 2:
+            continue
+        lo, hi = min(plain), max(plain)
+        rise = _err(plain[hi]["train_acc1"]) - _err(plain[lo]["train_acc1"])
+        finding: dict[str, Any] = {
+            "family": family, "dataset": dataset, "depths": sorted(set(plain) | set(residual)),
+            "plain_train_err": {d: _err(r["train_acc1"]) for d, r in sorted(plain.items())},
+            "residual_train_err": {d: _err(r["train_acc1"]) for d, r in sorted(residual.items())},
+            "plain": {"shallow": lo, "deep": hi, "rise": rise, "spread": max(_spread(plain[lo]), _spread(plain[hi]))},
+            "residual": None,
+        }
+        ds = sorted(residual)
+        pairs = [(a, b, _err(residual[b]["train_acc1"]) - _err(residual[a]["train_acc1"]),
+                  max(_spread(residual[a]), _spread(residual[b]))) for i, a in enumerate(ds) for b in ds[i + 1:]]
+        if pairs:
+            a, b, worst, spread = max(pairs, key=lambda p: p[2] - p[3])
+            finding["residual"] = {"shallow": a, "deep": b, "rise": worst, "spread": spread}
+        out.append(finding)
+    return out
+
+
+def _degradation_md(rows: list[dict[str, Any]], findings: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    for f in findings:
+        index = {(bool(r["residual"]), r["depth"]): r for r in _usual(rows) if (str(r["family"]), str(r["dataset"])) == (f["family"], f["dataset"])}
+        lines += [f"### {f['family']} on {f['dataset']}: training error by depth", "",
+                  "| depth | plain | plain train err % | residual | residual train err % | plain test err % | residual test err % |",
+                  "|---:|---|---:|---|---:|---:|---:|"]
+        for d in f["depths"]:
+            p, r = index.get((False, d)), index.get((True, d))
+            lines.append(f"| {d} | {p['arch'] if p else '–'} | {_err_text(p['train_acc1']) if p else '–'} | {r['arch'] if r else '–'} | "
+                         f"{_err_text(r['train_acc1']) if r else '–'} | {_err_text(p['test_acc1']) if p else '–'} | "
+                         f"{_err_text(r['test_acc1']) if r else '–'} |")
+        pl, err = f["plain"], f["plain_train_err"]
+        verdict = ("rises with depth: degradation reproduced" if pl["rise"] > pl["spread"] else
+                   "does not rise with depth beyond the seeds' spread: degradation not reproduced")
+        lines += ["", f"- Plain nets: training error {err[pl['shallow']]:.2f}% at depth {pl['shallow']} -> {err[pl['deep']]:.2f}% at depth "
+                      f"{pl['deep']} ({pl['rise']:+.2f} points, seeds' spread {pl['spread']:.2f}): it {verdict}."]
+        res = f["residual"]
+        if res is not None:
+            ok = res["rise"] <= res["spread"]
+            lines.append(f"- Residual nets: {'every' if ok else 'not every'} deeper net trains at least as well as each shallower one "
+                         f"within the seeds' spread (worst pair: depth {res['deep']} vs {res['shallow']}, {res['rise']:+.2f} points of "
+                         f"training error, spread {res['spread']:.2f}).")
+        lines.append("")
+    return lines
+
+
+def transfer(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One finding per (arch, dataset, labels_per_class) with two or more transfer modes."""
+    cells: dict[tuple[str, str, Any], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        if not r["variant_label"] and r["test_acc1"]["mean"] is not None:
+            cells[(str(r["arch"]), str(r["dataset"]), r["labels_per_class"])][r["transfer"]] = r["test_acc1"]
+    out = []
+    for (arch, dataset, lpc), modes in cells.items():
+        if len(modes) < 2 or set(modes) == {"scratch"}:
+            continue
+        ranked = sorted(modes, key=lambda m: -modes[m]["mean"])
+        out.append({"arch": arch, "dataset": dataset, "labels_per_class": lpc, "test_acc1": modes, "winner": ranked[0],
+                    "margin": 100 * (modes[ranked[0]]["mean"] - modes[ranked[1]]["mean"])})
+    out.sort(key=lambda f: (f["arch"], f["dataset"], f["labels_per_class"] if f["labels_per_class"] is not None else float("inf")))
+    return out
+
+
+def _transfer_md(findings: list[dict[str, Any]]) -> list[str]:
+    if not findings:
+        return []
+    modes = sorted({m for f in findings for m in f["test_acc1"]}, key=lambda m: TRANSFER_ORDER.get(m, 9))
+    lines = ["### Transfer: test top-1 % by label budget", "",
+             "| arch | dataset | labels/class | " + " | ".join(modes) + " | best | margin (points) |",
+             "|---|---|---:|" + "---:|" * len(modes) + "---|---:|"]
+    for f in findings:
+        lpc = "all" if f["labels_per_class"] is None else str(f["labels_per_class"])
+        accs = [fmt(f["test_acc1"][m], "pct") if m in f["test_acc1"] else "–" for m in modes]
+        lines.append(f"| {f['arch']} | {f['dataset']} | {lpc} | " + " | ".join(accs) + f" | {f['winner']} | {f['margin']:+.2f} |")
+    return lines + [""]
+
+
+def markdown(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """The findings section ('' when the runs compare nothing) and its data for report.json."""
+    deg, tra = degradation(rows), transfer(rows)
+    lines = _degradation_md(rows, deg) + _transfer_md(tra)
+    data = {"degradation": deg, "transfer": tra}
+    return ("## Findings\n\n" + "\n".join(lines)) if lines else "", data
