@@ -70,7 +70,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from harness.sweep.local import run_local
 
-    final = run_local(sweep, parallel=args.parallel)
+    outcome = run_local(sweep, parallel=args.parallel)
+    final = outcome.final
     bad = {i: s for i, s in final.items() if s != "completed"}
     print(f"sweep {sweep.name}: {len(final) - len(bad)}/{len(final)} completed" + (f"; not completed: {bad}" if bad else ""))
+    if outcome.overhead is not None:
+        slots = min(outcome.parallel, len(outcome.run_s))
+        print(f"sweep {sweep.name}: {len(outcome.run_s)} runs trained in {outcome.wall_s:.0f}s wall; their own times sum to "
+              f"{sum(outcome.run_s):.0f}s over {slots} slots: overhead {outcome.overhead:.2f}x")
     return 1 if bad else 0

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -47,13 +48,33 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = print, poll: float = 0.2) -> dict[int, str]:
-    """Run every run not yet done; returns {index: final status}."""
+@dataclass
+class Outcome:
+    """Final status of every run, and what the overhead figure needs: this invocation's wall time and
+    the runs' own wall times (result.json wall_time_s) of the runs trained by it."""
+
+    final: dict[int, str]
+    parallel: int
+    wall_s: float = 0.0
+    run_s: list[float] = field(default_factory=list)
+
+    @property
+    def overhead(self) -> float | None:
+        """wall / (sum of run times / slots): 1.0 when the slots never idle and a run costs nothing
+        beyond its own training (imports, scheduling and a last run alone make it larger)."""
+        busy = sum(self.run_s) / min(self.parallel, len(self.run_s)) if self.run_s else 0.0
+        return self.wall_s / busy if busy > 0 else None
+
+
+def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = print, poll: float = 0.2) -> Outcome:
+    """Run every run not yet done."""
+    start = time.monotonic()
     store.prepare(sweep)
     parallel = max(1, parallel)
     threads = max(1, cores() // parallel)
     env = child_env(threads)
     final: dict[int, str] = {}
+    outcome = Outcome(final, parallel)
     waiting = list(sweep.runs)
     running: dict[int, tuple[subprocess.Popen, int, Run, float]] = {}
     announced_busy: set[int] = set()
@@ -98,7 +119,10 @@ def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = prin
             done = store.result(run)
             status = done["status"] if done else f"failed (exit {code}, no result.json)"
             final[index] = status if done else "failed"
+            if done and isinstance(done.get("wall_time_s"), (int, float)):
+                outcome.run_s.append(done["wall_time_s"])
             say(f"[{index}] {run.run_id}: {status} in {time.time() - t0:.1f}s (log {sweep.dir / 'logs' / f'{index}.log'})")
         if waiting or running:
             time.sleep(poll)
-    return final
+    outcome.wall_s = time.monotonic() - start
+    return outcome

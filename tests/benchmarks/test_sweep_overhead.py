@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -60,6 +61,10 @@ def test_local_sweep_overhead(tmp_path: Path) -> None:
     ideal = sum(runs) / parallel
     print(f"\nlocal sweep: {len(runs)} runs, parallel {parallel}: wall {wall:.1f}s, sum of run wall times {sum(runs):.1f}s, "
           f"ratio wall/(sum/parallel) = {wall / ideal:.2f}x (run wall_time_s excludes the child's ~3-4 s of imports)")
+    # the figure the sweep prints itself: the same ratio, without this process's own start-up
+    printed = float(re.search(r"overhead (\d+\.\d+)x", proc.stdout).group(1))
+    assert f"{len(runs)} runs trained" in proc.stdout
+    assert 0.95 <= printed <= wall / ideal + 0.01, proc.stdout
 
 
 @pytest.mark.slow
