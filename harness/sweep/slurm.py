@@ -19,7 +19,7 @@ from harness.errors import UserError
 from harness.sweep import store
 from harness.sweep.spec import Run, Sweep
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "slurm" / "templates"
+TEMPLATES = Path(__file__).resolve().parent / "templates"  # a symlink to slurm/templates, packaged as data
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED"}
 
 
