@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 import architectures
 import datamodules
@@ -24,6 +25,7 @@ from harness.config import TrainConfig
 from harness.errors import UserError
 from harness.memory import peak_bytes
 from harness.module import ClassifierModule, classifier_of
+from harness.preemption import HPC_CHECKPOINT, Preempted, Preemption
 from harness.run_record import RunDir
 
 EXIT_DIVERGED = 3
@@ -112,9 +114,9 @@ def load_backbone(model: torch.nn.Module, path: str | None, arch: str) -> None:
 
 
 def resume_checkpoint(run: RunDir) -> str | None:
-    """The newest of last.ckpt and the hpc_ckpt_N.ckpt Lightning's SLURMEnvironment saves (in the run dir)
-    on the requeue signal, so a requeued SLURM job continues from the signal, not the last epoch end."""
-    found = [p for p in [run.last_checkpoint, *run.path.glob("hpc_ckpt_*.ckpt")] if p is not None]
+    """The newest of last.ckpt and the hpc_ckpt_N.ckpt that harness.preemption saves (in the run dir) on
+    the requeue signal, so a requeued SLURM job continues from the signal, not the last epoch end."""
+    found = [p for p in [run.last_checkpoint, *run.path.glob(HPC_CHECKPOINT.format("*"))] if p is not None]
     return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
 
 
@@ -141,7 +143,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     if done is not None:
         print(f"{run.result_path} exists: run {done['run_id']} already {done['status']}; delete it to run again", file=sys.stderr)
         return done
-    if (run.last_checkpoint or any(run.path.glob("hpc_ckpt_*.ckpt"))) and not resume:
+    if (run.last_checkpoint or any(run.path.glob(HPC_CHECKPOINT.format("*")))) and not resume:
         raise UserError(f"{run.path} holds an interrupted run (checkpoints/last.ckpt): pass --resume to continue it")
     pl.seed_everything(config.seed, verbose=False)
     dm = build_data(config)
@@ -157,7 +159,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     throughput, divergence = Throughput(), Divergence()
     tty = sys.stdout.isatty()
     callbacks = [
-        *extra_callbacks, throughput, divergence, EpochSeed(config.seed),
+        *extra_callbacks, throughput, divergence, EpochSeed(config.seed), Preemption(run.path),
         ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_last=True,
                         save_top_k=1, enable_version_counter=False),
     ] + ([RichProgressBar()] if tty else [])
@@ -168,16 +170,21 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
         logger=build_loggers(config, run) + ([] if tty else [EpochLines(config.epochs)]), callbacks=callbacks, default_root_dir=str(run.path),
         enable_progress_bar=tty, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
         use_distributed_sampler=False,  # the data module shards by rank itself, deterministically per epoch
+        # under Slurm, DDP comes from the environment; requeue on the signal is harness.preemption's, not Lightning's
+        plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
     )
     status, error, fit_metrics = "completed", None, {}
+    ckpt = resume_checkpoint(run) if resume else None
+    if ckpt is not None and trainer.is_global_zero:
+        print(f"convbench: resuming from {ckpt}", file=sys.stderr, flush=True)
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(run) if resume else None)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
         fit_metrics = dict(trainer.callback_metrics)  # trainer.test replaces them with its own
         if divergence.diverged_at is not None:
             status = "diverged"
         else:
             trainer.test(module, datamodule=dm, verbose=False)
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, Preempted):
         raise  # interrupted, not finished: the checkpoint stays for --resume and no result is written
     except Exception as err:  # recorded as a failed run, then reported
         status, error = "failed", f"{type(err).__name__}: {err}"

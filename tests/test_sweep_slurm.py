@@ -1,9 +1,11 @@
 """`convbench sweep --backend slurm` on the real local cluster: a 4-task array of 2-rank DDP runs (gloo on
 CPU), a requeue mid-training that resumes from the checkpoint with the same W&B run, no secret in any
-file, DDP test accuracy equal to a single-process evaluation, and cancel + re-submit."""
+file, DDP test accuracy equal to a single-process evaluation, the preemption signal (SIGUSR1: an hpc
+checkpoint, the task requeues itself and resumes from it), and cancel + re-submit."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -116,6 +118,55 @@ def evaluate(sweep, run) -> float:
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_checkpointing=False)
     out = trainer.test(module, datamodule=dm, ckpt_path=str(run.run_dir / "checkpoints" / "last.ckpt"), verbose=False)
     return out[0]["test/acc1"]
+
+
+PREEMPT = """
+    method: grid
+    parameters:
+      arch: {value: lenet5}
+      dataset: {value: fashion-mnist}
+      epochs: {value: 6}
+      data.train_limit: {value: 6000}
+      data.val_size: {value: 500}
+      data.num_workers: {value: 0}
+      trainer.accelerator: {value: cpu}
+      trainer.devices: {value: 2}
+      trainer.strategy: {value: ddp}
+      wandb.mode: {value: offline}
+    convbench:
+      name: NAME
+      results: RESULTS
+      seeds: [0]
+      slurm: {cpus_per_task: 1, time: "00:10:00"}
+"""
+
+
+def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    """What Slurm does ahead of a time limit or a preemption (--signal=SIGUSR1@90), sent by hand: the
+    ranks agree on a step, save hpc_ckpt_1.ckpt there, rank 0 requeues its own array task, the task
+    restarts and resumes from that checkpoint into the same W&B run, and the run ends with one result."""
+    p = sweep_file(tmp_path, "preempt", PREEMPT)
+    sweep = load(p)
+    (run,) = sweep.runs
+    assert cli(slurm_cluster, str(p), "--backend", "slurm").returncode == 0
+    task = f"{json.loads((sweep.dir / 'jobs.json').read_text())[0]['job_id']}_0"
+    wait_for(lambda: (run.run_dir / "checkpoints" / "last.ckpt").is_file(), 150, "the first epoch's checkpoint", sweep.dir)
+    assert not (run.run_dir / "result.json").exists(), "the run ended before it could be signalled: raise its epochs"
+    signal = slurm_cluster.run("scancel", "--signal=USR1", task)
+    assert signal.returncode == 0, signal.stderr
+    wait_for(lambda: any(run.run_dir.glob("hpc_ckpt_*.ckpt")), 60, "the hpc checkpoint", sweep.dir)
+    wait_for(lambda: (run.run_dir / "result.json").is_file(), 240, "the result", sweep.dir)
+    result = json.loads((run.run_dir / "result.json").read_text())
+    assert (result["status"], result["epochs"], result["world_size"]) == ("completed", 6, 2)
+    log = next((sweep.dir / "logs").glob("*.out")).read_text()
+    assert "(restart 1)" in log and re.search(r"SIGUSR1 at step \d+: saved \S+/hpc_ckpt_1\.ckpt; requeued " + task, log), log[-3000:]
+    assert re.search(r"resuming from \S+/hpc_ckpt_1\.ckpt", log), log[-3000:]
+    restarts = slurm_cluster.run("sacct", "-n", "-X", "-j", task, "-o", "State", "-D")
+    assert "REQUEUED" in restarts.stdout, restarts.stdout
+    assert (run.run_dir / "metrics" / "version_1").is_dir()  # the second attempt logged on from the checkpoint
+    assert len(list((run.run_dir / "wandb").glob("offline-run-*"))) >= 1
+    assert {d.name.rsplit("-", 1)[1] for d in (run.run_dir / "wandb").glob("offline-run-*")} == {
+        (run.run_dir / "wandb_id").read_text().strip()}
 
 
 CANCEL = """

@@ -3,6 +3,8 @@ transfer learning, divergence, hidden noise and the recipes."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import torch
 
 from harness.config import TrainConfig, merge, resolve
 from harness.module import lr_factor
+from harness.preemption import Preempted
 from harness.recipes import OptimConfig
 from harness.train import train
 
@@ -77,6 +80,35 @@ def test_resume_gives_the_uninterrupted_result(tmp_path: Path, workers: int) -> 
     for key in ("train_loss", "train_acc1", "val_acc1", "test_acc1", "test_acc5", "global_step"):
         assert resumed[key] == straight[key], key
     assert len(list((run / "metrics").glob("version_*/metrics.csv"))) == 2
+
+
+class SignalAt(pl.Callback):
+    """Slurm's --signal=SIGUSR1@90, delivered to this process at one training step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def test_preemption_signal_checkpoints_and_the_resume_finishes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Outside Slurm nothing is requeued, but the signal still checkpoints at the step it lands in and
+    stops the run without a result; --resume continues from that step (tests/test_sweep_slurm.py
+    has the requeue on a real cluster)."""
+    c = config(tmp_path, epochs=2)
+    with pytest.raises(Preempted, match="SIGUSR1 at step 5"):
+        train(c, extra_callbacks=[SignalAt(4)])
+    run = tmp_path / "results" / c.run_id()
+    assert (run / "hpc_ckpt_1.ckpt").is_file() and not (run / "result.json").exists()
+    assert torch.load(run / "hpc_ckpt_1.ckpt", weights_only=False)["global_step"] == 5
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handler is the run's only
+    resumed = train(c, resume=True)
+    assert f"resuming from {run / 'hpc_ckpt_1.ckpt'}" in capsys.readouterr().err
+    assert resumed["status"] == "completed" and resumed["global_step"] >= 5
+    v1 = (run / "metrics" / "version_1" / "metrics.csv").read_text().splitlines()
+    assert int(v1[1].split(",")[1]) >= 5  # the second attempt logged on from the checkpoint's step
 
 
 def test_diverged_run_is_recorded(tmp_path: Path) -> None:

@@ -57,9 +57,13 @@ def run(args: argparse.Namespace) -> int:
     layers = [("config file " + args.config, load_file(args.config))] if args.config else []
     layers += [("flags", flag_layer(args)), ("--set", parse_set(args.set))]
     config = resolve(layers)
+    from harness.preemption import EXIT_PREEMPTED, Preempted
     from harness.train import EXIT_DIVERGED, train
 
-    result = train(config, resume=args.resume)
+    try:
+        result = train(config, resume=args.resume)
+    except Preempted:  # checkpointed (and requeued under Slurm): `--resume` continues it
+        return EXIT_PREEMPTED
     if result is None:  # a DDP rank other than 0
         return 0
     if args.json:
