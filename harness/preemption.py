@@ -46,6 +46,7 @@ class Preemption(pl.Callback):
     def __init__(self, run_dir: Path, signum: signal.Signals = signal.SIGUSR1) -> None:
         self.run_dir, self.signum = run_dir, signum
         self.signalled = False
+        self.fired: str | None = None  # the message, once the run checkpointed on the signal
         self._previous: Any = None
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
@@ -80,4 +81,5 @@ class Preemption(pl.Callback):
             message += f"; requeued {task}" if requeue.returncode == 0 else f"; scontrol requeue {task} failed: {requeue.stderr.strip()}"
         if trainer.is_global_zero:
             print(message, file=sys.stderr, flush=True)
+        self.fired = message  # the requeue kills this job: whatever fails from here on, the run is preempted
         raise Preempted(message)

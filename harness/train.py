@@ -156,10 +156,10 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     monitor = "val/acc1" if has_val else "train/acc1"
     module = ClassifierModule(model, dm.num_classes, config.optim, config.arch, config.transfer.mode, config.hidden_noise_std,
                               config.trainer.channels_last, plateau_monitor=monitor, steps_per_epoch=steps_per_epoch(config, dm))
-    throughput, divergence = Throughput(), Divergence()
+    throughput, divergence, preemption = Throughput(), Divergence(), Preemption(run.path)
     tty = sys.stdout.isatty()
     callbacks = [
-        *extra_callbacks, throughput, divergence, EpochSeed(config.seed), Preemption(run.path),
+        *extra_callbacks, throughput, divergence, EpochSeed(config.seed), preemption,
         ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_last=True,
                         save_top_k=1, enable_version_counter=False),
     ] + ([RichProgressBar()] if tty else [])
@@ -187,6 +187,8 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     except (KeyboardInterrupt, SystemExit, Preempted):
         raise  # interrupted, not finished: the checkpoint stays for --resume and no result is written
     except Exception as err:  # recorded as a failed run, then reported
+        if preemption.fired:  # e.g. the other rank, killed by the requeue, closed the gloo connection
+            raise Preempted(preemption.fired) from err
         status, error = "failed", f"{type(err).__name__}: {err}"
         if trainer.is_global_zero:
             write(run, config, profile, trainer, throughput, fit_metrics, status, error, started)
