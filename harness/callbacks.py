@@ -13,9 +13,11 @@ from pytorch_lightning.utilities import rank_zero_only
 
 class Throughput(pl.Callback):
     """Train samples/s over the training batches only (data loading included, validation and
-    checkpointing excluded), and test samples/s over the test loop."""
+    checkpointing excluded), test samples/s over the test loop, and when (wall clock) this attempt's
+    first training step began: start-up cost is submit or launch -> first step."""
 
     def __init__(self) -> None:
+        self.first_step_at: float | None = None
         self.train_time = 0.0
         self.train_samples = 0
         self.test_time = 0.0
@@ -27,6 +29,10 @@ class Throughput(pl.Callback):
 
     on_train_epoch_start = _restart
     on_validation_end = _restart  # the next batch's time starts after validation
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         now = time.perf_counter()

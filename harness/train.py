@@ -216,7 +216,7 @@ def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trai
         "train_samples_per_s": Throughput.rate(throughput.train_samples, throughput.train_time),
         "eval_samples_per_s": Throughput.rate(throughput.test_samples, throughput.test_time),
         "peak_memory_bytes": peak_bytes(device), "device": str(device), "world_size": trainer.world_size,
-        "wall_time_s": time.time() - started, "diverged_at_step": diverged_at, "error": error,
+        "wall_time_s": time.time() - started, "first_step_at": throughput.first_step_at, "diverged_at_step": diverged_at, "error": error,
         "config": config.to_dict(),
     }
     for logger in trainer.loggers:

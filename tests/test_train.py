@@ -35,7 +35,7 @@ def test_run_record(tmp_path: Path) -> None:
     on_disk = json.loads((run / "result.json").read_text())
     assert on_disk["run_id"] == result["run_id"] == c.run_id()
     for key in ("arch", "dataset", "depth", "params", "macs", "epochs", "status", "train_acc1", "train_loss", "val_acc1",
-                "test_acc1", "test_acc5", "train_samples_per_s", "peak_memory_bytes", "wall_time_s", "versions", "host"):
+                "test_acc1", "test_acc5", "train_samples_per_s", "peak_memory_bytes", "wall_time_s", "first_step_at", "versions", "host"):
         assert on_disk[key] is not None, key
     assert (on_disk["status"], on_disk["params"], on_disk["depth"]) == ("completed", 61_706, 5)
     assert 0 <= on_disk["test_acc1"] <= on_disk["test_acc5"] <= 1 and on_disk["train_samples_per_s"] > 0
