@@ -43,29 +43,31 @@ def wait_for(cond, timeout: float, what: str, sweep_dir: Path) -> None:
         time.sleep(0.2)
 
 
-DDP = """
+def ddp_sweep(epochs: int, train_limit: int, seeds: list[int]) -> str:
+    """lenet5 on a slice of the real Fashion-MNIST, 2-rank DDP (gloo on CPU) per array task."""
+    return f"""
     method: grid
     parameters:
-      arch: {value: lenet5}
-      dataset: {value: fashion-mnist}
-      epochs: {value: 2}
-      data.train_limit: {value: 2000}
-      data.val_size: {value: 500}
-      data.num_workers: {value: 0}
-      trainer.accelerator: {value: cpu}
-      trainer.devices: {value: 2}
-      trainer.strategy: {value: ddp}
-      wandb.mode: {value: offline}
+      arch: {{value: lenet5}}
+      dataset: {{value: fashion-mnist}}
+      epochs: {{value: {epochs}}}
+      data.train_limit: {{value: {train_limit}}}
+      data.val_size: {{value: 500}}
+      data.num_workers: {{value: 0}}
+      trainer.accelerator: {{value: cpu}}
+      trainer.devices: {{value: 2}}
+      trainer.strategy: {{value: ddp}}
+      wandb.mode: {{value: offline}}
     convbench:
       name: NAME
       results: RESULTS
-      seeds: [0, 1, 2, 3]
-      slurm: {cpus_per_task: 1, time: "00:10:00"}
+      seeds: {seeds}
+      slurm: {{cpus_per_task: 1, time: "00:10:00"}}
 """
 
 
 def test_ddp_array_requeue_and_no_secret(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
-    p = sweep_file(tmp_path, "ddp", DDP)
+    p = sweep_file(tmp_path, "ddp", ddp_sweep(epochs=2, train_limit=2000, seeds=[0, 1, 2, 3]))
     sweep = load(p)
     t0 = time.monotonic()
     proc = cli(slurm_cluster, str(p), "--backend", "slurm")
@@ -120,32 +122,11 @@ def evaluate(sweep, run) -> float:
     return out[0]["test/acc1"]
 
 
-PREEMPT = """
-    method: grid
-    parameters:
-      arch: {value: lenet5}
-      dataset: {value: fashion-mnist}
-      epochs: {value: 6}
-      data.train_limit: {value: 6000}
-      data.val_size: {value: 500}
-      data.num_workers: {value: 0}
-      trainer.accelerator: {value: cpu}
-      trainer.devices: {value: 2}
-      trainer.strategy: {value: ddp}
-      wandb.mode: {value: offline}
-    convbench:
-      name: NAME
-      results: RESULTS
-      seeds: [0]
-      slurm: {cpus_per_task: 1, time: "00:10:00"}
-"""
-
-
 def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     """What Slurm does ahead of a time limit or a preemption (--signal=SIGUSR1@90), sent by hand: the
     ranks agree on a step, save hpc_ckpt_1.ckpt there, rank 0 requeues its own array task, the task
     restarts and resumes from that checkpoint into the same W&B run, and the run ends with one result."""
-    p = sweep_file(tmp_path, "preempt", PREEMPT)
+    p = sweep_file(tmp_path, "preempt", ddp_sweep(epochs=6, train_limit=6000, seeds=[0]))
     sweep = load(p)
     (run,) = sweep.runs
     assert cli(slurm_cluster, str(p), "--backend", "slurm").returncode == 0
