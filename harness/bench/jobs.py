@@ -61,8 +61,8 @@ class DataJob:
 
 @dataclass
 class PeakJob:
-    """The device's dense peak FLOP/s for `precision`: Lightning's table for known GPUs, else a GEMM
-    measured in this run."""
+    """The device's dense peak FLOP/s for `precision`: Lightning's table for known GPUs, else the
+    faster of a GEMM and a convolution measured in this run."""
 
     device: str
     precision: str

@@ -6,7 +6,8 @@ Choices worth knowing:
 - train = zero_grad(set_to_none) + forward + cross-entropy + backward + SGD step, counted as
   3 x forward FLOPs; infer = forward in eval mode under torch.inference_mode.
 - MFU is against the device's dense peak for the precision: Lightning's table for known GPUs; on
-  a CPU an fp32 (or, for bf16-mixed, bf16) 2048^3 GEMM measured in the same run, at --threads.
+  a CPU the faster of a 2048^3 GEMM and a 3x3 convolution in fp32 (bf16 for bf16-mixed), measured
+  in the same run at --threads (harness.bench.peak: MKL's GEMM alone is not the peak on AMD CPUs).
 - --precision 16-mixed is refused on a CPU: without native fp16 arithmetic its matmuls ran ~100x
   slower than fp32 on this project's AVX-512 CPU; bf16-mixed is the CPU's mixed precision.
 - --data DATASET measures the dataset's train DataLoader (with --workers) beside the models, or
