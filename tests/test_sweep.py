@@ -73,7 +73,7 @@ def test_cli_reports_a_bad_sweep_in_one_line(tmp_path: Path) -> None:
 
 def test_shipped_sweeps_load() -> None:
     counts = {p.stem: len(load(p).runs) for p in sorted((REPO / "sweeps").glob("*.yaml"))}
-    assert counts["cifar10-resnet-depth"] == 30 and counts["fashion-depth"] == 14 and counts["imagenet-ilsvrc"] == 17
+    assert counts["cifar10-resnet-depth"] == 30 and counts["fashion-depth"] == 28 and counts["imagenet-ilsvrc"] == 17
     transfer = load(REPO / "sweeps" / "transfer.yaml")
     named = {r.name: r for r in transfer.runs if r.name}
     assert set(named) == {"pretrain-lenet5", "pretrain-resnet20"}
