@@ -29,6 +29,9 @@ ARCHS = {
     "resnet56": ("resnet_cifar", 56, True, 853_018, 125_485_312, 310.0, 720 * 2**20),
     "vgg11": ("vgg", 11, False, 9_231_114, 153_000_000, 500.0, 500 * 2**20),
     "vgg16": ("vgg", 16, False, 14_728_266, 313_000_000, 300.0, 600 * 2**20),
+    "vggp4": ("vgg_pattern", 4, False, 24_458, 2_800_000, 3000.0, 300 * 2**20),
+    "vggp13": ("vgg_pattern", 13, False, 170_618, 24_000_000, 1200.0, 350 * 2**20),
+    "vggp25": ("vgg_pattern", 25, False, 365_498, 52_300_000, 600.0, 400 * 2**20),
 }
 
 
@@ -185,12 +188,12 @@ def test_findings_state_degradation_and_the_transfer_winner(report: tuple[Path, 
     # resnet56 97/99 -> 2.00; the lr=0.01 resnet20 is not the study's configuration and stays out
     assert "| 20 | plain20 | 8.00 ± 2.00 | resnet20 | 7.00 ± 2.00 | 18.00 ± 2.00 | 17.00 ± 2.00 |" in text
     assert "| 56 | plain56 | 14.00 ± 1.41 | resnet56 | 2.00 ± 1.41 | 23.00 ± 1.41 | 13.00 ± 1.41 |" in text
-    assert ("training error 8.00% at depth 20 -> 14.00% at depth 56 (+6.00 points, seeds' spread 2.00): it rises with depth: "
-            "degradation reproduced") in text
+    assert ("training error 8.00% at depth 20 -> 14.00% at depth 56 (+6.00 points from depth 20, seeds' spread 2.00): it rises "
+            "with depth: degradation reproduced") in text
     assert ("every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 vs 20, "
             "-5.00 points of training error, spread 2.00)") in text
     # vgg: plain only, one seed at depth 11 (error 20) and two at 16 (17 ± 1.41): no residual verdict
-    assert "training error 20.00% at depth 11 -> 17.00% at depth 16 (-3.00 points, seeds' spread 1.41): it does not rise" in text
+    assert "training error 20.00% at depth 11 -> 17.00% at depth 16 (-3.00 points from depth 11, seeds' spread 1.41): it does not rise" in text
     # transfer: finetune 41 vs linear probe 32 at 10 labels (+9.00), 57 vs 46 at 100 (+11.00)
     assert "| resnet20 | cifar100 | 10 | 11.00 ± 1.41 | 32.00 ± 2.83 | 41.00 ± 1.41 | finetune | +9.00 |" in text
     assert "| resnet20 | cifar100 | 100 | 31.00 ± 1.41 | 46.00 ± 1.41 | 57.00 ± 2.83 | finetune | +11.00 |" in text
@@ -209,9 +212,25 @@ def test_findings_say_so_when_degradation_is_not_reproduced(tmp_path: Path) -> N
         for seed, train in enumerate(trains):
             write_run(tmp_path / "runs", arch, seed, train - 0.05, train, 0.2)
     text = (build(tmp_path / "runs", tmp_path / "out", charts=False).out / "report.md").read_text()
-    assert "(+1.00 points, seeds' spread 1.41): it does not rise with depth beyond the seeds' spread: degradation not reproduced" in text
+    assert "(+1.00 points from depth 20, seeds' spread 1.41): it does not rise with depth beyond the seeds' spread: degradation not reproduced" in text
     assert "not every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 vs 20, " \
            "+3.00 points of training error, spread 1.41)" in text
+
+
+def test_degradation_past_the_best_depth(tmp_path: Path) -> None:
+    """A ladder that first improves with depth and then degrades (the VGG pattern at a short budget): the
+    deepest net is compared with the best shallower one, not with the shallowest."""
+    from harness.report import build
+
+    for arch, trains in (("vggp4", (0.83, 0.84)), ("vggp13", (0.88, 0.88)), ("vggp25", (0.83, 0.85))):
+        for seed, train in enumerate(trains):
+            write_run(tmp_path / "runs", arch, seed, train - 0.05, train, 0.2)
+    rep = build(tmp_path / "runs", tmp_path / "out", charts=False)
+    text = (rep.out / "report.md").read_text()
+    assert ("training error 16.50% at depth 4 -> 12.00% at depth 13 (the lowest) -> 16.00% at depth 25 (+4.00 points from depth 13, "
+            "seeds' spread 1.41): it rises past depth 13: degradation reproduced") in text
+    (vgg,) = json.loads((rep.out / "report.json").read_text())["findings"]["degradation"]
+    assert (vgg["plain"]["shallow"], vgg["plain"]["best"], vgg["plain"]["deep"]) == (4, 13, 25)
 
 
 def test_charts_are_png_files(report: tuple[Path, str]) -> None:

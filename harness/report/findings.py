@@ -41,7 +41,9 @@ def degradation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One finding per (family, dataset) with plain nets at two or more depths. A difference counts
     only beyond the seeds' spread (the larger std of the two rows compared).
 
-    plain: the training error at the deepest vs the shallowest plain net (rises = degradation).
+    plain: the training error at the deepest plain net vs the lowest at any shallower depth (rises =
+    degradation: He et al.'s "adding more layers to a suitably deep model leads to higher training
+    error"; a ladder may first improve with depth, as the VGG pattern does, and then degrade).
     residual (when the family has them): the worst case of a deeper residual net training worse
     than a shallower one, as (shallow depth, deep depth, rise, spread); none beyond the spread =
     every residual net trains at least as well as its shallower siblings."""
@@ -55,12 +57,13 @@ def degradation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(plain) < 2:
             continue
         lo, hi = min(plain), max(plain)
-        rise = _err(plain[hi]["train_acc1"]) - _err(plain[lo]["train_acc1"])
+        best = min((d for d in plain if d < hi), key=lambda d: _err(plain[d]["train_acc1"]))
+        rise = _err(plain[hi]["train_acc1"]) - _err(plain[best]["train_acc1"])
         finding: dict[str, Any] = {
             "family": family, "dataset": dataset, "depths": sorted(set(plain) | set(residual)),
             "plain_train_err": {d: _err(r["train_acc1"]) for d, r in sorted(plain.items())},
             "residual_train_err": {d: _err(r["train_acc1"]) for d, r in sorted(residual.items())},
-            "plain": {"shallow": lo, "deep": hi, "rise": rise, "spread": max(_spread(plain[lo]), _spread(plain[hi]))},
+            "plain": {"shallow": lo, "best": best, "deep": hi, "rise": rise, "spread": max(_spread(plain[best]), _spread(plain[hi]))},
             "residual": None,
         }
         ds = sorted(residual)
@@ -86,10 +89,14 @@ def _degradation_md(rows: list[dict[str, Any]], findings: list[dict[str, Any]]) 
                          f"{_err_text(r['train_acc1']) if r else '–'} | {_err_text(p['test_acc1']) if p else '–'} | "
                          f"{_err_text(r['test_acc1']) if r else '–'} |")
         pl, err = f["plain"], f["plain_train_err"]
-        verdict = ("rises with depth: degradation reproduced" if pl["rise"] > pl["spread"] else
-                   "does not rise with depth beyond the seeds' spread: degradation not reproduced")
-        lines += ["", f"- Plain nets: training error {err[pl['shallow']]:.2f}% at depth {pl['shallow']} -> {err[pl['deep']]:.2f}% at depth "
-                      f"{pl['deep']} ({pl['rise']:+.2f} points, seeds' spread {pl['spread']:.2f}): it {verdict}."]
+        past = "with depth" if pl["best"] == pl["shallow"] else f"past depth {pl['best']}"
+        verdict = (f"rises {past}: degradation reproduced" if pl["rise"] > pl["spread"] else
+                   f"does not rise {past} beyond the seeds' spread: degradation not reproduced")
+        path = f"{err[pl['shallow']]:.2f}% at depth {pl['shallow']} -> "
+        if pl["best"] != pl["shallow"]:
+            path += f"{err[pl['best']]:.2f}% at depth {pl['best']} (the lowest) -> "
+        lines += ["", f"- Plain nets: training error {path}{err[pl['deep']]:.2f}% at depth {pl['deep']} ({pl['rise']:+.2f} points "
+                      f"from depth {pl['best']}, seeds' spread {pl['spread']:.2f}): it {verdict}."]
         res = f["residual"]
         if res is not None:
             ok = res["rise"] <= res["spread"]
