@@ -37,12 +37,15 @@ ARCHS = {
 
 def write_run(root: Path, arch: str, seed: int, test_acc1: float | None, train_acc1: float | None, train_loss: float | None,
               status: str = "completed", dataset: str = "cifar10", transfer: str = "scratch", lpc: int | None = None,
-              lr: float | None = None, epochs: int = 3, wall: float = 100.0, group: str | None = "study") -> Path:
+              lr: float | None = None, epochs: int = 3, wall: float = 100.0, group: str | None = "study",
+              classes: list[int] | None = None) -> Path:
     """A result.json in the real format (config resolved by harness.config) and a metrics.csv."""
     values: dict[str, Any] = {"arch": arch, "dataset": dataset, "epochs": epochs, "seed": seed, "results": str(root),
                               "wandb": {"mode": "disabled", "group": group}, "data": {"num_workers": 2}}
     if lpc is not None:
         values["data"]["labels_per_class"] = lpc
+    if classes is not None:
+        values["data"]["classes"] = classes
     if lr is not None:
         values["optim"] = {"lr": lr}
     if transfer != "scratch":
@@ -231,6 +234,33 @@ def test_degradation_past_the_best_depth(tmp_path: Path) -> None:
             "seeds' spread 1.41): it rises past depth 13: degradation reproduced") in text
     (vgg,) = json.loads((rep.out / "report.json").read_text())["findings"]["degradation"]
     assert (vgg["plain"]["shallow"], vgg["plain"]["best"], vgg["plain"]["deep"]) == (4, 13, 25)
+
+
+def test_a_class_subset_is_its_own_task(tmp_path: Path) -> None:
+    """Pretraining on classes 0-4 and learning 5-9 from few labels are different tasks: the pretrain
+    run is not the transfer comparison's full-label bar, and each task gets its own row and charts."""
+    from harness.report import build
+
+    for seed in (0, 1):
+        write_run(tmp_path / "runs", "resnet20", seed, 0.90, 0.95, 0.2, classes=[0, 1, 2, 3, 4])
+        for mode, acc10, acc100 in (("scratch", 0.30, 0.50), ("finetune", 0.50, 0.505)):
+            for lpc, acc in ((10, acc10), (100, acc100)):
+                write_run(tmp_path / "runs", "resnet20", seed, acc + seed / 100, acc, 1.0, transfer=mode, lpc=lpc, classes=[5, 6, 7, 8, 9])
+    rep = build(tmp_path / "runs", tmp_path / "out", charts=True)
+    tasks = {(r["task"], r["transfer"], r["labels_per_class"]) for r in rep.rows}
+    assert tasks == {("cifar10 classes 0-4", "scratch", None), ("cifar10 classes 5-9", "scratch", 10), ("cifar10 classes 5-9", "finetune", 10),
+                     ("cifar10 classes 5-9", "scratch", 100), ("cifar10 classes 5-9", "finetune", 100)}
+    cell, close = json.loads((rep.out / "report.json").read_text())["findings"]["transfer"]
+    assert (cell["labels_per_class"], cell["winner"], sorted(cell["test_acc1"])) == (10, "finetune", ["finetune", "scratch"])
+    text = (rep.out / "report.md").read_text()
+    assert "| resnet20 | cifar10 classes 5-9 | 10 | 30.50 ± 0.71 | 50.50 ± 0.71 | finetune | +20.00 |" in text
+    assert cell["spread"] == pytest.approx(0.71, abs=0.01)
+    # at 100 labels finetune leads by half a point, less than the seeds' 0.71
+    assert "| resnet20 | cifar10 classes 5-9 | 100 | 50.50 ± 0.71 | 51.00 ± 0.71 | finetune | +0.50 (within the seeds' spread) |" in text
+    assert close["margin"] == pytest.approx(0.5)
+    assert set(rep.charts) == {"accuracy_vs_cost_cifar10-classes-0-4", "transfer"}
+    runs = json.loads((rep.out / "runs.json").read_text())
+    assert [r["classes"] for r in runs if r["transfer"] == "finetune"] == [[5, 6, 7, 8, 9]] * 4
 
 
 def test_charts_are_png_files(report: tuple[Path, str]) -> None:

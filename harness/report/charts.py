@@ -1,9 +1,11 @@
 """PNG charts (matplotlib, Agg). Each chart function returns the path it wrote, or raises Skip with
 the reason when the runs lack what it needs. Charts 1-3 use only the from-scratch, full-label rows;
-with several datasets each of them is drawn once per dataset (``<name>_<dataset>.png``)."""
+with several tasks (datasets, or class subsets of one) each of them is drawn once per task
+(``<name>_<task>.png``)."""
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
@@ -210,13 +212,13 @@ def accuracy_vs_cost(rows: list[dict[str, Any]], path: Path, dataset: str | None
 
 def transfer_bars(rows: list[dict[str, Any]], path: Path) -> Path:
     """Grouped bars of test top-1 per labels_per_class budget for scratch / linear-probe / finetune,
-    one panel per (arch, dataset) that has transfer runs."""
-    panels = sorted({(r["arch"], r["dataset"]) for r in rows if r["transfer"] != "scratch"}, key=str)
+    one panel per (arch, task) that has transfer runs."""
+    panels = sorted({(r["arch"], r["task"]) for r in rows if r["transfer"] != "scratch"}, key=str)
     if not panels:
         raise Skip("no linear-probe or finetune runs")
     fig, axes = plt.subplots(1, len(panels), figsize=(max(6, 5.5 * len(panels)), 4.5), squeeze=False)
-    for ax, (arch, dataset) in zip(axes[0], panels):
-        mine = [r for r in rows if (r["arch"], r["dataset"]) == (arch, dataset) and r["test_acc1"]["mean"] is not None]
+    for ax, (arch, task) in zip(axes[0], panels):
+        mine = [r for r in rows if (r["arch"], r["task"]) == (arch, task) and r["test_acc1"]["mean"] is not None]
         budgets = sorted({r["labels_per_class"] for r in mine}, key=lambda b: math.inf if b is None else b)
         series = sorted({(r["transfer"], r["variant_label"]) for r in mine}, key=lambda s: (TRANSFER_ORDER.get(s[0], 9), s[1]))
         width = 0.8 / max(1, len(series))
@@ -232,7 +234,7 @@ def transfer_bars(rows: list[dict[str, Any]], path: Path) -> Path:
             ax.bar(xs, ys, width, yerr=es, capsize=3, label=mode + (f" [{variant}]" if variant else ""),
                    color=MODE_COLORS.get(mode) if not variant else None, edgecolor="black", linewidth=0.5)
         ax.set_xticks(range(len(budgets)), ["all" if b is None else str(b) for b in budgets])
-        ax.set(xlabel="labelled training images per class", ylabel="test top-1 accuracy (%)", title=f"{arch} on {dataset}")
+        ax.set(xlabel="labelled training images per class", ylabel="test top-1 accuracy (%)", title=f"{arch} on {task}")
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=8)
     fig.suptitle("Transfer: scratch vs linear probe vs finetune (mean ± std over seeds)")
@@ -247,15 +249,15 @@ def draw_all(runs: list[Run], rows: list[dict[str, Any]], out: Path) -> tuple[di
         for name in ("accuracy_vs_depth", "degradation_vs_depth", "training_curves", "accuracy_vs_cost", "transfer"):
             skipped[name] = "no completed runs"
         return written, skipped
-    datasets = sorted({str(r["dataset"]) for r in rows})
-    for ds in datasets:
-        mine = chart_variants(main_rows([r for r in rows if str(r["dataset"]) == ds]))
-        suffix = f"_{ds}" if len(datasets) > 1 else ""
+    tasks = sorted({r["task"] for r in rows})
+    for task in tasks:
+        mine = chart_variants(main_rows([r for r in rows if r["task"] == task]))
+        suffix = "_" + re.sub(r"[^\w.-]+", "-", task) if len(tasks) > 1 else ""
         if not mine:
             for name in ("accuracy_vs_depth", "degradation_vs_depth", "training_curves", "accuracy_vs_cost"):
-                skipped[name + suffix] = f"no from-scratch full-label runs on {ds} (only transfer or labels_per_class runs)"
+                skipped[name + suffix] = f"no from-scratch full-label runs on {task} (only transfer or labels_per_class runs)"
             continue
-        label = ds if len(datasets) > 1 else None
+        label = task if len(tasks) > 1 else None
         jobs: list[tuple[str, Callable[[Path], Path]]] = [
             ("accuracy_vs_depth", lambda p: accuracy_vs_depth(mine, p, label)),
             ("degradation_vs_depth", lambda p: degradation(mine, p, label)),

@@ -43,6 +43,12 @@ class Run:
         return data.get("labels_per_class") if isinstance(data, dict) else None
 
     @property
+    def classes(self) -> list[int] | None:
+        """The class subset trained on (data.classes), None for all classes."""
+        data = self.config.get("data")
+        return data.get("classes") if isinstance(data, dict) else None
+
+    @property
     def transfer(self) -> str:
         return self.result.get("transfer") or "scratch"
 

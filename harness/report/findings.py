@@ -5,7 +5,7 @@ with their verdicts computed, so a report states what it shows instead of leavin
   nets' error rise from the shallowest to the deepest, and does every residual net train at least
   as well as each shallower one? (Differences within the seeds' spread do not count.)
 - transfer: per arch and label budget, test top-1 of scratch / linear probe / finetune, the winner
-  and its margin over the runner-up.
+  and its margin over the runner-up (marked when within the seeds' spread of the two).
 
 Training error = 100 - the last epoch's running train top-1 (as the papers' training curves)."""
 from __future__ import annotations
@@ -25,10 +25,10 @@ def _err_text(s: dict[str, Any]) -> str:
 
 
 def _usual(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """From-scratch, full-label rows in the configuration most runs of their dataset share (a one-off
+    """From-scratch, full-label rows in the configuration most runs of their task share (a one-off
     learning rate is left out), as the charts draw them."""
-    datasets = {str(r["dataset"]) for r in rows}
-    return [r for ds in sorted(datasets) for r in chart_variants(main_rows([x for x in rows if str(x["dataset"]) == ds]))
+    tasks = {r["task"] for r in rows}
+    return [r for t in sorted(tasks) for r in chart_variants(main_rows([x for x in rows if x["task"] == t]))
             if not r["chart_variant"]]
 
 
@@ -38,7 +38,7 @@ def _spread(r: dict[str, Any]) -> float:
 
 
 def degradation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One finding per (family, dataset) with plain nets at two or more depths. A difference counts
+    """One finding per (family, task) with plain nets at two or more depths. A difference counts
     only beyond the seeds' spread (the larger std of the two rows compared).
 
     plain: the training error at the deepest plain net vs the lowest at any shallower depth (rises =
@@ -50,7 +50,7 @@ def degradation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_family: dict[tuple[str, str], dict[bool, dict[int, dict[str, Any]]]] = defaultdict(lambda: {True: {}, False: {}})
     for r in _usual(rows):
         if r["depth"] is not None and r["train_acc1"]["mean"] is not None:
-            by_family[(str(r["family"]), str(r["dataset"]))][bool(r["residual"])][r["depth"]] = r
+            by_family[(str(r["family"]), r["task"])][bool(r["residual"])][r["depth"]] = r
     out = []
     for (family, dataset), kinds in sorted(by_family.items()):
         plain, residual = kinds[False], kinds[True]
@@ -79,7 +79,7 @@ def degradation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _degradation_md(rows: list[dict[str, Any]], findings: list[dict[str, Any]]) -> list[str]:
     lines: list[str] = []
     for f in findings:
-        index = {(bool(r["residual"]), r["depth"]): r for r in _usual(rows) if (str(r["family"]), str(r["dataset"])) == (f["family"], f["dataset"])}
+        index = {(bool(r["residual"]), r["depth"]): r for r in _usual(rows) if (str(r["family"]), r["task"]) == (f["family"], f["dataset"])}
         lines += [f"### {f['family']} on {f['dataset']}: training error by depth", "",
                   "| depth | plain | plain train err % | residual | residual train err % | plain test err % | residual test err % |",
                   "|---:|---|---:|---|---:|---:|---:|"]
@@ -108,18 +108,19 @@ def _degradation_md(rows: list[dict[str, Any]], findings: list[dict[str, Any]]) 
 
 
 def transfer(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One finding per (arch, dataset, labels_per_class) with two or more transfer modes."""
+    """One finding per (arch, task, labels_per_class) with two or more transfer modes."""
     cells: dict[tuple[str, str, Any], dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in rows:
         if not r["variant_label"] and r["test_acc1"]["mean"] is not None:
-            cells[(str(r["arch"]), str(r["dataset"]), r["labels_per_class"])][r["transfer"]] = r["test_acc1"]
+            cells[(str(r["arch"]), r["task"], r["labels_per_class"])][r["transfer"]] = r["test_acc1"]
     out = []
     for (arch, dataset, lpc), modes in cells.items():
         if len(modes) < 2 or set(modes) == {"scratch"}:
             continue
         ranked = sorted(modes, key=lambda m: -modes[m]["mean"])
+        spread = 100 * max(modes[m]["std"] or 0.0 for m in ranked[:2])
         out.append({"arch": arch, "dataset": dataset, "labels_per_class": lpc, "test_acc1": modes, "winner": ranked[0],
-                    "margin": 100 * (modes[ranked[0]]["mean"] - modes[ranked[1]]["mean"])})
+                    "margin": 100 * (modes[ranked[0]]["mean"] - modes[ranked[1]]["mean"]), "spread": spread})
     out.sort(key=lambda f: (f["arch"], f["dataset"], f["labels_per_class"] if f["labels_per_class"] is not None else float("inf")))
     return out
 
@@ -134,7 +135,8 @@ def _transfer_md(findings: list[dict[str, Any]]) -> list[str]:
     for f in findings:
         lpc = "all" if f["labels_per_class"] is None else str(f["labels_per_class"])
         accs = [fmt(f["test_acc1"][m], "pct") if m in f["test_acc1"] else "–" for m in modes]
-        lines.append(f"| {f['arch']} | {f['dataset']} | {lpc} | " + " | ".join(accs) + f" | {f['winner']} | {f['margin']:+.2f} |")
+        clear = "" if f["margin"] > f["spread"] else " (within the seeds' spread)"
+        lines.append(f"| {f['arch']} | {f['dataset']} | {lpc} | " + " | ".join(accs) + f" | {f['winner']} | {f['margin']:+.2f}{clear} |")
     return lines + [""]
 
 

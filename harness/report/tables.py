@@ -1,10 +1,12 @@
 """Aggregation: completed runs grouped by what they computed (everything but the seed), one row
 per group with mean ± sample std over seeds, the per-run table, and the markdown rendering.
 
-A group is (arch, dataset, transfer mode, labels_per_class) plus every other config key whose
+A group is (arch, task, transfer mode, labels_per_class) plus every other config key whose
 value differs between runs of that group, except keys that do not change what is computed: the
 seed, where results/data live, W&B, data.num_workers, transfer.checkpoint (one per seed) and
-trainer.log_every_n_steps. The differing keys are shown as the row's ``variant``."""
+trainer.log_every_n_steps. The differing keys are shown as the row's ``variant``. A task is a dataset
+and the class subset trained on (data.classes): transfer studies pretrain on some classes and learn
+the others, and those runs answer different questions."""
 from __future__ import annotations
 
 import json
@@ -15,13 +17,13 @@ from typing import Any, Iterable
 from harness.report.collect import Run, finite
 
 TRANSFER_ORDER = {"scratch": 0, "linear-probe": 1, "finetune": 2}
-IGNORED = {"seed", "results", "arch", "dataset", "transfer.mode", "transfer.checkpoint", "data.labels_per_class", "data.root",
+IGNORED = {"seed", "results", "arch", "dataset", "data.classes", "transfer.mode", "transfer.checkpoint", "data.labels_per_class", "data.root",
            "data.num_workers", "data.download", "trainer.log_every_n_steps"}
 IGNORED_PREFIXES = ("wandb.",)
 # (result key, column title, kind) of the mean ± std columns
 METRICS = (("test_acc1", "test top-1 %", "pct"), ("test_acc5", "test top-5 %", "pct"), ("train_acc1", "train top-1 %", "pct"),
            ("train_loss", "train loss", "loss"))
-RUN_FIELDS = ("run_id", "arch", "family", "depth", "residual", "dataset", "transfer", "labels_per_class", "seed", "status",
+RUN_FIELDS = ("run_id", "arch", "family", "depth", "residual", "dataset", "classes", "transfer", "labels_per_class", "seed", "status",
               "train_loss", "train_acc1", "test_acc1", "test_acc5", "train_samples_per_s", "peak_memory_mib", "wall_time_s", "error")
 
 
@@ -44,8 +46,17 @@ def _hashable(v: Any) -> str:
     return json.dumps(v, sort_keys=True, default=str)
 
 
+def task(dataset: Any, classes: list[int] | None) -> str:
+    """'cifar10', or 'fashion-mnist classes 5-9' for a class subset."""
+    if not classes:
+        return str(dataset)
+    ks = sorted(classes)
+    subset = f"{ks[0]}-{ks[-1]}" if len(ks) > 2 and ks == list(range(ks[0], ks[-1] + 1)) else ",".join(map(str, ks))
+    return f"{dataset} classes {subset}"
+
+
 def base_key(run: Run) -> tuple[Any, ...]:
-    return (run.get("arch"), run.get("dataset"), run.transfer, run.labels_per_class)
+    return (run.get("arch"), task(run.get("dataset"), run.classes), run.transfer, run.labels_per_class)
 
 
 def group(runs: Iterable[Run]) -> list[tuple[dict[str, Any], list[Run]]]:
@@ -81,7 +92,7 @@ def variant_label(variant: dict[str, Any]) -> str:
 def _sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
     inf = float("inf")
     return (str(row["family"]), row["depth"] if row["depth"] is not None else inf, bool(row["residual"]), str(row["arch"]),
-            str(row["dataset"]), TRANSFER_ORDER.get(row["transfer"], 9), row["labels_per_class"] or inf, row["variant_label"])
+            row["task"], TRANSFER_ORDER.get(row["transfer"], 9), row["labels_per_class"] or inf, row["variant_label"])
 
 
 def aggregate(runs: list[Run]) -> list[dict[str, Any]]:
@@ -95,7 +106,8 @@ def aggregate(runs: list[Run]) -> list[dict[str, Any]]:
         first = members[0]
         row: dict[str, Any] = {
             "arch": first.get("arch"), "family": first.get("family"), "depth": first.get("depth"), "residual": first.get("residual"),
-            "dataset": first.get("dataset"), "transfer": first.transfer, "labels_per_class": first.labels_per_class,
+            "dataset": first.get("dataset"), "classes": first.classes, "task": task(first.get("dataset"), first.classes),
+            "transfer": first.transfer, "labels_per_class": first.labels_per_class,
             "variant": variant, "variant_label": variant_label(variant), "_identity": identity_keys(first),
             "params": first.get("params"), "macs": first.get("macs"), "n": len(members),
             "seeds": [r.get("seed") for r in members], "run_ids": [r.get("run_id") for r in members],
@@ -119,7 +131,7 @@ def run_rows(runs: list[Run], root: Any = None) -> list[dict[str, Any]]:
     for r in runs:
         peak = finite(r.get("peak_memory_bytes"))
         row = {k: r.get(k) for k in RUN_FIELDS}
-        row.update(transfer=r.transfer, labels_per_class=r.labels_per_class, peak_memory_bytes=r.get("peak_memory_bytes"),
+        row.update(classes=r.classes, transfer=r.transfer, labels_per_class=r.labels_per_class, peak_memory_bytes=r.get("peak_memory_bytes"),
                    peak_memory_mib=None if peak is None else peak / 2**20)
         for k in ("train_loss", "train_acc1", "test_acc1", "test_acc5", "train_samples_per_s", "wall_time_s"):
             row[k] = finite(row[k])
@@ -157,7 +169,7 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     cells = []
     for r in rows:
         c = [r["arch"], r["family"] or "–", "–" if r["depth"] is None else str(r["depth"]),
-             "residual" if r["residual"] else "plain", r["dataset"] or "–", r["transfer"]]
+             "residual" if r["residual"] else "plain", r["task"], r["transfer"]]
         c += [str(r["labels_per_class"]) if r["labels_per_class"] is not None else "all"] if lpc else []
         c += [r["variant_label"] or "–"] if var else []
         c += [_human(r["params"]), _human(r["macs"]), str(r["n"])]
