@@ -1,7 +1,7 @@
 """The machine-normalised regression check, as pure functions (no timing here, so it can be tested).
 
-A benchmark's rate (items/s) is divided by a reference GEMM rate (GFLOP/s) measured at the same
-thread count just before each round (conftest.Reference): "items per reference GFLOP" moves with
+A benchmark's rate (items/s) is divided by a reference rate (GFLOP/s: a GEMM's and a convolution's,
+geometric mean) measured at the same thread count just before each round (conftest.Reference): "items per reference GFLOP" moves with
 the code, far less with the machine or how busy it is. That figure is compared with the committed
 baseline.
 """
@@ -24,7 +24,7 @@ class Verdict:
 
 
 def normalised(items_per_s: float, reference_flops_per_s: float) -> float:
-    """Items per GFLOP of the reference GEMM."""
+    """Items per GFLOP of the reference."""
     return items_per_s / (reference_flops_per_s / 1e9)
 
 
