@@ -1,10 +1,10 @@
 """The two comparisons the studies are run for, read off the aggregated rows as markdown sections
 with their verdicts computed, so a report states what it shows instead of leaving it to the eye:
 
-- degradation (He et al. 2016, s4.2): per family, final training error by depth; does the plain
-  nets' error rise from the shallowest to the deepest, and does every residual net train at least
-  as well as each shallower one? (Differences within the seeds' spread do not count.)
-- transfer: per arch and label budget, test top-1 of scratch / linear probe / finetune, the winner
+- degradation (He et al. 2016, s4.2): per family and task, final training error by depth; does the
+  plain nets' error rise from the best shallower depth to the deepest, and does every residual net
+  train at least as well as each shallower one? (Differences within the seeds' spread do not count.)
+- transfer: per arch, task and label budget, test top-1 of scratch / linear probe / finetune, the winner
   and its margin over the runner-up (marked when within the seeds' spread of the two).
 
 Training error = 100 - the last epoch's running train top-1 (as the papers' training curves)."""
@@ -52,7 +52,7 @@ def degradation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if r["depth"] is not None and r["train_acc1"]["mean"] is not None:
             by_family[(str(r["family"]), r["task"])][bool(r["residual"])][r["depth"]] = r
     out = []
-    for (family, dataset), kinds in sorted(by_family.items()):
+    for (family, task), kinds in sorted(by_family.items()):
         plain, residual = kinds[False], kinds[True]
         if len(plain) < 2:
             continue
@@ -60,7 +60,7 @@ def degradation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         best = min((d for d in plain if d < hi), key=lambda d: _err(plain[d]["train_acc1"]))
         rise = _err(plain[hi]["train_acc1"]) - _err(plain[best]["train_acc1"])
         finding: dict[str, Any] = {
-            "family": family, "dataset": dataset, "depths": sorted(set(plain) | set(residual)),
+            "family": family, "task": task, "depths": sorted(set(plain) | set(residual)),
             "plain_train_err": {d: _err(r["train_acc1"]) for d, r in sorted(plain.items())},
             "residual_train_err": {d: _err(r["train_acc1"]) for d, r in sorted(residual.items())},
             "plain": {"shallow": lo, "best": best, "deep": hi, "rise": rise, "spread": max(_spread(plain[best]), _spread(plain[hi]))},
@@ -79,8 +79,8 @@ def degradation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _degradation_md(rows: list[dict[str, Any]], findings: list[dict[str, Any]]) -> list[str]:
     lines: list[str] = []
     for f in findings:
-        index = {(bool(r["residual"]), r["depth"]): r for r in _usual(rows) if (str(r["family"]), r["task"]) == (f["family"], f["dataset"])}
-        lines += [f"### {f['family']} on {f['dataset']}: training error by depth", "",
+        index = {(bool(r["residual"]), r["depth"]): r for r in _usual(rows) if (str(r["family"]), r["task"]) == (f["family"], f["task"])}
+        lines += [f"### {f['family']} on {f['task']}: training error by depth", "",
                   "| depth | plain | plain train err % | residual | residual train err % | plain test err % | residual test err % |",
                   "|---:|---|---:|---|---:|---:|---:|"]
         for d in f["depths"]:
@@ -114,14 +114,14 @@ def transfer(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not r["variant_label"] and r["test_acc1"]["mean"] is not None:
             cells[(str(r["arch"]), r["task"], r["labels_per_class"])][r["transfer"]] = r["test_acc1"]
     out = []
-    for (arch, dataset, lpc), modes in cells.items():
+    for (arch, task, lpc), modes in cells.items():
         if len(modes) < 2 or set(modes) == {"scratch"}:
             continue
         ranked = sorted(modes, key=lambda m: -modes[m]["mean"])
         spread = 100 * max(modes[m]["std"] or 0.0 for m in ranked[:2])
-        out.append({"arch": arch, "dataset": dataset, "labels_per_class": lpc, "test_acc1": modes, "winner": ranked[0],
+        out.append({"arch": arch, "task": task, "labels_per_class": lpc, "test_acc1": modes, "winner": ranked[0],
                     "margin": 100 * (modes[ranked[0]]["mean"] - modes[ranked[1]]["mean"]), "spread": spread})
-    out.sort(key=lambda f: (f["arch"], f["dataset"], f["labels_per_class"] if f["labels_per_class"] is not None else float("inf")))
+    out.sort(key=lambda f: (f["arch"], f["task"], f["labels_per_class"] if f["labels_per_class"] is not None else float("inf")))
     return out
 
 
@@ -130,13 +130,13 @@ def _transfer_md(findings: list[dict[str, Any]]) -> list[str]:
         return []
     modes = sorted({m for f in findings for m in f["test_acc1"]}, key=lambda m: TRANSFER_ORDER.get(m, 9))
     lines = ["### Transfer: test top-1 % by label budget", "",
-             "| arch | dataset | labels/class | " + " | ".join(modes) + " | best | margin (points) |",
+             "| arch | task | labels/class | " + " | ".join(modes) + " | best | margin (points) |",
              "|---|---|---:|" + "---:|" * len(modes) + "---|---:|"]
     for f in findings:
         lpc = "all" if f["labels_per_class"] is None else str(f["labels_per_class"])
         accs = [fmt(f["test_acc1"][m], "pct") if m in f["test_acc1"] else "–" for m in modes]
         clear = "" if f["margin"] > f["spread"] else " (within the seeds' spread)"
-        lines.append(f"| {f['arch']} | {f['dataset']} | {lpc} | " + " | ".join(accs) + f" | {f['winner']} | {f['margin']:+.2f}{clear} |")
+        lines.append(f"| {f['arch']} | {f['task']} | {lpc} | " + " | ".join(accs) + f" | {f['winner']} | {f['margin']:+.2f}{clear} |")
     return lines + [""]
 
 
