@@ -118,7 +118,12 @@ class Outcome:
         return self.wall_s / busy if busy > 0 else None
 
 
-def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = print, poll: float = 0.05) -> Outcome:
+def say_now(line: str) -> None:
+    """A progress line, flushed: a sweep's log is read while it runs (`tail -f`)."""
+    print(line, flush=True)
+
+
+def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = say_now, poll: float = 0.05) -> Outcome:
     """Run every run not yet done."""
     start = time.monotonic()
     store.prepare(sweep)
