@@ -220,6 +220,24 @@ def test_findings_say_so_when_degradation_is_not_reproduced(tmp_path: Path) -> N
            "+3.00 points of training error, spread 1.41)" in text
 
 
+def test_a_residual_only_ladder_gets_its_verdict(tmp_path: Path) -> None:
+    """A longer-budget sweep of the residual nets alone (no plain twins) still says whether every
+    residual net trains at least as well as each shallower one."""
+    from harness.report import build
+
+    for arch, trains in (("resnet20", (0.95, 0.95)), ("resnet56", (0.93, 0.93))):
+        for seed, train in enumerate(trains):
+            write_run(tmp_path / "runs", arch, seed, train - 0.05, train, 0.2)
+    rep = build(tmp_path / "runs", tmp_path / "out", charts=True)
+    assert {"degradation_vs_depth", "training_curves"} <= set(rep.charts)  # one panel: residual nets only
+    (f,) = json.loads((rep.out / "report.json").read_text())["findings"]["degradation"]
+    assert f["plain"] is None and f["residual"]["rise"] == pytest.approx(2.0)
+    text = (rep.out / "report.md").read_text()
+    assert "Plain nets" not in text
+    assert "not every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 vs 20, " \
+           "+2.00 points of training error, spread 0.00)" in text
+
+
 def test_degradation_past_the_best_depth(tmp_path: Path) -> None:
     """A ladder that first improves with depth and then degrades (the VGG pattern at a short budget): the
     deepest net is compared with the best shallower one, not with the shallowest."""

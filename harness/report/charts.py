@@ -88,14 +88,15 @@ def accuracy_vs_depth(rows: list[dict[str, Any]], path: Path, dataset: str | Non
 
 def degradation(rows: list[dict[str, Any]], path: Path, dataset: str | None = None) -> Path:
     """Final training error and training loss vs depth, plain (dashed) vs residual (solid), for the
-    families that have both kinds: a plain net whose training error grows with depth is degrading."""
+    families measured at two or more depths: a plain net whose training error grows with depth is
+    degrading; a residual ladder should not."""
     fams = defaultdict(set)
     for r in rows:
         if r["depth"] is not None and r["train_acc1"]["mean"] is not None:
-            fams[r["family"]].add(bool(r["residual"]))
-    both = sorted(str(f) for f, kinds in fams.items() if kinds == {True, False})
+            fams[r["family"]].add((bool(r["residual"]), r["depth"]))
+    both = sorted(str(f) for f, kinds in fams.items() if len(kinds) >= 2)
     if not both:
-        raise Skip("needs one family with both plain and residual runs that record train top-1")
+        raise Skip("needs a family at two or more depths whose runs record train top-1")
     colors = _family_styles(rows)
     fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.3))
     series: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -131,14 +132,19 @@ def _mean_curve(curves: list[list[tuple[float, float]]]) -> list[tuple[float, fl
 
 def training_curves(runs: list[Run], rows: list[dict[str, Any]], path: Path, dataset: str | None = None) -> Path:
     """Training error per epoch (from metrics.csv; the step-level loss when no run has per-epoch
-    train top-1), averaged over seeds, one line per depth: plain | residual panels (He et al. Fig. 6)."""
+    train top-1), averaged over seeds, one line per depth: plain | residual panels (He et al. Fig. 6)
+    for the families that have both kinds, else for any family measured at two or more depths (one
+    panel when the study has one kind)."""
     by_id = {r.get("run_id"): r for r in runs if r.completed}
     fams = defaultdict(set)
     for r in rows:
-        fams[str(r["family"])].add(bool(r["residual"]))
-    rows = [r for r in rows if fams[str(r["family"])] == {True, False}]  # compare plain and residual within a family
+        fams[str(r["family"])].add((bool(r["residual"]), r["depth"]))
+    # the families with both kinds (He et al.'s comparison), else any depth ladder; never lone nets
+    both = {f for f, ks in fams.items() if {k for k, _ in ks} == {True, False}}
+    ladders = both or {f for f, ks in fams.items() if len(ks) >= 2}
+    rows = [r for r in rows if str(r["family"]) in ladders]
     if not rows:
-        raise Skip("needs one family with both plain and residual runs")
+        raise Skip("needs a family at two or more depths")
     chosen = [(row, by_id[i]) for row in rows for i in row["run_ids"] if i in by_id]
     metric = next((m for m in ("train_error", "train_loss_step", "train_loss") if any(m in r.curve() for _, r in chosen)), None)
     if metric is None:
@@ -151,13 +157,13 @@ def training_curves(runs: list[Run], rows: list[dict[str, Any]], path: Path, dat
             k = (bool(row["residual"]), row["depth"] if row["depth"] is not None else math.inf, _arch_label(row))
             lines[k].append(c)
             depth_of[k] = row["depth"]
-    kinds = {k[0] for k in lines}
-    if kinds != {True, False}:
-        raise Skip(f"needs training curves of both plain and residual runs (found only {', '.join(_kind(k) for k in sorted(kinds))})")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3), sharey=True)
+    if not lines:
+        raise Skip(f"no {metric} curve in the runs' metrics.csv")
+    kinds = sorted({k[0] for k in lines})
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4.3), sharey=True, squeeze=False)
     cmap = plt.get_cmap("viridis")
     pct = metric == "train_error"
-    for ax, residual in zip(axes, (False, True)):
+    for ax, residual in zip(axes[0], kinds):
         mine = sorted(k for k in lines if k[0] == residual)
         for i, k in enumerate(mine):
             curve = _mean_curve(lines[k])
@@ -169,9 +175,9 @@ def training_curves(runs: list[Run], rows: list[dict[str, Any]], path: Path, dat
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0].set_ylabel({"train_error": "training error (%)", "train_loss_step": "training loss (per step)",
+    axes[0][0].set_ylabel({"train_error": "training error (%)", "train_loss_step": "training loss (per step)",
                         "train_loss": "training loss (per epoch)"}[metric])
-    fig.suptitle(_title("Training curves, plain vs residual (mean over seeds)", dataset))
+    fig.suptitle(_title(f"Training curves{', plain vs residual' if len(kinds) == 2 else ''} (mean over seeds)", dataset))
     return _save(fig, path)
 
 

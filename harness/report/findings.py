@@ -38,12 +38,13 @@ def _spread(r: dict[str, Any]) -> float:
 
 
 def degradation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One finding per (family, task) with plain nets at two or more depths. A difference counts
-    only beyond the seeds' spread (the larger std of the two rows compared).
+    """One finding per (family, task) with plain or residual nets at two or more depths. A difference
+    counts only beyond the seeds' spread (the larger std of the two rows compared).
 
-    plain: the training error at the deepest plain net vs the lowest at any shallower depth (rises =
-    degradation: He et al.'s "adding more layers to a suitably deep model leads to higher training
-    error"; a ladder may first improve with depth, as the VGG pattern does, and then degrade).
+    plain (when the family has them): the training error at the deepest plain net vs the lowest at
+    any shallower depth (rises = degradation: He et al.'s "adding more layers to a suitably deep
+    model leads to higher training error"; a ladder may first improve with depth, as the VGG
+    pattern does, and then degrade).
     residual (when the family has them): the worst case of a deeper residual net training worse
     than a shallower one, as (shallow depth, deep depth, rise, spread); none beyond the spread =
     every residual net trains at least as well as its shallower siblings."""
@@ -54,18 +55,20 @@ def degradation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (family, task), kinds in sorted(by_family.items()):
         plain, residual = kinds[False], kinds[True]
-        if len(plain) < 2:
+        if len(plain) < 2 and len(residual) < 2:
             continue
-        lo, hi = min(plain), max(plain)
-        best = min((d for d in plain if d < hi), key=lambda d: _err(plain[d]["train_acc1"]))
-        rise = _err(plain[hi]["train_acc1"]) - _err(plain[best]["train_acc1"])
         finding: dict[str, Any] = {
             "family": family, "task": task, "depths": sorted(set(plain) | set(residual)),
             "plain_train_err": {d: _err(r["train_acc1"]) for d, r in sorted(plain.items())},
             "residual_train_err": {d: _err(r["train_acc1"]) for d, r in sorted(residual.items())},
-            "plain": {"shallow": lo, "best": best, "deep": hi, "rise": rise, "spread": max(_spread(plain[best]), _spread(plain[hi]))},
-            "residual": None,
+            "plain": None, "residual": None,
         }
+        if len(plain) >= 2:
+            lo, hi = min(plain), max(plain)
+            best = min((d for d in plain if d < hi), key=lambda d: _err(plain[d]["train_acc1"]))
+            rise = _err(plain[hi]["train_acc1"]) - _err(plain[best]["train_acc1"])
+            finding["plain"] = {"shallow": lo, "best": best, "deep": hi, "rise": rise,
+                                "spread": max(_spread(plain[best]), _spread(plain[hi]))}
         ds = sorted(residual)
         pairs = [(a, b, _err(residual[b]["train_acc1"]) - _err(residual[a]["train_acc1"]),
                   max(_spread(residual[a]), _spread(residual[b]))) for i, a in enumerate(ds) for b in ds[i + 1:]]
@@ -88,15 +91,17 @@ def _degradation_md(rows: list[dict[str, Any]], findings: list[dict[str, Any]]) 
             lines.append(f"| {d} | {p['arch'] if p else '–'} | {_err_text(p['train_acc1']) if p else '–'} | {r['arch'] if r else '–'} | "
                          f"{_err_text(r['train_acc1']) if r else '–'} | {_err_text(p['test_acc1']) if p else '–'} | "
                          f"{_err_text(r['test_acc1']) if r else '–'} |")
+        lines.append("")
         pl, err = f["plain"], f["plain_train_err"]
-        past = "with depth" if pl["best"] == pl["shallow"] else f"past depth {pl['best']}"
-        verdict = (f"rises {past}: degradation reproduced" if pl["rise"] > pl["spread"] else
-                   f"does not rise {past} beyond the seeds' spread: degradation not reproduced")
-        path = f"{err[pl['shallow']]:.2f}% at depth {pl['shallow']} -> "
-        if pl["best"] != pl["shallow"]:
-            path += f"{err[pl['best']]:.2f}% at depth {pl['best']} (the lowest) -> "
-        lines += ["", f"- Plain nets: training error {path}{err[pl['deep']]:.2f}% at depth {pl['deep']} ({pl['rise']:+.2f} points "
-                      f"from depth {pl['best']}, seeds' spread {pl['spread']:.2f}): it {verdict}."]
+        if pl is not None:
+            past = "with depth" if pl["best"] == pl["shallow"] else f"past depth {pl['best']}"
+            verdict = (f"rises {past}: degradation reproduced" if pl["rise"] > pl["spread"] else
+                       f"does not rise {past} beyond the seeds' spread: degradation not reproduced")
+            path = f"{err[pl['shallow']]:.2f}% at depth {pl['shallow']} -> "
+            if pl["best"] != pl["shallow"]:
+                path += f"{err[pl['best']]:.2f}% at depth {pl['best']} (the lowest) -> "
+            lines.append(f"- Plain nets: training error {path}{err[pl['deep']]:.2f}% at depth {pl['deep']} ({pl['rise']:+.2f} points "
+                         f"from depth {pl['best']}, seeds' spread {pl['spread']:.2f}): it {verdict}.")
         res = f["residual"]
         if res is not None:
             ok = res["rise"] <= res["spread"]
