@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,3 +150,20 @@ def test_killed_runner_restarts_and_completes_each_run_once(tmp_path: Path) -> N
     assert versions == ["version_0", "version_1"]  # resumed, not restarted
     result = json.loads((first.run_dir / "result.json").read_text())
     assert result["epochs_completed"] == 3 and result["status"] == "completed"
+
+
+@pytest.mark.skipif(shutil.which("squeue") is None, reason="needs Slurm's squeue (make system-packages)")
+def test_status_without_the_slurm_controller_says_so(tmp_path: Path) -> None:
+    """A sweep with recorded Slurm jobs, checked where squeue cannot reach a controller (no SLURM_CONF):
+    one line naming squeue, not a status that shows queued runs as never submitted."""
+    p = write(tmp_path, SYNTHETIC.format(epochs=1, samples=256, results=tmp_path / "results"))
+    sweep = load(p)
+    from harness.sweep import store
+
+    store.prepare(sweep)
+    store.add_job(sweep, {"job_id": "4242", "script": "x.sbatch", "indices": [0, 1], "dependency": None})
+    env = {k: v for k, v in ENV.items() if not k.startswith("SLURM_")}
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", "status", str(p)], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stdout + proc.stderr
+    assert "squeue failed" in proc.stderr and "SLURM_CONF" in proc.stderr

@@ -75,7 +75,12 @@ def task_states(sweep: Sweep) -> dict[int, str]:
             continue
         rows.append((order[m.group(1)], _expand(m.group(2)), state.split()[0] if state else ""))
     queue = _slurm(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(ids)])
-    for line in queue.stdout.splitlines() if queue.returncode == 0 else []:
+    if queue.returncode != 0 and "Invalid job id" not in queue.stderr:
+        # without the live queue a queued run looks unsubmitted: say so rather than resubmit or misreport it
+        lines = (queue.stderr or queue.stdout).strip().splitlines()
+        raise UserError(f"squeue failed (exit {queue.returncode}: {lines[-1] if lines else 'no output'}): cannot check this sweep's "
+                        "Slurm jobs; is SLURM_CONF set and slurmctld reachable?")
+    for line in queue.stdout.splitlines():
         jid, _, state = line.partition("|")
         m = re.fullmatch(r"(\d+)_(\d+)", jid)
         if m and m.group(1) in order:
