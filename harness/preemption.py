@@ -26,7 +26,8 @@ EXIT_PREEMPTED = 4  # `convbench train`'s exit code: checkpointed on the signal,
 
 
 class Preempted(Exception):
-    """Raised on every rank after the checkpoint: the run stops here and is continued by the requeued task."""
+    """Raised on every rank after the checkpoint: the run stops here and is continued by the requeued task.
+    Also raised by harness.train when a rank fails after a SIGTERM (the run was killed, not broken)."""
 
 
 def slurm_task_id() -> str | None:

@@ -17,6 +17,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import architectures
 import datamodules
@@ -184,11 +185,16 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
             status = "diverged"
         else:
             trainer.test(module, datamodule=dm, verbose=False)
+    except SIGTERMException as err:  # Lightning stops at a step boundary after SIGTERM (a SystemExit with code 0)
+        raise Preempted("SIGTERM: resume from the last checkpoint") from err
     except (KeyboardInterrupt, SystemExit, Preempted):
         raise  # interrupted, not finished: the checkpoint stays for --resume and no result is written
     except Exception as err:  # recorded as a failed run, then reported
         if preemption.fired:  # e.g. the other rank, killed by the requeue, closed the gloo connection
             raise Preempted(preemption.fired) from err
+        if trainer.received_sigterm:  # Slurm's requeue, cancel or time limit: a DDP peer went first, its
+            # gloo connection closed under this rank; interrupted, not failed: --resume continues it
+            raise Preempted(f"SIGTERM ({type(err).__name__} after it): resume from the last checkpoint") from err
         status, error = "failed", f"{type(err).__name__}: {err}"
         if trainer.is_global_zero:
             write(run, config, profile, trainer, throughput, fit_metrics, status, error, started)

@@ -111,6 +111,33 @@ def test_preemption_signal_checkpoints_and_the_resume_finishes(tmp_path: Path, c
     assert int(v1[1].split(",")[1]) >= 5  # the second attempt logged on from the checkpoint's step
 
 
+class TerminatedAt(pl.Callback):
+    """Slurm's SIGTERM (scontrol requeue, scancel, the time limit) at one training step; with
+    ``then_fail``, the step then fails as a DDP rank does whose peer was killed first (gloo:
+    "Connection closed by peer")."""
+
+    def __init__(self, step: int, then_fail: bool) -> None:
+        self.step, self.then_fail = step, then_fail
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+            if self.then_fail:
+                raise RuntimeError("[gloo/transport/tcp/pair.cc] Connection closed by peer")
+
+
+@pytest.mark.parametrize("then_fail", [False, True])
+def test_sigterm_interrupts_never_fails_the_run(tmp_path: Path, then_fail: bool) -> None:
+    """A killed run is interrupted, not failed: no result.json (which would stop the requeued task
+    from training it), and --resume finishes it."""
+    c = config(tmp_path, epochs=2)
+    with pytest.raises(Preempted, match="SIGTERM"):
+        train(c, extra_callbacks=[TerminatedAt(8, then_fail)])
+    run = tmp_path / "results" / c.run_id()
+    assert not (run / "result.json").exists() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert train(c, resume=True)["status"] == "completed"
+
+
 def test_diverged_run_is_recorded(tmp_path: Path) -> None:
     c = config(tmp_path, epochs=2, optim={"lr": 1e12, "schedule": "constant"})
     result = train(c)
