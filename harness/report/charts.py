@@ -94,14 +94,14 @@ def degradation(rows: list[dict[str, Any]], path: Path, dataset: str | None = No
     for r in rows:
         if r["depth"] is not None and r["train_acc1"]["mean"] is not None:
             fams[r["family"]].add((bool(r["residual"]), r["depth"]))
-    both = sorted(str(f) for f, kinds in fams.items() if len(kinds) >= 2)
-    if not both:
+    ladders = sorted(str(f) for f, kinds in fams.items() if len(kinds) >= 2)
+    if not ladders:
         raise Skip("needs a family at two or more depths whose runs record train top-1")
     colors = _family_styles(rows)
     fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.3))
     series: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        if str(r["family"]) in both and r["depth"] is not None and r["train_acc1"]["mean"] is not None:
+        if str(r["family"]) in ladders and r["depth"] is not None and r["train_acc1"]["mean"] is not None:
             series[_series_name(r)].append(r)
     for name, members in sorted(series.items()):
         members.sort(key=lambda r: r["depth"])

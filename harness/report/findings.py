@@ -81,8 +81,9 @@ def degradation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _degradation_md(rows: list[dict[str, Any]], findings: list[dict[str, Any]]) -> list[str]:
     lines: list[str] = []
+    usual = _usual(rows)
     for f in findings:
-        index = {(bool(r["residual"]), r["depth"]): r for r in _usual(rows) if (str(r["family"]), r["task"]) == (f["family"], f["task"])}
+        index = {(bool(r["residual"]), r["depth"]): r for r in usual if (str(r["family"]), r["task"]) == (f["family"], f["task"])}
         lines += [f"### {f['family']} on {f['task']}: training error by depth", "",
                   "| depth | plain | plain train err % | residual | residual train err % | plain test err % | residual test err % |",
                   "|---:|---|---:|---|---:|---:|---:|"]
