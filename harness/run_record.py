@@ -81,6 +81,10 @@ class RunDir:
         write_atomic(p, new_id)
         return new_id
 
+    def set_wandb_id(self, wandb_id: str) -> None:
+        """Adopt an id given from outside (a `wandb agent` run's): the sweep server waits for that run."""
+        write_atomic(self.path / "wandb_id", wandb_id)
+
     def write_result(self, result: dict[str, Any]) -> None:
         assert result["status"] in STATUSES, result["status"]
         result = {**result, "versions": versions(), "host": socket.gethostname(), "argv": sys.argv}

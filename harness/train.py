@@ -122,15 +122,22 @@ def resume_checkpoint(run: RunDir) -> str | None:
 
 
 def build_loggers(config: TrainConfig, run: RunDir) -> list[Logger]:
+    """CSV always; a live WandbLogger only online (resumed by id). Offline, the W&B run is written
+    once from the run record when the run finishes (harness.wandb_run): a live offline logger would
+    leave one offline run per attempt, which `wandb sync` cannot merge."""
     # metrics/version_N/metrics.csv: one version per attempt, so a resume never overwrites the curve so far
     loggers: list[Logger] = [CSVLogger(save_dir=str(run.path), name="metrics")]
-    if config.wandb.mode != "disabled":
+    if config.wandb.mode == "disabled":
+        return loggers
+    if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):  # started by `wandb agent`: its run id
+        run.set_wandb_id(os.environ["WANDB_RUN_ID"])
+    wandb_id = run.wandb_id(secrets.token_hex(4))
+    if config.wandb.mode == "online":
         from pytorch_lightning.loggers import WandbLogger
 
         loggers.append(WandbLogger(
             project=config.wandb.project, entity=config.wandb.entity, group=config.wandb.group, tags=list(config.wandb.tags),
-            name=run.path.name, id=run.wandb_id(secrets.token_hex(4)), resume="allow", mode=config.wandb.mode,
-            save_dir=str(run.path), config=config.to_dict(),
+            name=run.path.name, id=wandb_id, resume="allow", mode="online", save_dir=str(run.path), config=config.to_dict(),
         ))
     return loggers
 
@@ -230,4 +237,18 @@ def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trai
             logger.experiment.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
             logger.experiment.finish()
     run.write_result(result)
+    if config.wandb.mode == "offline":
+        export_wandb(run)
     return result
+
+
+def export_wandb(run: RunDir) -> None:
+    """The offline W&B run, from the record just written; a failed export loses nothing (the result
+    is on disk) and `convbench sync` redoes it."""
+    from harness.wandb_run import export
+
+    try:
+        export(run.path)
+    except Exception as err:  # noqa: BLE001 - the run itself finished and is recorded
+        print(f"convbench: W&B export of {run.path} failed ({type(err).__name__}: {err}); `convbench sync {run.path}` retries it",
+              file=sys.stderr)

@@ -53,6 +53,7 @@ class Run:
     config: TrainConfig
     name: str | None = None  # named runs (convbench.runs)
     deps: list[int] = field(default_factory=list)  # indices of the runs this one needs
+    params: dict[str, Any] | None = None  # grid runs: the parameters as W&B's agent passes them (before common and references)
 
     @property
     def run_id(self) -> str:
@@ -80,6 +81,30 @@ class Sweep:
     @property
     def dir(self) -> Path:
         return self.results / "sweeps" / self.name
+
+    def agent_run(self, arguments: list[str]) -> Run:
+        """The grid run whose parameters are ``arguments`` (``key=value``, values YAML: what `wandb agent`
+        passes as ``${args_no_hyphens}``), so an agent's run is exactly convbench's: same config, run id,
+        convbench.common, and ``{run:NAME}`` references resolved to the named run's checkpoint. A single
+        argument that is a name in ``convbench.runs`` selects that named run (run those first)."""
+        from harness.config import parse_set
+
+        named = {r.name: r for r in self.runs if r.name}
+        if len(arguments) == 1 and arguments[0] in named:  # a named run (convbench.runs) by its name: W&B's grid has none
+            return named[arguments[0]]
+        given: dict[str, Any] = {}
+        for arg in arguments:
+            key, sep, raw = arg.partition("=")
+            if not sep or not key:
+                raise UserError(f"argument {arg!r}: expected KEY=VALUE (a parameter of {self.path})")
+            given[key] = raw if REF.match(raw) else parse_set([f"value={raw}"])["value"]
+        for run in self.runs:
+            if run.params == given:
+                return run
+        keys = sorted({k for r in self.runs if r.params for k in r.params})
+        unknown = sorted(set(given) - set(keys))
+        why = f"unknown parameter {unknown[0]}" if unknown else "no grid run has these values"
+        raise UserError(f"{self.path}: {why} ({' '.join(arguments) or 'no arguments'}); its parameters: {', '.join(keys)}")
 
 
 # ---------------------------------------------------------------- YAML with line numbers
@@ -298,7 +323,8 @@ def load(path: str | Path, results: str | None = None) -> Sweep:
         runs.append(Run(len(runs), flat, build(flat, len(runs), run_name, at), name=run_name))
         named[run_name] = runs[-1].index
     for combo in combos:
-        flat = {**common, **constants, **combo}
+        params = {**constants, **combo}
+        flat = {**common, **params}
         index, deps = len(runs), []
         if flat.get("transfer.mode", "scratch") == "scratch":
             flat.pop("transfer.checkpoint", None)  # the scratch arm of a transfer grid trains from random weights
@@ -316,7 +342,7 @@ def load(path: str | Path, results: str | None = None) -> Sweep:
             flat[key] = str(dep.run_dir / "checkpoints" / "last.ckpt")
             deps.append(dep.index)
         label = " ".join(f"{k}={v}" for k, v in combo.items()) or "constants"
-        runs.append(Run(index, flat, build(flat, index, label, ("parameters",)), deps=deps))
+        runs.append(Run(index, flat, build(flat, index, label, ("parameters",)), deps=deps, params=params))
     seen: dict[str, int] = {}
     for run in runs:
         if run.run_id in seen:
