@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,24 @@ def summary_of(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if isinstance(v, (int, float, str))}
 
 
+def wait_written(offline_dir: Path, wandb_id: str, timeout: float = 60) -> str | None:
+    """Wait until the run's ``.wandb`` file holds its exit record; None when it does, else what is
+    missing. In offline mode ``finish()`` returns before wandb-core has written the file's tail
+    (seen with 0.31: a 600-step run's last 30 KB arrived after it returned)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        f = wandb_file(offline_dir)
+        try:
+            w = WandbFile.read(f) if f is not None else None
+        except (OSError, ValueError):
+            w = None
+        if w is not None and w.run_id == wandb_id and w.exit_code is not None:
+            return None
+        if time.monotonic() > deadline:
+            return "no .wandb file" if f is None else "no exit record"
+        time.sleep(0.05)
+
+
 def export(run_dir: Path) -> Path:
     """Write the finished run in ``run_dir`` as one offline W&B run under ``run_dir/wandb/``;
     returns its directory. Any earlier offline directory of the run (an interrupted export) is replaced."""
@@ -182,6 +201,10 @@ def export(run_dir: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     run.finish(exit_code=EXIT_CODES.get(result.get("status"), 1))
+    written = wait_written(source, wandb_id)
+    if written is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise TimeoutError(f"wandb wrote no complete run to {source} ({written})")
     for old in offline_dirs(record.path):
         shutil.rmtree(old)
     target = record.path / "wandb" / source.name

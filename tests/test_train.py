@@ -17,6 +17,7 @@ from harness.module import lr_factor
 from harness.preemption import Preempted
 from harness.recipes import OptimConfig
 from harness.train import train
+from harness.wandb_run import complete_export
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -43,7 +44,7 @@ def test_run_record(tmp_path: Path) -> None:
     assert "train/loss_step" in (run / "metrics" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     wandb_id = (run / "wandb_id").read_text()
     offline = list((run / "wandb").glob("offline-run-*"))
-    assert len(offline) == 1 and offline[0].name.endswith(wandb_id)
+    assert len(offline) == 1 and offline[0].name.endswith(wandb_id) and complete_export(run) == offline[0]
     assert train(c)["run_id"] == c.run_id()  # a finished run is not run again
 
 
