@@ -15,6 +15,7 @@ import torch
 import architectures
 from harness.bench.oom import with_halving
 from harness.bench.result import FIELDS
+from harness.wandb_run import WandbFile
 from harness.cli import main
 from harness.errors import UserError
 
@@ -56,7 +57,15 @@ def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path) -> Non
                   "--csv", str(out), "--wandb", "offline", "--results", str(tmp_path), *FAST)
     assert r.returncode == 0, r.stderr
     assert "lenet5" in r.stdout and "fwd ms" in r.stdout and "agreement" in r.stdout and "measured bfloat16, the best of GEMM" in r.stdout
-    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    (wandb_path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    w = WandbFile.read(wandb_path)  # the bench table and W&B's own charts over it, in the offline run's records
+    (row,) = w.history
+    assert row["bench/_type"] == "table-file" and row["bench/nrows"] == 1
+    for chart, kind in (("samples_per_s", "bar"), ("samples_per_s_vs_macs", "scatter"), ("memory_vs_samples_per_s", "scatter"), ("mfu", "bar")):
+        assert row[f"charts/{chart}_table/_type"] == "table-file", chart
+        spec = w.config[f"_wandb/visualize/charts/{chart}"]["panel_config"]
+        assert spec["panelDefId"] == f"wandb/{kind}/v0", spec
+    assert w.summary["lenet5/train/samples_per_s"] > 0 and w.exit_code == 0
     with out.open(newline="") as f:
         lines = list(csv.reader(f))
     assert lines[0] == FIELDS and len(lines) == 1 + len(names) + 1  # one header, then every row
