@@ -94,6 +94,8 @@ def test_ddp_array_requeue_and_no_secret(slurm_cluster: SlurmCluster, tmp_path: 
     assert status.stdout.count(" completed ") == 4, status.stdout
     if interrupted:  # resumed from its checkpoint, one W&B run
         assert (first.run_dir / "metrics" / "version_1").is_dir()
+    # the W&B export follows result.json (the record first: nothing computed is lost if it fails)
+    wait_for(lambda: all(complete_export(r.run_dir) for r in sweep.runs), 60, "4 W&B exports", sweep.dir)
     for r in sweep.runs:  # one complete offline W&B run per run, requeued or not
         offline = list((r.run_dir / "wandb").glob("offline-run-*"))
         assert len(offline) == 1 and complete_export(r.run_dir) == offline[0], offline
@@ -147,6 +149,7 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: Slurm
     restarts = slurm_cluster.run("sacct", "-n", "-X", "-j", task, "-o", "State", "-D")
     assert "REQUEUED" in restarts.stdout, restarts.stdout
     assert (run.run_dir / "metrics" / "version_1").is_dir()  # the second attempt logged on from the checkpoint
+    wait_for(lambda: complete_export(run.run_dir) is not None, 60, "the W&B export", sweep.dir)
     (offline,) = (run.run_dir / "wandb").glob("offline-run-*")  # one W&B run for both attempts
     assert offline.name.rsplit("-", 1)[1] == (run.run_dir / "wandb_id").read_text().strip()
     w = WandbFile.read(wandb_file(offline))
