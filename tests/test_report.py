@@ -375,7 +375,7 @@ def test_report_of_two_real_runs(tmp_path: Path, capsys: pytest.CaptureFixture[s
         config = resolve([("test", {"arch": arch, "dataset": "synthetic", "epochs": 2, "results": str(results),
                                     "wandb": {"mode": "disabled"}, "trainer": {"log_every_n_steps": 1},
                                     "data": {"input_size": [3, 32, 32], "num_samples": 256, "num_workers": 0, "batch_size": 256}})])
-        assert train(config)["status"] == "completed"
+        assert train(config).status == "completed"
     assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
     stdout = capsys.readouterr().out
     assert "| plain20 | resnet_cifar | 20 | plain | synthetic | scratch |" in stdout

@@ -51,15 +51,19 @@ SYNTHETIC = """
 
 
 @pytest.mark.parametrize("text, match", [
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lrr: {values: [0.1]}\n", r"line 4: unknown config key 'optim.lrr'"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lrr: {values: [0.1]}\n", r"line 4: unknown config key optim.lrr; accepted under optim: .*lr"),
     ("method: grid\nparameters:\n  arch: {value: lenet5}\n  seed:\n    values: []\n", r"line 5: parameters.seed.values: empty grid"),
     ("method: grid\nparameters:\n  arch: {value: lenet5}\n  epochs:\n    values: [1, two]\n", r"line 5.*epochs='two'.*expected int"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurmm: {}\n", r"line 5: unknown key convbench.slurmm"),
-    ("method: grid\nparamters:\n  arch: {value: lenet5}\n", r"line 2: unknown sweep key 'paramters'"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurmm: {}\n", r"line 5: unknown config key convbench.slurmm; accepted under convbench: .*slurm"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurm:\n    cpus_per_task: many\n", r"line 6: convbench.slurm.cpus_per_task='many': expected int"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurm:\n    partion: gpu\n", r"line 6: unknown config key convbench.slurm.partion; accepted under convbench.slurm: partition"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  seeds: []\n", r"line 5: convbench.seeds"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  trainer.precision: {value: 64}\n", r"line 4: trainer.precision=64: accepted 32-true"),
+    ("method: grid\nparamters:\n  arch: {value: lenet5}\n", r"line 2: unknown config key paramters; accepted under the top level: method, parameters.*convbench-only keys go under convbench"),
     ("method: bayes\nparameters:\n  arch: {value: lenet5}\n", r"line 1: method='bayes'"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  data.bogus: {value: 1}\n", r"line 4: unknown config key 'data.bogus'"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  data.bogus: {value: 1}\n", r"line 4: unknown config key data.bogus; accepted under data: root"),
     ("method: grid\nparameters:\n  arch: {values: [lenet5, nonet]}\n", r"run 1 \(arch=nonet\)"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lr: {values: [0.1, -1.0]}\n", r"run 1 .*optim.lr=-1.0: must be > 0"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lr: {values: [0.1, -1.0]}\n", r"line 4: optim.lr=-1.0: must be > 0"),
 ])
 def test_validation_errors_name_key_and_line(tmp_path: Path, text: str, match: str) -> None:
     with pytest.raises(Exception, match=match):
