@@ -12,7 +12,6 @@ import hashlib
 import json
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -20,6 +19,7 @@ from annotated_types import Ge
 
 from harness import schema
 from harness.errors import UserError
+from harness.files import read_text
 from harness.keys import flatten, nest
 from harness.recipes import DEFAULT_FOR_FAMILY, RECIPES, OptimConfig
 from harness.schema import STRICT, ConfigError
@@ -164,24 +164,6 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return nest(flat)
 
 
-def read_text(path: str | Path, what: str) -> str:
-    """A file the user named, as text, or a one-line UserError saying why it cannot be one."""
-    p = Path(path)
-    if p.is_dir():
-        raise UserError(f"{what} {path} is a directory, not a file")
-    if not p.exists():
-        raise UserError(f"{what} {path} does not exist")
-    try:
-        text = p.read_text()
-    except UnicodeDecodeError:
-        raise UserError(f"{what} {path}: not a text file (binary content)") from None
-    except OSError as err:
-        raise UserError(f"{what} {path}: cannot be read ({err.strerror})") from None
-    if not text.strip():
-        raise UserError(f"{what} {path} is empty")
-    return text
-
-
 def load_file(path: str) -> dict[str, Any]:
     """A ``--config`` YAML file: a mapping of config keys."""
     text = read_text(path, "config file")
@@ -191,6 +173,8 @@ def load_file(path: str) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise UserError(f"config file {path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if data is None:
+        raise UserError(f"config file {path} is empty (comments only, no config keys)")
     if not isinstance(data, dict):
         raise UserError(f"config file {path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
     return data

@@ -10,6 +10,7 @@ import os
 import secrets
 import sys
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import pytorch_lightning as pl
@@ -24,6 +25,7 @@ import datamodules
 from harness.callbacks import Divergence, EpochLines, EpochSeed, Throughput
 from harness.config import TrainConfig
 from harness.errors import UserError
+from harness.files import check_checkpoint
 from harness.memory import peak_bytes
 from harness.module import ClassifierModule, classifier_of
 from harness.preemption import HPC_CHECKPOINT, Preempted, Preemption
@@ -96,14 +98,16 @@ def build_model(config: TrainConfig, dm: datamodules.ConvDataModule) -> tuple[to
 
 def load_backbone(model: torch.nn.Module, path: str | None, arch: str) -> None:
     """Copy a convbench checkpoint's weights into ``model``, all but the classifier."""
+    if path is None or not Path(path).exists():
+        raise UserError(f"--from {path}: no such checkpoint")
+    check_checkpoint(path, "--from")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         trained_as = ckpt["hyper_parameters"]["arch"]
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    except FileNotFoundError:
-        raise UserError(f"--from {path}: no such checkpoint") from None
-    except Exception as err:  # a file that is not a convbench checkpoint
-        raise UserError(f"--from {path}: not a convbench checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+    except Exception as err:  # a torch file that is not a convbench checkpoint
+        first = (str(err).splitlines() or [""])[0][:120]
+        raise UserError(f"--from {path}: not a convbench checkpoint ({type(err).__name__}{': ' + first if first else ''})") from None
     if trained_as != arch:
         raise UserError(f"--from {path} holds a {trained_as} checkpoint, not {arch}: transfer needs the same architecture")
     head = classifier_of(model)[0]
@@ -146,6 +150,9 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
         return done
     if (run.last_checkpoint or any(run.path.glob(HPC_CHECKPOINT.format("*")))) and not resume:
         raise UserError(f"{run.path} holds an interrupted run (checkpoints/last.ckpt): pass --resume to continue it")
+    ckpt = resume_checkpoint(run) if resume else None
+    if ckpt is not None:
+        check_checkpoint(ckpt, "--resume: the run's newest checkpoint")  # the run itself is left as it is
     pl.seed_everything(config.seed, verbose=False)
     dm = build_data(config)
     if config.trainer.accelerator == "cpu" or not torch.cuda.is_available():
@@ -175,7 +182,6 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
         plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
     )
     status, error, fit_metrics = "completed", None, {}
-    ckpt = resume_checkpoint(run) if resume else None
     if ckpt is not None and trainer.is_global_zero:
         print(f"convbench: resuming from {ckpt}", file=sys.stderr, flush=True)
     try:

@@ -76,6 +76,25 @@ def test_cli_reports_a_bad_sweep_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "line 4" in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p.write_text(""), "is empty"),
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200)), "not a text file"),
+    (lambda p: p.write_text("method: grid\nparameters:\n  arch: {value: lenet5\n"), "not valid YAML"),
+    (lambda p: p.write_text("- a\n- b\n"), "expected a mapping"),
+])
+def test_unusable_sweep_file(tmp_path: Path, make, fragment: str) -> None:
+    make(tmp_path / "s.yaml")
+    with pytest.raises(UserError, match=fragment):
+        load(tmp_path / "s.yaml")
+
+
+def test_cli_reports_an_empty_sweep_file_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text("")
+    proc = cli("sweep", str(tmp_path / "s.yaml"), "--dry-run")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "s.yaml is empty" in proc.stderr, proc.stderr
+
+
 def test_shipped_sweeps_load() -> None:
     counts = {p.stem: len(load(p).runs) for p in sorted((REPO / "sweeps").glob("*.yaml"))}
     assert counts["cifar10-resnet-depth"] == 30 and counts["fashion-depth"] == 28 and counts["imagenet-ilsvrc"] == 17

@@ -35,8 +35,9 @@ import yaml
 from annotated_types import Ge, MinLen
 
 from harness import schema
-from harness.config import TrainConfig, check_key, read_text, resolve
+from harness.config import TrainConfig, check_key, resolve
 from harness.errors import UserError
+from harness.files import read_text
 from harness.keys import nest
 from harness.schema import STRICT, ConfigError
 
