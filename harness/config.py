@@ -2,7 +2,9 @@
 ``--set key=value``. The dataclasses below are the schema: a field's type (``Literal`` for a choice,
 ``Annotated`` bounds for a minimum) and default say what a key accepts, and its metadata says whether
 it changes what is computed (``identity: False``: not part of the run id, not a report variant) or
-differs between the seeds of one experiment (``replicate: True``: the report averages over it).
+differs between the seeds of one experiment (``replicate: True``: the report averages over it);
+``identity: "non-default"`` marks a key added after runs were recorded: hashed only when set away
+from its default, so the ids of earlier runs stay.
 :mod:`harness.schema` checks every layer against them; ``data.*`` keys against datamodules.DataConfig."""
 from __future__ import annotations
 
@@ -130,10 +132,27 @@ def role(key: str) -> str:
     return "ignored" if f.metadata.get("identity") is False else "replicate" if f.metadata.get("replicate") else "identity"
 
 
+def _at_default(key: str, value: Any) -> bool:
+    """A key marked ``identity: "non-default"`` (added after runs were recorded) that holds its default:
+    left out of the hash, so the runs recorded before it existed keep their ids."""
+    f = _field(tuple(key.split(".")))
+    if f is None or f.metadata.get("identity") != "non-default":
+        return False
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return json.dumps(value, default=str) == json.dumps(default, default=str)
+
+
+def identity_items(config: dict[str, Any]) -> dict[str, Any]:
+    """The flat keys of a config mapping that change what is computed: all but those marked
+    ``identity: False`` (where results and data live, W&B, DataLoader workers) and the
+    ``identity: "non-default"`` ones at their default. The run id hashes these; the report
+    groups by them (less the replicates)."""
+    return {k: v for k, v in flatten(config).items() if role(k) != "ignored" and not _at_default(k, v)}
+
+
 def identity(config: dict[str, Any]) -> dict[str, Any]:
-    """A config mapping without the keys that do not change what is computed (where results and data
-    live, W&B, DataLoader workers): what the run id hashes."""
-    return nest({k: v for k, v in flatten(config).items() if role(k) != "ignored"})
+    """:func:`identity_items`, nested: what the run id hashes."""
+    return nest(identity_items(config))
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -111,6 +111,33 @@ def test_shipped_sweeps_load() -> None:
     assert len(transfer.runs) == 2 + 2 * 3 * 3 * 2
 
 
+def test_run_ids_are_those_of_the_published_studies() -> None:
+    """Finished runs are found by run id: the shipped sweeps still resolve to the ids of docs/results (a
+    change to the config schema or the hash that moved them would rerun every study)."""
+    published = lambda study: {r["run_id"] for r in json.loads((REPO / "docs" / "results" / study / "runs.json").read_text())}  # noqa: E731
+    assert {r.run_id for r in load(REPO / "sweeps" / "fashion-depth.yaml").runs} == published("depth")
+    assert {r.run_id for r in load(REPO / "sweeps" / "fashion-residual-budget.yaml").runs} == published("residual-budget")
+    scratch = {r.run_id for r in load(REPO / "sweeps" / "transfer.yaml").runs if r.config.transfer.mode == "scratch"}
+    assert len(scratch) == 14 and scratch <= published("transfer")  # the others hash their checkpoint's absolute path
+
+
+def test_a_key_added_as_non_default_identity_keeps_earlier_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from harness import config
+
+    new = dataclasses.field(default=0, metadata={"identity": "non-default"})
+    new.name = "foo"
+    real = config._field
+    monkeypatch.setattr(config, "_field", lambda at: new if at == ("trainer", "foo") else real(at))
+    config.role.cache_clear()
+    base = config.resolve([("test", {"arch": "lenet5"})]).to_dict()
+    with_default = config.merge(base, {"trainer": {"foo": 0}})
+    assert config.identity(with_default) == config.identity(base)
+    assert config.identity(config.merge(base, {"trainer": {"foo": 3}})) != config.identity(base)
+    config.role.cache_clear()
+
+
 def test_random_needs_run_cap_and_samples(tmp_path: Path) -> None:
     text = "method: random\nparameters:\n  arch: {value: lenet5}\n  seed: {values: [0, 1, 2, 3, 4, 5]}\n"
     with pytest.raises(UserError, match="run_cap"):

@@ -15,8 +15,7 @@ import statistics
 from collections import Counter, defaultdict
 from typing import Any, Iterable
 
-from harness.config import role
-from harness.keys import flatten
+from harness.config import identity_items, role
 from harness.report.collect import Run, finite
 
 TRANSFER_ORDER = {"scratch": 0, "linear-probe": 1, "finetune": 2}
@@ -30,7 +29,7 @@ RUN_FIELDS = ("run_id", "arch", "family", "depth", "residual", "dataset", "class
 
 def identity_keys(run: Run) -> dict[str, Any]:
     """The config keys that make a run's group: what is computed, less the seed and the base key."""
-    return {k: v for k, v in flatten(run.config).items() if k not in BASE_KEYS and role(k) == "identity"}
+    return {k: v for k, v in identity_items(run.config).items() if k not in BASE_KEYS and role(k) == "identity"}
 
 
 def _hashable(v: Any) -> str:
