@@ -106,6 +106,7 @@ class TrainConfig:
         return f"{self.arch}-{self.dataset}-s{self.seed}-{digest}"
 
 
+@functools.cache
 def _field(at: tuple[str, ...]) -> dataclasses.Field | None:
     """The dataclass field of a dotted key's path (``data.*`` in DataConfig); None for free keys (model.*)."""
     from datamodules.config import DataConfig

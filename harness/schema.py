@@ -38,6 +38,7 @@ def _adapter(cls: type) -> Any:
     return TypeAdapter(cls)
 
 
+@functools.cache
 def fields_of(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
@@ -57,6 +58,7 @@ def _unwrap(hint: Any) -> Any:
             return hint
 
 
+@functools.cache
 def hints(cls: type) -> dict[str, Any]:
     return {k: _unwrap(v) for k, v in typing.get_type_hints(cls).items()}
 
