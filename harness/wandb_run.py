@@ -14,6 +14,7 @@ header (``:W&B``, magic 0xBEE1, version 0), then 32 KiB blocks of chunks, each w
 reader (its writer is wandb-core, in Go), so :func:`read_records` is here."""
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.run_record import RunDir
+from harness.run_record import RunDir, RunResult
 
 FILE_HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
 BLOCK, CHUNK_HEADER = 32768, 7
@@ -75,8 +76,6 @@ class WandbFile:
 
     @classmethod
     def read(cls, path: Path) -> WandbFile:
-        import json
-
         out = cls()
         for r in read_records(path):
             kind = r.WhichOneof("record_type")
@@ -175,10 +174,11 @@ def export(run_dir: Path) -> Path:
     import wandb
 
     record = RunDir(Path(run_dir))
-    result = record.result()
-    if result is None:
+    if not record.result_path.is_file():
         raise ValueError(f"{run_dir}: no result.json: only a finished run is exported")
-    config = result.get("config") if isinstance(result.get("config"), dict) else {}
+    RunResult.read(record.result_path)  # a malformed record is a one-line error naming the file
+    result = json.loads(record.result_path.read_text())  # the summary is the file's own values
+    config = result.get("config") or {}
     w = config.get("wandb") or {}
     wandb_id = record.wandb_id(secrets.token_hex(4))
     staging = record.path / STAGING

@@ -40,7 +40,8 @@ def reachable(base_url: str, timeout: float = 10) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.report.collect import find_results, load_result
+    from harness.report.collect import find_results
+    from harness.run_record import RunResult
     from harness.wandb_run import complete_export, export, synced
 
     root = Path(args.dir)
@@ -49,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{root}: no result.json found (expected a results root, a sweep directory or a run directory)")
     exported, kept, online, pending = 0, 0, 0, []
     for f in files:
-        result = load_result(f)
-        mode = ((result.get("config") or {}).get("wandb") or {}).get("mode")
+        mode = (RunResult.read(f).config.get("wandb") or {}).get("mode")
         if mode == "online":
             online += 1
             continue
