@@ -79,7 +79,7 @@ def test_no_host_sync_between_logging_steps(tmp_path: Path, monkeypatch: pytest.
         monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     result = train(c, extra_callbacks=[counter])
     monkeypatch.undo()
-    assert result is not None and result["status"] == "completed" and result["global_step"] == 16  # 8 steps an epoch
+    assert result is not None and result.status == "completed" and result.global_step == 16  # 8 steps an epoch
     reads = steps_with_reads(counter)
     off_interval = {step: {what: n for (phase, what), n in counter.what.items() if phase == ("step", step)}
                     for step in reads if step % EVERY}
@@ -124,7 +124,7 @@ def test_the_run_records_what_it_did_before(tmp_path: Path) -> None:
     result = train(c)
     csv = next((tmp_path / c.run_id() / "metrics").glob("version_*/metrics.csv")).read_text()
     assert csv == BEFORE
-    assert (result["train_acc1"], result["val_loss"], result["test_acc5"]) == (0.1302083283662796, 2.310131072998047, 0.509765625)
+    assert (result.train_acc1, result.val_loss, result.test_acc5) == (0.1302083283662796, 2.310131072998047, 0.509765625)
 
 
 def test_divergence_stops_within_the_logging_interval(tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_divergence_stops_within_the_logging_interval(tmp_path: Path) -> None:
     diverging = {"optim": {"lr": 1e12, "schedule": "constant"}, "data": {"val_size": 0}}
     every_step = train(small_run(tmp_path / "every", **diverging, trainer={"log_every_n_steps": 1}))
     deferred = train(small_run(tmp_path / "deferred", **diverging, trainer={"log_every_n_steps": 5}))
-    first = every_step["diverged_at_step"]
-    assert every_step["status"] == deferred["status"] == "diverged" and first is not None
-    assert deferred["diverged_at_step"] == first and every_step["global_step"] == first
-    assert first < deferred["global_step"] <= first + 5 and deferred["global_step"] % 5 == 0
+    first = every_step.diverged_at_step
+    assert every_step.status == deferred.status == "diverged" and first is not None
+    assert deferred.diverged_at_step == first and every_step.global_step == first
+    assert first < deferred.global_step <= first + 5 and deferred.global_step % 5 == 0
