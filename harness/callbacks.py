@@ -1,5 +1,6 @@
 """Lightning callbacks for what a benchmark run must record: training throughput without
-validation time, evaluation throughput, divergence, and per-epoch seeding for exact resume."""
+validation time, evaluation throughput, divergence, and per-epoch seeding for exact resume; and how
+it shows progress (a line per epoch, or a bar that reads values only at the logging interval)."""
 from __future__ import annotations
 
 import time
