@@ -2,7 +2,7 @@
 device. Lightning fetches the logged values to write them (metrics.csv, W&B) every
 `trainer.log_every_n_steps` optimiser steps; the step loss is logged, the divergence flag read and
 the ranks' preemption flags agreed on at those same steps, so every other step runs without a
-host-device synchronisation (tests/test_step_syncs.py counts them)."""
+host-device synchronisation (tests/test_hot_path.py counts them)."""
 from __future__ import annotations
 
 import pytorch_lightning as pl
