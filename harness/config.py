@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
@@ -108,9 +109,16 @@ def _check(value: Any, hint: Any, key: str, source: str) -> Any:
     raise UserError(f"{key}={value!r} ({source}): expected {hint.__name__}")
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """typing.get_type_hints, once per class: it evaluates every annotation string, and a 10,000-run sweep
+    resolves 30,000 configs."""
+    return typing.get_type_hints(cls)
+
+
 def build(cls: type, values: dict[str, Any], source: str, prefix: str = "") -> Any:
     """A dataclass from a mapping, checking every key and type."""
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in values if k not in names]
     if unknown:

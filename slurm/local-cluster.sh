@@ -17,6 +17,7 @@
 #   CONVBENCH_CLUSTER_TIMEOUT [60] seconds per readiness wait
 #   CONVBENCH_CLUSTER_DB_PORT [3316]  (not 3306, so a system MariaDB/MySQL does not clash)
 #   CONVBENCH_SLURMCTLD_PORT [6817] CONVBENCH_SLURMD_PORT [6818] CONVBENCH_SLURMDBD_PORT [6819]
+#   CONVBENCH_CLUSTER_MAX_ARRAY_SIZE [1001] slurm.conf's MaxArraySize (Slurm's default): array indices < it
 set -euo pipefail
 
 # Daemons live in /usr/sbin, which is not on every user's PATH.
@@ -29,6 +30,7 @@ DB_PORT="${CONVBENCH_CLUSTER_DB_PORT:-3316}"
 SLURMCTLD_PORT="${CONVBENCH_SLURMCTLD_PORT:-6817}"
 SLURMD_PORT="${CONVBENCH_SLURMD_PORT:-6818}"
 SLURMDBD_PORT="${CONVBENCH_SLURMDBD_PORT:-6819}"
+MAX_ARRAY_SIZE="${CONVBENCH_CLUSTER_MAX_ARRAY_SIZE:-1001}"
 
 ETC_DIR="${STATE_DIR}/etc"
 RUN_DIR="${STATE_DIR}/run"
@@ -172,6 +174,7 @@ SelectTypeParameters=CR_Core
 # A node that was DOWN (e.g. slurmd killed) comes back as soon as slurmd registers again.
 ReturnToService=2
 JobRequeue=1
+MaxArraySize=${MAX_ARRAY_SIZE}
 # Fast turnaround for tests: short kill grace, completed jobs leave squeue after 30 s
 # (sacct keeps them), scheduler runs on every submit.
 KillWait=2

@@ -24,6 +24,7 @@ their dependency).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import random
 import re
@@ -42,7 +43,8 @@ WANDB_KEYS = {"method", "parameters", "name", "description", "metric", "program"
               "early_terminate", "run_cap", "convbench"}
 CONVBENCH_KEYS = {"name", "results", "seeds", "runs", "common", "slurm", "seed"}
 SLURM_KEYS = {"partition": str, "account": str, "qos": str, "constraint": str, "time": str, "mem": str,
-              "cpus_per_task": int, "gpus_per_node": int, "signal": str, "extra": list, "setup": list}
+              "cpus_per_task": int, "gpus_per_node": int, "signal": str, "extra": list, "setup": list,
+              "array_parallelism": int}  # array_parallelism N: --array=...%N, at most N tasks of each array at once
 REF = re.compile(r"^\{run:(.+)\}$")
 
 
@@ -54,11 +56,12 @@ class Run:
     name: str | None = None  # named runs (convbench.runs)
     deps: list[int] = field(default_factory=list)  # indices of the runs this one needs
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
+        """Computed once (a hash of the whole config): status and submission ask for it per run, 10,000 times."""
         return self.config.run_id()
 
-    @property
+    @functools.cached_property
     def run_dir(self) -> Path:
         return Path(self.config.results) / self.run_id
 
@@ -224,6 +227,8 @@ def load(path: str | Path, results: str | None = None) -> Sweep:
         kind = SLURM_KEYS[key]
         if not isinstance(value, kind) or isinstance(value, bool):
             raise where.error(("convbench", "slurm", key), f"convbench.slurm.{key}={value!r}: expected {kind.__name__}")
+        if key == "array_parallelism" and value < 1:
+            raise where.error(("convbench", "slurm", key), f"convbench.slurm.array_parallelism={value}: expected an integer >= 1")
     name = cb.get("name", data.get("name", path.stem))
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise where.error(("convbench", "name"), f"sweep name {name!r}: letters, digits, '.', '_', '-' only")
