@@ -139,7 +139,7 @@ def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = say_
     outcome = Outcome(final, parallel)
     for index, done in store.results(sweep).items():
         if done is not None:
-            final[index] = done["status"]
+            final[index] = done.status
     dependents: dict[int, list[Run]] = {}
     unmet: dict[int, int] = {}  # run index -> how many of its deps have not completed yet
     ready: deque[Run] = deque()
@@ -185,7 +185,7 @@ def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = say_
         done = store.result(run)
         if done is not None:  # finished by another runner since we looked
             os.close(fd)
-            settle(run, done["status"])
+            settle(run, done.status)
             return True
         resumed = store.started(run)
         importlib.import_module(PRELOAD)  # once: what every child would otherwise import itself
@@ -204,7 +204,7 @@ def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = say_
             done = store.result(run)
             if done is not None:
                 busy.remove(run)
-                settle(run, done["status"])
+                settle(run, done.status)
             elif start_run(run):
                 busy.remove(run)
         while ready and len(running) < parallel:
@@ -222,9 +222,9 @@ def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = say_
             code = exited(pid)
             os.close(fd)
             done = store.result(run)
-            status = done["status"] if done else f"failed (exit {code}, no result.json)"
-            if done and isinstance(done.get("wall_time_s"), (int, float)):
-                outcome.run_s.append(done["wall_time_s"])
+            status = done.status if done else f"failed (exit {code}, no result.json)"
+            if done and done.wall_time_s is not None:
+                outcome.run_s.append(done.wall_time_s)
             say(f"[{run.index}] {run.run_id}: {status} in {time.time() - t0:.1f}s (log {sweep.dir / 'logs' / f'{run.index}.log'})")
             settle(run, status if done else "failed")
     selector.close()

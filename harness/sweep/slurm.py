@@ -106,28 +106,28 @@ def split(indices: list[int], lim: Limits, throttle: str = "") -> list[tuple[int
 
 def directives(sweep: Sweep, runs: list[Run], array: str) -> list[str]:
     s, t = sweep.slurm, runs[0].config.trainer
-    gpus = s.get("gpus_per_node", 0)
+    gpus = s.gpus_per_node
     if gpus and t.devices != gpus:
         raise UserError(f"convbench.slurm.gpus_per_node={gpus} but trainer.devices={t.devices}: one rank per GPU, make them equal")
     lines = [f"--job-name=convbench-{sweep.name}", f"--array={array}", f"--nodes={t.num_nodes}",
              f"--ntasks-per-node={t.devices}"]
     if gpus:
         lines.append(f"--gres=gpu:{gpus}")
-    lines.append(f"--cpus-per-task={s.get('cpus_per_task', 1)}")
+    lines.append(f"--cpus-per-task={s.cpus_per_task}")
     for key in ("mem", "time", "partition", "account", "qos", "constraint"):
-        if s.get(key):
-            lines.append(f"--{key}={s[key]}")
-    lines += [f"--signal={s.get('signal', 'SIGUSR1@90')}", "--requeue", "--open-mode=append",
+        if getattr(s, key):
+            lines.append(f"--{key}={getattr(s, key)}")
+    lines += [f"--signal={s.signal}", "--requeue", "--open-mode=append",
               f"--output={sweep.dir}/logs/%A_%a.out"]
-    lines += [str(x) for x in s.get("extra", [])]
+    lines += s.extra
     return [f"#SBATCH {line}" for line in lines]
 
 
 def render(sweep: Sweep, runs: list[Run], array: str, offset: int) -> str:
     text = (TEMPLATES / "array.sbatch").read_text()
     values = {"sweep": sweep.name, "sweep_dir": shlex.quote(str(sweep.dir)), "workdir": shlex.quote(os.getcwd()),
-              "directives": "\n".join(directives(sweep, runs, array)), "setup": "\n".join(sweep.slurm.get("setup", [])),
-              "python": shlex.quote(sys.executable), "signal": sweep.slurm.get("signal", "SIGUSR1@90"), "offset": str(offset)}
+              "directives": "\n".join(directives(sweep, runs, array)), "setup": "\n".join(sweep.slurm.setup),
+              "python": shlex.quote(sys.executable), "signal": sweep.slurm.signal, "offset": str(offset)}
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], text)
 
 
@@ -184,7 +184,7 @@ def submit(sweep: Sweep, dry_run: bool = False, say: Callable[[str], None] = pri
     active = {i for i, t in task_states(sweep).items() if t.state in ACTIVE} if not dry_run else set()
     done = store.results(sweep)
     todo = [r for r in sweep.runs if done[r.index] is None and r.index not in active]
-    blocked = [r for r in todo if any((done[d] or {}).get("status", "completed") != "completed" for d in r.deps)]
+    blocked = [r for r in todo if any(done[d] is not None and done[d].status != "completed" for d in r.deps)]
     for r in blocked:
         say(f"[{r.index}] {r.run_id}: blocked: a run it needs did not complete")
     todo = [r for r in todo if r not in blocked]
@@ -201,7 +201,7 @@ def submit(sweep: Sweep, dry_run: bool = False, say: Callable[[str], None] = pri
         for i in j.indices():
             if i in active:
                 stage0_jobs[i] = j.job_id
-    throttle = f"%{sweep.slurm['array_parallelism']}" if sweep.slurm.get("array_parallelism") else ""
+    throttle = f"%{sweep.slurm.array_parallelism}" if sweep.slurm.array_parallelism else ""
     n = 0
     for key, runs in sorted(groups.items()):
         dep_jobs = sorted({stage0_jobs[d] for r in runs for d in r.deps if done[d] is None and d in stage0_jobs})
