@@ -91,7 +91,7 @@ def test_script_maps_task_ids_to_run_indices(tmp_path: Path) -> None:
 
 
 def test_array_parallelism_must_be_positive(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"line 16: convbench.slurm.array_parallelism=0: expected an integer >= 1"):
+    with pytest.raises(UserError, match=r"line 16: convbench.slurm.array_parallelism=0: must be >= 1"):
         load(sweep_file(tmp_path, [0], "\n            array_parallelism: 0"))
 
 
