@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.sweep import ranges
 from harness.sweep.spec import load
 from harness.wandb_run import WandbFile, complete_export, wandb_file
 from tests.slurm_fixtures import SlurmCluster
@@ -74,9 +75,9 @@ def test_ddp_array_requeue_and_no_secret(slurm_cluster: SlurmCluster, tmp_path: 
     proc = cli(slurm_cluster, str(p), "--backend", "slurm")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     jobs = json.loads((sweep.dir / "jobs.json").read_text())
-    assert len(jobs) == 1 and jobs[0]["indices"] == [0, 1, 2, 3]
+    assert len(jobs) == 1 and (jobs[0]["runs"], jobs[0]["offset"]) == ("0-3", 0)
     script = Path(jobs[0]["script"]).read_text()
-    assert "--ntasks-per-node=2" in script and "--array=0,1,2,3" in script and "gres" not in script
+    assert "--ntasks-per-node=2" in script and "--array=0-3\n" in script and "gres" not in script
     first = sweep.runs[0]
     wait_for(lambda: (first.run_dir / "checkpoints" / "last.ckpt").is_file(), 150, "run 0's first checkpoint", sweep.dir)
     print(f"submit -> first checkpoint of task 0: {time.monotonic() - t0:.1f}s")
@@ -188,6 +189,6 @@ def test_cancel_then_resubmit_completes_the_rest(slurm_cluster: SlurmCluster, tm
     again = cli(slurm_cluster, str(p), "--backend", "slurm")
     assert again.returncode == 0, again.stderr
     jobs = json.loads((sweep.dir / "jobs.json").read_text())
-    assert len(jobs) == 2 and 0 not in jobs[1]["indices"]
+    assert len(jobs) == 2 and 0 not in ranges.expand(jobs[1]["runs"])
     wait_for(lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), 150, "all results", sweep.dir)
     assert cli(slurm_cluster, "status", str(p)).stdout.count(" completed ") == 3

@@ -23,6 +23,7 @@ their dependency).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import re
@@ -61,6 +62,7 @@ class SlurmConfig:
     signal: str = "SIGUSR1@90"  # harness.preemption checkpoints and requeues on it
     extra: list[str] = field(default_factory=list)  # more #SBATCH lines, e.g. --exclusive
     setup: list[str] = field(default_factory=list)  # shell lines run before the task (module load ...)
+    array_parallelism: Annotated[int, Ge(1)] | None = None  # --array=...%N: at most N tasks of each array at once
 
 
 @dataclass
@@ -116,11 +118,12 @@ class Run:
     deps: list[int] = field(default_factory=list)  # indices of the runs this one needs
     params: dict[str, Any] | None = None  # grid runs: the parameters as W&B's agent passes them (before common and references)
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
+        """Computed once (a hash of the whole config): status and submission ask for it per run, 10,000 times."""
         return self.config.run_id()
 
-    @property
+    @functools.cached_property
     def run_dir(self) -> Path:
         return Path(self.config.results) / self.run_id
 
