@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import architectures
-from harness.bench.oom import with_halving
-from harness.bench.result import FIELDS
+from harness.bench.measure import with_halving
+from harness.bench.results import FIELDS
 from harness.cli import main
 from harness.errors import UserError
 
