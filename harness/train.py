@@ -219,7 +219,7 @@ def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trai
         "epochs_completed": trainer.current_epoch, "global_step": trainer.global_step, "status": status,
         "train_acc1": m.get("train/acc1"), "train_loss": m.get("train/loss"), "val_acc1": m.get("val/acc1"),
         "val_loss": m.get("val/loss"), "test_acc1": m.get("test/acc1"), "test_acc5": m.get("test/acc5"), "test_loss": m.get("test/loss"),
-        "train_samples_per_s": Throughput.rate(throughput.train_samples, throughput.train_time),
+        **throughput.train_record(trainer.world_size),  # the sum over ranks, their spread, num_nodes, hosts
         "eval_samples_per_s": Throughput.rate(throughput.test_samples, throughput.test_time),
         "peak_memory_bytes": peak_bytes(device), "device": str(device), "world_size": trainer.world_size,
         "wall_time_s": time.time() - started, "first_step_at": throughput.first_step_at, "diverged_at_step": diverged_at, "error": error,
@@ -227,7 +227,7 @@ def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trai
     }
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger":
-            logger.experiment.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
+            logger.experiment.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str, list))})
             logger.experiment.finish()
     run.write_result(result)
     return result
