@@ -19,7 +19,8 @@ from harness.errors import UserError
 
 RESULT = "result.json"
 NUMERIC = ("depth", "params", "macs", "seed", "epochs", "train_acc1", "train_loss", "val_acc1", "test_acc1", "test_acc5",
-           "train_samples_per_s", "eval_samples_per_s", "peak_memory_bytes", "wall_time_s")
+           "train_samples_per_s", "train_samples_per_s_rank_min", "train_samples_per_s_rank_max", "eval_samples_per_s",
+           "peak_memory_bytes", "wall_time_s", "world_size", "num_nodes")
 TEXT = ("run_id", "arch", "status")
 
 
