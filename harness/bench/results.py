@@ -264,13 +264,16 @@ def scaling_chart(results: Sequence[Result], path: Path) -> Path:
         if one is not None:
             ax_rate.plot(ranks, [one * n for n in ranks], linestyle="--", color=line.get_color(), alpha=0.5)
         ax_eff.plot(ranks, [100 * (r.scaling_efficiency or 0) for r in rows], marker="o", color=line.get_color())
+    ticks = sorted({r.world_size for rows in lines.values() for r in rows if r.world_size is not None})
     for ax in (ax_rate, ax_eff):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [str(n) for n in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("ranks (world size)")
         ax.grid(alpha=0.3)
     ax_rate.set_ylabel("global train samples/s (dashed: linear)")
     ax_eff.set_ylabel("scaling efficiency (%)")
-    ax_eff.set_ylim(0, 110)
+    ax_eff.set_ylim(0, max(110, 10 + max(100 * (r.scaling_efficiency or 0) for rows in lines.values() for r in rows)))
     ax_rate.legend(fontsize=8)
     fig.suptitle("DDP scaling at a fixed batch per rank (convbench bench --devices)")
     fig.tight_layout()
