@@ -196,3 +196,30 @@ def test_scaling_sizes_and_bus_bandwidth() -> None:
 
     assert [world_sizes(n) for n in (1, 2, 6, 8)] == [[1], [1, 2], [1, 2, 4, 6], [1, 2, 4, 8]]
     assert bus_bandwidth(10**9, 1.0, 8) == pytest.approx(1.75e9) and bus_bandwidth(10**9, 1.0, 1) is None  # nccl-tests' 2(n-1)/n
+
+
+def test_bench_sweep_file_renders_one_array_task_per_model(tmp_path: Path) -> None:
+    from harness.sweep.bench import load, render
+
+    spec = load(Path(__file__).resolve().parents[1] / "sweeps" / "bench-scaling.yaml")  # the shipped file
+    script = render(spec)
+    assert f"--array=0-{len(spec.models) - 1}" in script and "--ntasks-per-node=8" in script and "--gres=gpu:8" in script
+    assert f"MODELS=({' '.join(spec.models)})" in script
+    steps = [line for line in script.splitlines() if line.startswith("srun ")]
+    assert len(steps) == 4 and all("bench \"${MODEL}\" --devices 8 --nodes 1 --precision" in s for s in steps)
+    assert sum("--channels-last" in s for s in steps) == 2 and sum("bf16-mixed" in s for s in steps) == 2
+
+
+@pytest.mark.parametrize("body, message", [
+    ("bench: {models: [nosuchnet]}", "bench.models: unknown architecture 'nosuchnet'"),
+    ("bench: {models: [lenet5], devices: 0}", "bench.devices: an integer >= 1, got 0"),
+    ("bench: {models: [lenet5], precision: [fp8]}", "bench.precision: a list of 32, bf16-mixed, 16-mixed"),
+    ("bench: {models: [lenet5]}\nslurm: {signal: USR1}", "slurm: unknown key 'signal'"),
+    ("method: grid\nparameters: {}", "a bench sweep needs a `bench:` mapping"),
+])
+def test_bench_sweep_mistakes_are_one_line(tmp_path: Path, body: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(body)
+    assert main(["bench", "--sweep", str(spec), "--dry-run"]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err.count("\n")) == ("", 1) and f"{spec}: " in err and message in err, err

@@ -95,6 +95,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chart", type=Path, metavar="PNG", help="with --devices or --merge: write the scaling chart")
     p.add_argument("--merge", type=Path, nargs="+", metavar="FILE",
                    help="read bench CSV/JSON result files into one table (measures nothing); --csv writes it as one file")
+    p.add_argument("--sweep", type=Path, metavar="FILE",
+                   help="submit a bench sweep (e.g. sweeps/bench-scaling.yaml) as a Slurm array, one model a task")
+    p.add_argument("--dry-run", action="store_true", help="with --sweep: print the sbatch script, submit nothing")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per model and mode (and dataset)")
     p.add_argument("--csv", type=Path, metavar="FILE", help="append one row per result (header when the file is new)")
     p.add_argument("--wandb", choices=("disabled", "offline", "online"), default="disabled",
@@ -179,7 +182,26 @@ def run_distributed(args: argparse.Namespace, timing: Timing) -> list[Result]:
     return results if launch.is_reporter else []
 
 
+def sweep(args: argparse.Namespace) -> int:
+    from harness.sweep import bench
+
+    if args.names or args.data or args.devices or args.merge:
+        raise UserError("--sweep takes its models and devices from the file: give it no NAME, --data, --devices or --merge")
+    spec = bench.load(args.sweep)
+    if args.dry_run:
+        print(bench.render(spec), end="")
+        return 0
+    job_id, script = bench.submit(spec)
+    print(f"submitted array job {job_id} ({script}): {len(spec.models)} models x {len(spec.settings())} settings; when it is done: "
+          f"convbench bench --merge {spec.results}/*.csv --csv {spec.results}.csv --chart {spec.results}.png")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.sweep is not None:
+        return sweep(args)
+    if args.dry_run:
+        raise UserError("--dry-run needs --sweep FILE")
     if args.merge:
         return merge(args)
     check_distributed(args)
