@@ -147,9 +147,10 @@ def timed_block(step: Callable[[], None], device: torch.device, iters: int) -> l
 
 
 def raw_allreduce(nbytes: int, dtype: torch.dtype, device: torch.device, repeats: int, min_block_s: float) -> float:
-    """Median seconds of one all_reduce of `nbytes` in one tensor, nccl-tests style: warm-up, then
-    blocks of back-to-back ops ended by a device synchronisation, each block's time / its ops."""
-    tensor = torch.ones(max(1, nbytes // torch.empty((), dtype=dtype).element_size()), dtype=dtype, device=device)
+    """Median seconds of one all_reduce of `nbytes` in one tensor (zeros: a sum that never overflows),
+    nccl-tests style: warm-up, then blocks of back-to-back ops ended by a device synchronisation,
+    each block's time / its ops."""
+    tensor = torch.zeros(max(1, nbytes // torch.empty((), dtype=dtype).element_size()), dtype=dtype, device=device)
     for _ in range(RAW_WARMUP):
         dist.all_reduce(tensor)
     synchronize(device)

@@ -276,7 +276,14 @@ def output(args: argparse.Namespace, results: list[Result]) -> int:
     if args.wandb != "disabled":
         from harness.bench.results import log_results
 
-        config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        config = {k: _plain(v) for k, v in vars(args).items()}
         folder = log_results(results, args.wandb, args.results, config)
         print(f"wandb run: {folder}", file=sys.stderr)
     return 0
+
+
+def _plain(value: object) -> object:
+    """W&B config values: paths (and --merge's list of them) as strings."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
