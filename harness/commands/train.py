@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1, default=str))
     else:
         pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+        world = result.get("world_size") or 1
+        ranks = f" over {world} ranks" if world > 1 else ""  # the job's rate, the sum over its ranks
         print(f"{result['run_id']}: {result['status']}  test top-1 {pct(result['test_acc1'])}  top-5 {pct(result['test_acc5'])}  "
-              f"train loss {result['train_loss'] or float('nan'):.4f}  {result['train_samples_per_s'] or 0:.0f} samples/s  "
+              f"train loss {result['train_loss'] or float('nan'):.4f}  {result['train_samples_per_s'] or 0:.0f} samples/s{ranks}  "
               f"peak {result['peak_memory_bytes'] / 2**20:.0f} MiB  -> {config.results}/{result['run_id']}/result.json")
     return EXIT_DIVERGED if result["status"] == "diverged" else 0
