@@ -245,3 +245,4 @@ def test_ddp_record_gives_the_job_rate_and_each_rank(tmp_path: Path) -> None:
     low, high = result["train_samples_per_s_rank_min"], result["train_samples_per_s_rank_max"]
     assert 0 < low <= high
     assert 2 * low <= result["train_samples_per_s"] <= 2 * high  # a sum of two rates, each within [min, max]
+    assert f"{result['train_samples_per_s']:.0f} samples/s over 2 ranks" in r.stdout
