@@ -10,6 +10,7 @@ import os
 import secrets
 import sys
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import pytorch_lightning as pl
@@ -24,10 +25,11 @@ import datamodules
 from harness.callbacks import Divergence, EpochLines, EpochSeed, Throughput
 from harness.config import TrainConfig
 from harness.errors import UserError
+from harness.files import check_checkpoint
 from harness.memory import peak_bytes
 from harness.module import ClassifierModule, classifier_of
 from harness.preemption import HPC_CHECKPOINT, Preempted, Preemption
-from harness.run_record import RunDir
+from harness.run_record import RunDir, RunResult
 
 EXIT_DIVERGED = 3
 
@@ -96,14 +98,16 @@ def build_model(config: TrainConfig, dm: datamodules.ConvDataModule) -> tuple[to
 
 def load_backbone(model: torch.nn.Module, path: str | None, arch: str) -> None:
     """Copy a convbench checkpoint's weights into ``model``, all but the classifier."""
+    if path is None or not Path(path).exists():
+        raise UserError(f"--from {path}: no such checkpoint")
+    check_checkpoint(path, "--from")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         trained_as = ckpt["hyper_parameters"]["arch"]
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    except FileNotFoundError:
-        raise UserError(f"--from {path}: no such checkpoint") from None
-    except Exception as err:  # a file that is not a convbench checkpoint
-        raise UserError(f"--from {path}: not a convbench checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+    except Exception as err:  # a torch file that is not a convbench checkpoint
+        first = (str(err).splitlines() or [""])[0][:120]
+        raise UserError(f"--from {path}: not a convbench checkpoint ({type(err).__name__}{': ' + first if first else ''})") from None
     if trained_as != arch:
         raise UserError(f"--from {path} holds a {trained_as} checkpoint, not {arch}: transfer needs the same architecture")
     head = classifier_of(model)[0]
@@ -135,17 +139,20 @@ def build_loggers(config: TrainConfig, run: RunDir) -> list[Logger]:
     return loggers
 
 
-def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any] | None:
+def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[pl.Callback] = ()) -> RunResult | None:
     """Run ``config`` and return its result (None on DDP ranks other than 0).
     ``extra_callbacks`` join the Trainer's own (for library users and tests)."""
     started = time.time()
     run = RunDir.create(config.results, config.run_id())
     done = run.result()
     if done is not None:
-        print(f"{run.result_path} exists: run {done['run_id']} already {done['status']}; delete it to run again", file=sys.stderr)
+        print(f"{run.result_path} exists: run {done.run_id} already {done.status}; delete it to run again", file=sys.stderr)
         return done
     if (run.last_checkpoint or any(run.path.glob(HPC_CHECKPOINT.format("*")))) and not resume:
         raise UserError(f"{run.path} holds an interrupted run (checkpoints/last.ckpt): pass --resume to continue it")
+    ckpt = resume_checkpoint(run) if resume else None
+    if ckpt is not None:
+        check_checkpoint(ckpt, "--resume: the run's newest checkpoint")  # the run itself is left as it is
     pl.seed_everything(config.seed, verbose=False)
     dm = build_data(config)
     if config.trainer.accelerator == "cpu" or not torch.cuda.is_available():
@@ -175,7 +182,6 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
         plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
     )
     status, error, fit_metrics = "completed", None, {}
-    ckpt = resume_checkpoint(run) if resume else None
     if ckpt is not None and trainer.is_global_zero:
         print(f"convbench: resuming from {ckpt}", file=sys.stderr, flush=True)
     try:
@@ -208,26 +214,27 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
 
 
 def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trainer: pl.Trainer, throughput: Throughput,
-          fit_metrics: dict[str, Any], status: str, error: str | None, started: float, diverged_at: int | None = None) -> dict[str, Any]:
+          fit_metrics: dict[str, Any], status: str, error: str | None, started: float, diverged_at: int | None = None) -> RunResult:
     m = {k: float(v) for k, v in {**fit_metrics, **trainer.callback_metrics}.items()}
     info = architectures.info(config.arch)
     device = trainer.strategy.root_device
-    result = {
-        "run_id": run.path.name, "arch": config.arch, "family": info.family, "residual": info.residual, "dataset": config.dataset,
-        "depth": profile.depth, "params": profile.params, "macs": profile.macs, "input_size": list(profile.input_size),
-        "seed": config.seed, "recipe": config.recipe, "transfer": config.transfer.mode, "epochs": config.epochs,
-        "epochs_completed": trainer.current_epoch, "global_step": trainer.global_step, "status": status,
-        "train_acc1": m.get("train/acc1"), "train_loss": m.get("train/loss"), "val_acc1": m.get("val/acc1"),
-        "val_loss": m.get("val/loss"), "test_acc1": m.get("test/acc1"), "test_acc5": m.get("test/acc5"), "test_loss": m.get("test/loss"),
+    result = RunResult(
+        run_id=run.path.name, arch=config.arch, family=info.family, residual=info.residual, dataset=config.dataset,
+        depth=profile.depth, params=profile.params, macs=profile.macs, input_size=list(profile.input_size),
+        seed=config.seed, recipe=config.recipe, transfer=config.transfer.mode, epochs=config.epochs,
+        epochs_completed=trainer.current_epoch, global_step=trainer.global_step, status=status,  # type: ignore[arg-type]
+        train_acc1=m.get("train/acc1"), train_loss=m.get("train/loss"), val_acc1=m.get("val/acc1"),
+        val_loss=m.get("val/loss"), test_acc1=m.get("test/acc1"), test_acc5=m.get("test/acc5"), test_loss=m.get("test/loss"),
         **throughput.train_record(trainer.world_size),  # the sum over ranks, their spread, num_nodes, hosts
-        "eval_samples_per_s": Throughput.rate(throughput.test_samples, throughput.test_time),
-        "peak_memory_bytes": peak_bytes(device), "device": str(device), "world_size": trainer.world_size,
-        "wall_time_s": time.time() - started, "first_step_at": throughput.first_step_at, "diverged_at_step": diverged_at, "error": error,
-        "config": config.to_dict(),
-    }
+        eval_samples_per_s=Throughput.rate(throughput.test_samples, throughput.test_time),
+        peak_memory_bytes=peak_bytes(device), device=str(device), world_size=trainer.world_size,
+        wall_time_s=time.time() - started, first_step_at=throughput.first_step_at, diverged_at_step=diverged_at, error=error,
+        config=config.to_dict(),
+    )
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger":
-            logger.experiment.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str, list))})
+            record = result.to_dict()
+            logger.experiment.summary.update({k: v for k, v in record.items() if isinstance(v, (int, float, str)) or k == "hosts"})
             logger.experiment.finish()
     run.write_result(result)
     return result

@@ -24,8 +24,7 @@ import torch
 
 import architectures
 import datamodules
-from harness.cli import user_errors
-from harness.errors import UserError
+from harness.errors import UserError, user_errors
 from harness.memory import peak_bytes, peak_reserved_bytes, peak_rss_bytes, reset_peak
 
 from .jobs import DataJob, DistributedJob, Job, ModelJob, from_json

@@ -33,7 +33,7 @@ import architectures
 import datamodules
 from harness.bench.jobs import MODES, PRECISIONS, DataJob, DistributedJob, ModelJob, PeakJob, Timing, default_batch_size, run_job
 from harness.bench.results import Result, append_csv, check_csv, print_any
-from harness.commands.summary import parse_input_size
+from harness.commands.options import parse_input_size
 from harness.errors import UserError
 
 
