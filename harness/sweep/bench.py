@@ -25,124 +25,124 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
 import yaml
+from annotated_types import Ge, MinLen
 
 import architectures
+from harness import schema
 from harness.bench.jobs import PRECISIONS
 from harness.errors import UserError
+from harness.files import read_text
+from harness.schema import STRICT, ConfigError
 from harness.sweep.slurm import TEMPLATES, _slurm
-from harness.sweep.spec import SLURM_KEYS
+from harness.sweep.spec import SlurmConfig
 
-BENCH_KEYS = {"models", "devices", "nodes", "precision", "channels_last", "batch_size", "args", "results"}
-SLURM = {k: v for k, v in SLURM_KEYS.items() if k != "signal"}  # a bench has nothing to checkpoint on a signal
+
+@dataclass
+class BenchSpec:
+    """The ``bench:`` section: what every array task measures."""
+
+    __pydantic_config__ = STRICT
+
+    models: Annotated[list[str], MinLen(1)]
+    devices: Annotated[int, Ge(1)] = 1  # ranks a node
+    nodes: Annotated[int, Ge(1)] = 1
+    precision: Annotated[list[str], MinLen(1)] = field(default_factory=lambda: ["32"])
+    channels_last: Annotated[list[bool], MinLen(1)] = field(default_factory=lambda: [False])
+    batch_size: Annotated[int, Ge(1)] | None = None  # per rank; default the bench's
+    args: list[str] = field(default_factory=list)  # more `convbench bench` flags, the same for every step
+    results: str | None = None  # default results/bench/<name>
+
+    def __post_init__(self) -> None:
+        zoo = set(architectures.names())
+        for m in self.models:
+            if m not in zoo:
+                raise ValueError(f"bench.models: unknown architecture {m!r} (see `convbench list`)")
+        for p in self.precision:
+            if p not in PRECISIONS:
+                raise ValueError(f"bench.precision: {p!r} is not one of {', '.join(PRECISIONS)}")
+
+
+@dataclass
+class BenchSweepFile:
+    __pydantic_config__ = STRICT
+
+    bench: BenchSpec
+    name: str | None = None
+    description: str | None = None
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+    def __post_init__(self) -> None:
+        if self.slurm.signal != SlurmConfig.signal:
+            raise ValueError("slurm.signal: a bench has nothing to checkpoint on a signal; leave it out")
 
 
 @dataclass
 class BenchSweep:
     path: Path
     name: str
-    models: list[str]
-    devices: int
-    nodes: int
-    precision: list[str]
-    channels_last: list[bool]
-    batch_size: int | None
-    args: list[str]
-    results: Path
-    slurm: dict[str, Any] = field(default_factory=dict)
+    spec: BenchSpec
+    slurm: SlurmConfig
+
+    @property
+    def models(self) -> list[str]:
+        return self.spec.models
+
+    @property
+    def results(self) -> Path:
+        return Path(self.spec.results or f"results/bench/{self.name}")
 
     def settings(self) -> list[list[str]]:
         """The bench flags of each step, precision x channels_last."""
         out = []
-        for precision, nhwc in itertools.product(self.precision, self.channels_last):
+        for precision, nhwc in itertools.product(self.spec.precision, self.spec.channels_last):
             flags = ["--precision", precision] + (["--channels-last"] if nhwc else [])
-            flags += ["--batch-size", str(self.batch_size)] if self.batch_size else []
-            out.append(flags + self.args)
+            flags += ["--batch-size", str(self.spec.batch_size)] if self.spec.batch_size else []
+            out.append(flags + self.spec.args)
         return out
 
 
 def load(path: Path) -> BenchSweep:
-    """Validated: every mistake is one line naming the file and key."""
-    if not path.is_file():
-        raise UserError(f"--sweep {path}: no such file")
+    """Validated against the dataclasses above: every mistake is one line naming the file and key."""
+    text = read_text(path, "--sweep")
     try:
-        raw = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("bench"), dict):
+    if not isinstance(data, dict) or not isinstance(data.get("bench"), dict):
         raise UserError(f"{path}: a bench sweep needs a `bench:` mapping (models, devices, ...); train sweeps run with `convbench sweep`")
-    unknown = set(raw) - {"name", "description", "bench", "slurm"}
-    if unknown:
-        raise UserError(f"{path}: unknown top-level key(s) {sorted(unknown)}; accepted: name, description, bench, slurm")
-    b, s = raw["bench"], raw.get("slurm") or {}
-
-    def fail(key: str, what: str) -> UserError:
-        return UserError(f"{path}: {key}: {what}")
-
-    if set(b) - BENCH_KEYS:
-        raise fail("bench", f"unknown key(s) {sorted(set(b) - BENCH_KEYS)}; accepted: {', '.join(sorted(BENCH_KEYS))}")
-    models = b.get("models")
-    if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
-        raise fail("bench.models", "a non-empty list of architecture names")
-    zoo = set(architectures.names())
-    for m in models:
-        if m not in zoo:
-            raise fail("bench.models", f"unknown architecture {m!r} (see `convbench list`)")
-    for key in ("devices", "nodes"):
-        if not isinstance(b.get(key, 1), int) or isinstance(b.get(key, 1), bool) or b.get(key, 1) < 1:
-            raise fail(f"bench.{key}", f"an integer >= 1, got {b.get(key)!r}")
-    precision = [str(p) for p in _as_list(b.get("precision", ["32"]))]
-    if not precision or any(p not in PRECISIONS for p in precision):
-        raise fail("bench.precision", f"a list of {', '.join(PRECISIONS)}, got {b.get('precision')!r}")
-    nhwc = _as_list(b.get("channels_last", [False]))
-    if not nhwc or not all(isinstance(v, bool) for v in nhwc):
-        raise fail("bench.channels_last", f"a list of true/false, got {b.get('channels_last')!r}")
-    batch = b.get("batch_size")
-    if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
-        raise fail("bench.batch_size", f"an integer >= 1, got {batch!r}")
-    args = b.get("args", [])
-    if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
-        raise fail("bench.args", "a list of convbench bench flags and values")
-    if not isinstance(s, dict):
-        raise fail("slurm", "a mapping")
-    for key, value in s.items():
-        if key not in SLURM:
-            raise fail("slurm", f"unknown key {key!r}; accepted: {', '.join(SLURM)}")
-        if not isinstance(value, SLURM[key]) or isinstance(value, bool):
-            raise fail(f"slurm.{key}", f"expected {SLURM[key].__name__}, got {value!r}")
-    name = str(raw.get("name") or path.stem)
-    return BenchSweep(path=path, name=name, models=models, devices=b.get("devices", 1), nodes=b.get("nodes", 1),
-                      precision=precision, channels_last=nhwc, batch_size=batch, args=[str(a) for a in args],
-                      results=Path(b.get("results") or f"results/bench/{name}"), slurm=s)
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
+    try:
+        doc: BenchSweepFile = schema.parse(BenchSweepFile, data)
+    except ConfigError as err:
+        raise UserError(f"{path}: {err.problem}") from None
+    name = doc.name or path.stem
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise UserError(f"{path}: name {name!r}: letters, digits, '.', '_', '-' only")
+    return BenchSweep(path=path, name=name, spec=doc.bench, slurm=doc.slurm)
 
 
 def directives(sweep: BenchSweep) -> list[str]:
-    s = sweep.slurm
-    gpus = s.get("gpus_per_node", 0)
-    if gpus and gpus != sweep.devices:
-        raise UserError(f"{sweep.path}: slurm.gpus_per_node={gpus} but bench.devices={sweep.devices}: one rank per GPU, make them equal")
-    lines = [f"--job-name=convbench-bench-{sweep.name}", f"--array=0-{len(sweep.models) - 1}", f"--nodes={sweep.nodes}",
-             f"--ntasks-per-node={sweep.devices}", f"--cpus-per-task={s.get('cpus_per_task', 1)}"]
-    lines += [f"--gres=gpu:{gpus}"] if gpus else []
-    lines += [f"--{key}={s[key]}" for key in ("mem", "time", "partition", "account", "qos", "constraint") if s.get(key)]
+    s, b = sweep.slurm, sweep.spec
+    if s.gpus_per_node and s.gpus_per_node != b.devices:
+        raise UserError(f"{sweep.path}: slurm.gpus_per_node={s.gpus_per_node} but bench.devices={b.devices}: one rank per GPU, make them equal")
+    lines = [f"--job-name=convbench-bench-{sweep.name}", f"--array=0-{len(b.models) - 1}", f"--nodes={b.nodes}",
+             f"--ntasks-per-node={b.devices}", f"--cpus-per-task={s.cpus_per_task}"]
+    lines += [f"--gres=gpu:{s.gpus_per_node}"] if s.gpus_per_node else []
+    lines += [f"--{key}={getattr(s, key)}" for key in ("mem", "time", "partition", "account", "qos", "constraint") if getattr(s, key)]
     lines += [f"--output={sweep.results.resolve()}/logs/%A_%a.out"]
-    lines += [str(x) for x in s.get("extra", [])]
+    lines += [str(x) for x in s.extra]
     return [f"#SBATCH {line}" for line in lines]
 
 
 def render(sweep: BenchSweep) -> str:
     out = sweep.results.resolve()
     python = shlex.quote(sys.executable)
-    steps = [f"srun --kill-on-bad-exit=1 {python} -m harness.cli bench \"${{MODEL}}\" --devices {sweep.devices} --nodes {sweep.nodes} "
+    steps = [f"srun --kill-on-bad-exit=1 {python} -m harness.cli bench \"${{MODEL}}\" --devices {sweep.spec.devices} --nodes {sweep.spec.nodes} "
              f"{shlex.join(flags)} --csv {shlex.quote(str(out))}/\"${{MODEL}}.csv\"" for flags in sweep.settings()]
     values = {"name": sweep.name, "out": shlex.quote(str(out)), "workdir": shlex.quote(os.getcwd()),
-              "directives": "\n".join(directives(sweep)), "setup": "\n".join(sweep.slurm.get("setup", [])),
+              "directives": "\n".join(directives(sweep)), "setup": "\n".join(sweep.slurm.setup),
               "models": " ".join(shlex.quote(m) for m in sweep.models), "steps": "\n".join(steps)}
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], (TEMPLATES / "bench-array.sbatch").read_text())
 
