@@ -59,10 +59,10 @@ class BenchSpec:
         zoo = set(architectures.names())
         for m in self.models:
             if m not in zoo:
-                raise ValueError(f"bench.models: unknown architecture {m!r} (see `convbench list`)")
+                raise ConfigError(("bench", "models"), f"bench.models: unknown architecture {m!r} (see `convbench list`)")
         for p in self.precision:
             if p not in PRECISIONS:
-                raise ValueError(f"bench.precision: {p!r} is not one of {', '.join(PRECISIONS)}")
+                raise ConfigError(("bench", "precision"), f"bench.precision: {p!r} is not one of {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -76,7 +76,7 @@ class BenchSweepFile:
 
     def __post_init__(self) -> None:
         if self.slurm.signal != SlurmConfig.signal:
-            raise ValueError("slurm.signal: a bench has nothing to checkpoint on a signal; leave it out")
+            raise ConfigError(("slurm", "signal"), "slurm.signal: a bench has nothing to checkpoint on a signal; leave it out")
 
 
 @dataclass
