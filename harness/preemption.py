@@ -3,9 +3,11 @@ the run checkpoints and requeues its own array task; the requeued task resumes f
 
 Lightning's SLURMEnvironment does this from inside the signal handler, on every rank wherever the
 signal lands: with DDP the ranks then reach the checkpoint's barrier at different points of a step
-and deadlock (seen under gloo with 2 ranks). Here the handler only raises a flag; after every
-training step the ranks OR their flags with one tiny all-reduce, so all of them checkpoint at the
-same step boundary; then rank 0 requeues the task and the run stops without a result (it is not
+and deadlock (seen under gloo with 2 ranks). Here the handler only raises a flag; at the
+logging interval (harness.cadence: every trainer.log_every_n_steps steps, the same steps on every
+rank) the ranks OR their flags with one tiny all-reduce, so all of them checkpoint at the same step
+boundary, at most that many steps after the signal (inside Slurm's 90 s warning unless that many
+steps take longer); then rank 0 requeues the task and the run stops without a result (it is not
 finished). The harness turns Lightning's own handler off (`SLURMEnvironment(auto_requeue=False)`).
 """
 from __future__ import annotations
@@ -20,6 +22,8 @@ from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
+
+from harness.cadence import logging_step
 
 HPC_CHECKPOINT = "hpc_ckpt_{}.ckpt"
 EXIT_PREEMPTED = 4  # `convbench train`'s exit code: checkpointed on the signal, to be resumed
@@ -71,6 +75,8 @@ class Preemption(pl.Callback):
         self._restore()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not logging_step(trainer, trainer.global_step):
+            return  # the ranks agree only at the logging interval: under DDP the all-reduce is a host sync
         if not trainer.strategy.reduce_boolean_decision(self.signalled, all=False):
             return
         path = next_hpc_checkpoint(self.run_dir)

@@ -15,14 +15,14 @@ from typing import Any, Sequence
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import architectures
 import datamodules
-from harness.callbacks import Divergence, EpochLines, EpochSeed, Throughput
+from harness.callbacks import Divergence, EpochLines, EpochSeed, LoggingIntervalBar, Throughput
 from harness.config import TrainConfig
 from harness.errors import UserError
 from harness.files import check_checkpoint
@@ -170,7 +170,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
         *extra_callbacks, throughput, divergence, EpochSeed(config.seed), preemption,
         ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_last=True,
                         save_top_k=1, enable_version_counter=False),
-    ] + ([RichProgressBar()] if tty else [])
+    ] + ([LoggingIntervalBar()] if tty else [])
     t = config.trainer
     trainer = pl.Trainer(
         max_epochs=config.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
