@@ -232,7 +232,7 @@ def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trai
         epochs_completed=trainer.current_epoch, global_step=trainer.global_step, status=status,  # type: ignore[arg-type]
         train_acc1=m.get("train/acc1"), train_loss=m.get("train/loss"), val_acc1=m.get("val/acc1"),
         val_loss=m.get("val/loss"), test_acc1=m.get("test/acc1"), test_acc5=m.get("test/acc5"), test_loss=m.get("test/loss"),
-        train_samples_per_s=Throughput.rate(throughput.train_samples, throughput.train_time),
+        **throughput.train_record(trainer.world_size),  # the sum over ranks, their spread, num_nodes, hosts
         eval_samples_per_s=Throughput.rate(throughput.test_samples, throughput.test_time),
         peak_memory_bytes=peak_bytes(device), device=str(device), world_size=trainer.world_size,
         wall_time_s=time.time() - started, first_step_at=throughput.first_step_at, diverged_at_step=diverged_at, error=error,
@@ -240,7 +240,8 @@ def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trai
     )
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger":
-            logger.experiment.summary.update({k: v for k, v in result.to_dict().items() if isinstance(v, (int, float, str))})
+            record = result.to_dict()
+            logger.experiment.summary.update({k: v for k, v in record.items() if isinstance(v, (int, float, str)) or k == "hosts"})
             logger.experiment.finish()
     run.write_result(result)
     if config.wandb.mode == "offline":

@@ -39,7 +39,7 @@ ARCHS = {
 def write_run(root: Path, arch: str, seed: int, test_acc1: float | None, train_acc1: float | None, train_loss: float | None,
               status: str = "completed", dataset: str = "cifar10", transfer: str = "scratch", lpc: int | None = None,
               lr: float | None = None, epochs: int = 3, wall: float = 100.0, group: str | None = "study",
-              classes: list[int] | None = None) -> Path:
+              classes: list[int] | None = None, devices: int = 1) -> Path:
     """A result.json in the real format (config resolved by harness.config) and a metrics.csv."""
     values: dict[str, Any] = {"arch": arch, "dataset": dataset, "epochs": epochs, "seed": seed, "results": str(root),
                               "wandb": {"mode": "disabled", "group": group}, "data": {"num_workers": 2}}
@@ -49,6 +49,8 @@ def write_run(root: Path, arch: str, seed: int, test_acc1: float | None, train_a
         values["data"]["classes"] = classes
     if lr is not None:
         values["optim"] = {"lr": lr}
+    if devices > 1:
+        values["trainer"] = {"devices": devices}
     if transfer != "scratch":
         values["transfer"] = {"mode": transfer, "checkpoint": f"/ckpts/{arch}-s{seed}/best.ckpt"}
     config = resolve([("test", values)])
@@ -62,8 +64,8 @@ def write_run(root: Path, arch: str, seed: int, test_acc1: float | None, train_a
         "epochs": epochs, "epochs_completed": epochs, "global_step": 30, "status": status, "train_acc1": train_acc1,
         "train_loss": train_loss, "val_acc1": None, "val_loss": None, "test_acc1": test_acc1,
         "test_acc5": None if test_acc1 is None else min(1.0, test_acc1 + 0.2), "test_loss": 1.0,
-        "train_samples_per_s": speed + seed, "eval_samples_per_s": 2 * speed, "peak_memory_bytes": peak, "device": "cpu",
-        "world_size": 1, "wall_time_s": wall, "diverged_at_step": 12 if status == "diverged" else None,
+        "train_samples_per_s": devices * speed + seed, "eval_samples_per_s": 2 * speed, "peak_memory_bytes": peak, "device": "cpu",
+        "world_size": devices, "wall_time_s": wall, "diverged_at_step": 12 if status == "diverged" else None,
         "error": "RuntimeError: out of memory\nmore" if status == "failed" else None, "config": config.to_dict(),
         "versions": {"python": "3.11"}, "host": "test", "argv": ["convbench", "train"],
     }
@@ -280,6 +282,20 @@ def test_a_class_subset_is_its_own_task(tmp_path: Path) -> None:
     assert set(rep.charts) == {"accuracy_vs_cost_cifar10-classes-0-4", "transfer"}
     runs = json.loads((rep.out / "runs.json").read_text())
     assert [r["classes"] for r in runs if r["transfer"] == "finetune"] == [[5, 6, 7, 8, 9]] * 4
+
+
+def test_a_ddp_run_is_its_own_row_with_its_world_size_and_job_rate(tmp_path: Path) -> None:
+    """The same net on 1 and on 2 ranks: two rows (trainer.devices differs), the throughput column
+    is the job's rate (result.json's sum over ranks) and the ranks column says over how many."""
+    from harness.report import build
+
+    for devices in (1, 2):
+        write_run(tmp_path / "runs", "resnet20", 0, 0.90, 0.95, 0.2, devices=devices)
+    rep = build(tmp_path / "runs", tmp_path / "out", charts=True)
+    cells = {(r["variant"], r["ranks"], r["samples/s"]) for r in md_rows((rep.out / "report.md").read_text()) if r.get("arch") == "resnet20"}
+    assert cells == {("trainer.devices=1", "1", "880"), ("trainer.devices=2", "2", "1,760")}
+    assert [r["world_size"] for r in json.loads((rep.out / "runs.json").read_text())] == [1, 2]
+    assert "accuracy_vs_cost" in rep.charts
 
 
 def test_charts_are_png_files(report: tuple[Path, str]) -> None:

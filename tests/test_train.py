@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +226,24 @@ def test_plain_epoch_lines_when_not_a_terminal(tmp_path: Path, capsys: pytest.Ca
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch ")]
     assert [l.split()[1] for l in lines] == ["1/2", "2/2"]
     assert all("train/loss" in l and "val/acc1" in l for l in lines)
+
+
+def test_ddp_record_gives_the_job_rate_and_each_rank(tmp_path: Path) -> None:
+    """`convbench train` on two ranks (Lightning's ddp launcher re-runs the command as rank 1; gloo,
+    1 thread each): result.json's train_samples_per_s is the sum of the ranks' rates, not rank 0's,
+    with the spread, world size and hosts. (ddp_fork would not
+    do here: its ranks are children, and the parent's callbacks never see their figures.)"""
+    results = tmp_path / "results"
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "train", "--arch", "lenet5", "--data", "synthetic", "--epochs", "1",
+                        "--batch-size", "32", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--workers", "0",
+                        "--wandb", "disabled", "--results", str(results), "--set", "trainer.threads=1",
+                        "--set", "data.input_size=[1, 32, 32]", "--set", "data.num_samples=512"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (record,) = results.glob("*/result.json")
+    result = json.loads(record.read_text())
+    assert (result["world_size"], result["num_nodes"], result["hosts"]) == (2, 1, [socket.gethostname()] * 2)
+    low, high = result["train_samples_per_s_rank_min"], result["train_samples_per_s_rank_max"]
+    assert 0 < low <= high
+    assert 2 * low <= result["train_samples_per_s"] <= 2 * high  # a sum of two rates, each within [min, max]
+    assert f"{result['train_samples_per_s']:.0f} samples/s over 2 ranks" in r.stdout

@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(r.to_dict(), indent=1, default=str))
     else:
         pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+        world = r.world_size or 1
+        ranks = f" over {world} ranks" if world > 1 else ""  # the job's rate, the sum over its ranks
         print(f"{r.run_id}: {r.status}  test top-1 {pct(r.test_acc1)}  top-5 {pct(r.test_acc5)}  "
-              f"train loss {r.train_loss or float('nan'):.4f}  {r.train_samples_per_s or 0:.0f} samples/s  "
+              f"train loss {r.train_loss or float('nan'):.4f}  {r.train_samples_per_s or 0:.0f} samples/s{ranks}  "
               f"peak {(r.peak_memory_bytes or 0) / 2**20:.0f} MiB  -> {config.results}/{r.run_id}/result.json")
     return EXIT_DIVERGED if r.status == "diverged" else 0
