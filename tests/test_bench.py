@@ -210,7 +210,7 @@ def test_scaling_sizes_and_bus_bandwidth() -> None:
 def test_bench_sweep_file_renders_one_array_task_per_model(tmp_path: Path) -> None:
     from harness.sweep.bench import load, render
 
-    spec = load(Path(__file__).resolve().parents[1] / "sweeps" / "bench-scaling.yaml")  # the shipped file
+    spec = load(Path(__file__).resolve().parents[1] / "sweeps" / "bench" / "scaling.yaml")  # the shipped file
     script = render(spec)
     assert f"--array=0-{len(spec.models) - 1}" in script and "--ntasks-per-node=8" in script and "--gres=gpu:8" in script
     assert f"MODELS=({' '.join(spec.models)})" in script

@@ -96,7 +96,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge", type=Path, nargs="+", metavar="FILE",
                    help="read bench CSV/JSON result files into one table (measures nothing); --csv writes it as one file")
     p.add_argument("--sweep", type=Path, metavar="FILE",
-                   help="submit a bench sweep (e.g. sweeps/bench-scaling.yaml) as a Slurm array, one model a task")
+                   help="submit a bench sweep (e.g. sweeps/bench/scaling.yaml) as a Slurm array, one model a task")
     p.add_argument("--dry-run", action="store_true", help="with --sweep: print the sbatch script, submit nothing")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per model and mode (and dataset)")
     p.add_argument("--csv", type=Path, metavar="FILE", help="append one row per result (header when the file is new)")
