@@ -34,6 +34,7 @@ class TrainerConfig:
     deterministic: bool = False
     log_every_n_steps: int = 10  # per-step loss curve resolution in metrics.csv and W&B
     threads: int = 0  # torch CPU threads per process; 0 = auto (see harness.train.cpu_threads)
+    checkpoint_every_min: float = 0.0  # also checkpoint mid-epoch every this many minutes; 0 = at epoch ends only
 
 
 @dataclass
@@ -201,6 +202,7 @@ def validate(c: TrainConfig) -> None:
         (c.transfer.mode != "scratch" or not c.transfer.checkpoint, "--from CHECKPOINT needs --transfer linear-probe or finetune"),
         (c.wandb.mode in WANDB_MODES, f"wandb.mode={c.wandb.mode!r}: accepted {', '.join(WANDB_MODES)}"),
         (c.trainer.devices >= 1 and c.trainer.num_nodes >= 1, "trainer.devices and trainer.num_nodes must be >= 1"),
+        (c.trainer.checkpoint_every_min >= 0, f"trainer.checkpoint_every_min={c.trainer.checkpoint_every_min}: must be >= 0 (0: at epoch ends only)"),
         (c.trainer.precision in ("32-true", "32", "bf16-mixed", "16-mixed"), f"trainer.precision={c.trainer.precision!r}: accepted 32-true, bf16-mixed, 16-mixed"),
     ]
     for ok, message in checks:

@@ -8,8 +8,11 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import socket
 import sys
 import time
+import warnings
+from pathlib import Path
 from typing import Any, Sequence
 
 import pytorch_lightning as pl
@@ -21,12 +24,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import architectures
 import datamodules
-from harness.callbacks import Divergence, EpochLines, EpochSeed, Throughput
+from harness.callbacks import Divergence, EpochLines, StepSeed, Throughput
 from harness.config import TrainConfig
 from harness.errors import UserError
 from harness.memory import peak_bytes
 from harness.module import ClassifierModule, classifier_of
-from harness.preemption import HPC_CHECKPOINT, Preempted, Preemption
+from harness.preemption import HPC_CHECKPOINT, STEP_CHECKPOINT, Preempted, Preemption
 from harness.run_record import RunDir
 
 EXIT_DIVERGED = 3
@@ -114,11 +117,29 @@ def load_backbone(model: torch.nn.Module, path: str | None, arch: str) -> None:
                         f"missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
+def checkpoints(run: RunDir) -> list[Path]:
+    """last.ckpt (epoch ends), checkpoints/step.ckpt (SIGTERM, trainer.checkpoint_every_min) and the
+    hpc_ckpt_N.ckpt that harness.preemption saves in the run dir on the requeue signal."""
+    step = run.checkpoints / STEP_CHECKPOINT
+    found = [run.last_checkpoint, step if step.is_file() else None, *run.path.glob(HPC_CHECKPOINT.format("*"))]
+    return [p for p in found if p is not None]
+
+
 def resume_checkpoint(run: RunDir) -> str | None:
-    """The newest of last.ckpt and the hpc_ckpt_N.ckpt that harness.preemption saves (in the run dir) on
-    the requeue signal, so a requeued SLURM job continues from the signal, not the last epoch end."""
-    found = [p for p in [run.last_checkpoint, *run.path.glob(HPC_CHECKPOINT.format("*"))] if p is not None]
+    """The newest checkpoint, so a requeued SLURM job continues from the signal or the last interval
+    checkpoint, not the last epoch end."""
+    found = checkpoints(run)
     return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+
+
+def gather_hosts(trainer: pl.Trainer) -> list[str]:
+    """Every rank's hostname, in rank order (one collective; call on all ranks)."""
+    host = socket.gethostname()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [host]
+    hosts: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(hosts, host)
+    return hosts
 
 
 def build_loggers(config: TrainConfig, run: RunDir) -> list[Logger]:
@@ -144,7 +165,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     if done is not None:
         print(f"{run.result_path} exists: run {done['run_id']} already {done['status']}; delete it to run again", file=sys.stderr)
         return done
-    if (run.last_checkpoint or any(run.path.glob(HPC_CHECKPOINT.format("*")))) and not resume:
+    if checkpoints(run) and not resume:
         raise UserError(f"{run.path} holds an interrupted run (checkpoints/last.ckpt): pass --resume to continue it")
     pl.seed_everything(config.seed, verbose=False)
     dm = build_data(config)
@@ -157,10 +178,12 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     monitor = "val/acc1" if has_val else "train/acc1"
     module = ClassifierModule(model, dm.num_classes, config.optim, config.arch, config.transfer.mode, config.hidden_noise_std,
                               config.trainer.channels_last, plateau_monitor=monitor, steps_per_epoch=steps_per_epoch(config, dm))
-    throughput, divergence, preemption = Throughput(), Divergence(), Preemption(run.path)
+    ckpt = resume_checkpoint(run) if resume else None
+    throughput, divergence = Throughput(), Divergence()
+    preemption = Preemption(run.path, config.trainer.checkpoint_every_min, resumed_from=ckpt)
     tty = sys.stdout.isatty()
     callbacks = [
-        *extra_callbacks, throughput, divergence, EpochSeed(config.seed), preemption,
+        *extra_callbacks, throughput, divergence, StepSeed(config.seed), preemption,
         ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_last=True,
                         save_top_k=1, enable_version_counter=False),
     ] + ([RichProgressBar()] if tty else [])
@@ -174,17 +197,17 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
         # under Slurm, DDP comes from the environment; requeue on the signal is harness.preemption's, not Lightning's
         plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
     )
-    status, error, fit_metrics = "completed", None, {}
-    ckpt = resume_checkpoint(run) if resume else None
-    if ckpt is not None and trainer.is_global_zero:
-        print(f"convbench: resuming from {ckpt}", file=sys.stderr, flush=True)
+    status, error, fit_metrics, hosts = "completed", None, {}, [socket.gethostname()]
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        with warnings.catch_warnings():  # the data module resumes mid-epoch itself (its state_dict)
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
         fit_metrics = dict(trainer.callback_metrics)  # trainer.test replaces them with its own
         if divergence.diverged_at is not None:
             status = "diverged"
         else:
             trainer.test(module, datamodule=dm, verbose=False)
+        hosts = gather_hosts(trainer)
     except SIGTERMException as err:  # Lightning stops at a step boundary after SIGTERM (a SystemExit with code 0)
         raise Preempted("SIGTERM: resume from the last checkpoint") from err
     except (KeyboardInterrupt, SystemExit, Preempted):
@@ -192,7 +215,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     except Exception as err:  # recorded as a failed run, then reported
         if preemption.fired:  # e.g. the other rank, killed by the requeue, closed the gloo connection
             raise Preempted(preemption.fired) from err
-        if trainer.received_sigterm:  # Slurm's requeue, cancel or time limit: a DDP peer went first, its
+        if preemption.terminated or trainer.received_sigterm:  # Slurm's requeue, cancel or time limit: a DDP peer went first, its
             # gloo connection closed under this rank; interrupted, not failed: --resume continues it
             raise Preempted(f"SIGTERM ({type(err).__name__} after it): resume from the last checkpoint") from err
         status, error = "failed", f"{type(err).__name__}: {err}"
@@ -204,11 +227,12 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
             torch.distributed.destroy_process_group()  # a clean gloo/NCCL teardown: no SIGABRT at exit
     if not trainer.is_global_zero:
         return None
-    return write(run, config, profile, trainer, throughput, fit_metrics, status, error, started, divergence.diverged_at)
+    return write(run, config, profile, trainer, throughput, fit_metrics, status, error, started, divergence.diverged_at, hosts)
 
 
 def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trainer: pl.Trainer, throughput: Throughput,
-          fit_metrics: dict[str, Any], status: str, error: str | None, started: float, diverged_at: int | None = None) -> dict[str, Any]:
+          fit_metrics: dict[str, Any], status: str, error: str | None, started: float, diverged_at: int | None = None,
+          hosts: list[str] | None = None) -> dict[str, Any]:
     m = {k: float(v) for k, v in {**fit_metrics, **trainer.callback_metrics}.items()}
     info = architectures.info(config.arch)
     device = trainer.strategy.root_device
@@ -222,6 +246,7 @@ def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trai
         "train_samples_per_s": Throughput.rate(throughput.train_samples, throughput.train_time),
         "eval_samples_per_s": Throughput.rate(throughput.test_samples, throughput.test_time),
         "peak_memory_bytes": peak_bytes(device), "device": str(device), "world_size": trainer.world_size,
+        "num_nodes": trainer.num_nodes, "hosts": hosts or [socket.gethostname()],
         "wall_time_s": time.time() - started, "first_step_at": throughput.first_step_at, "diverged_at_step": diverged_at, "error": error,
         "config": config.to_dict(),
     }

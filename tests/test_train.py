@@ -16,7 +16,7 @@ from harness.config import TrainConfig, merge, resolve
 from harness.module import lr_factor
 from harness.preemption import Preempted
 from harness.recipes import OptimConfig
-from harness.train import train
+from harness.train import build_data, train
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -222,3 +222,47 @@ def test_plain_epoch_lines_when_not_a_terminal(tmp_path: Path, capsys: pytest.Ca
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch ")]
     assert [l.split()[1] for l in lines] == ["1/2", "2/2"]
     assert all("train/loss" in l and "val/acc1" in l for l in lines)
+
+
+class KilledAt(pl.Callback):
+    """A kill without warning (SIGKILL, a node lost) just before a training step: nothing more is saved."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def merged_curve(run: Path) -> list[tuple[int, float]]:
+    from harness.report.collect import read_metrics
+
+    return [(int(r["step"]), r["train/loss_step"]) for r in read_metrics(run) if r.get("train/loss_step") is not None]
+
+
+@pytest.mark.parametrize("how", ["sigterm", "interval"])
+def test_mid_epoch_resume_continues_the_curve_exactly(tmp_path: Path, how: str) -> None:
+    """A checkpoint mid-epoch (on SIGTERM, or trainer.checkpoint_every_min) resumes at the next batch
+    of the same order: the merged per-step loss curve has every step once and equals the
+    uninterrupted run's, and so do the final weights' val/test figures (6 steps an epoch;
+    interrupted in epoch 2 at step 9)."""
+    values = dict(arch="vggp4", epochs=2, hidden_noise_std=0.05, data={"input_size": [3, 32, 32], "augment": {"flip": True}})
+    a = config(tmp_path / "a", **values)
+    straight = train(a)
+    c = config(tmp_path / "b", **values, trainer={"log_every_n_steps": 1, "checkpoint_every_min": 1e-9 if how == "interval" else 0.0})
+    run = tmp_path / "b" / "results" / c.run_id()
+    if how == "sigterm":
+        with pytest.raises(Preempted, match="SIGTERM at step 9"):
+            train(c, extra_callbacks=[TerminatedAt(8, then_fail=False)])
+    else:  # interval checkpoints every step; then a kill before step 10 trains
+        with pytest.raises(SystemExit):
+            train(c, extra_callbacks=[KilledAt(9)])
+    ckpt = torch.load(run / "checkpoints" / "step.ckpt", weights_only=False)
+    assert (ckpt["global_step"], ckpt[type(build_data(c)).__qualname__]) == (9, {"epoch": 1, "batches": 3})
+    resumed = train(c, resume=True)
+    for key in ("val_acc1", "val_loss", "test_acc1", "test_loss", "global_step"):
+        assert resumed[key] == straight[key], key
+    curve = merged_curve(run)
+    assert [s for s, _ in curve] == list(range(12))
+    assert curve == merged_curve(tmp_path / "a" / "results" / a.run_id())
