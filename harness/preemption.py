@@ -2,7 +2,7 @@
 work done before it.
 
 - SIGUSR1 (`--signal=SIGUSR1@90` in the sbatch script, ahead of a time limit): checkpoint to
-  hpc_ckpt_N.ckpt, rank 0 requeues its own array task, stop; the requeued task resumes from it.
+  checkpoints/hpc_ckpt_N.ckpt, rank 0 requeues its own array task, stop; the requeued task resumes from it.
 - SIGTERM (what `scontrol requeue`, a preemption, `scancel` and the time limit send, KillWait or
   GraceTime seconds before SIGKILL): checkpoint to checkpoints/step.ckpt and stop; Slurm itself
   requeues (or cancels) the job.
@@ -121,7 +121,9 @@ class Preemption(pl.Callback):
         for logger in trainer.loggers:
             logger.save()
         if usr1:
-            path = next_hpc_checkpoint(self.run_dir)
+            # not in the run dir (Lightning's default_root_dir): under Slurm Lightning would load an
+            # hpc_ckpt_N.ckpt found there into trainer.test, testing the signal's weights, not the final ones
+            path = next_hpc_checkpoint(self.run_dir / "checkpoints")
             trainer.save_checkpoint(path)  # every rank: the strategy writes on rank 0 and waits for all
         else:
             path = self.save_step_checkpoint(trainer)

@@ -5,6 +5,7 @@ step (config, data files, architecture, geometry, batch size, checkpoint), and a
 that holds an interrupted run is never overwritten unless asked to resume it."""
 from __future__ import annotations
 
+import logging
 import math
 import os
 import secrets
@@ -119,9 +120,9 @@ def load_backbone(model: torch.nn.Module, path: str | None, arch: str) -> None:
 
 def checkpoints(run: RunDir) -> list[Path]:
     """last.ckpt (epoch ends), checkpoints/step.ckpt (SIGTERM, trainer.checkpoint_every_min) and the
-    hpc_ckpt_N.ckpt that harness.preemption saves in the run dir on the requeue signal."""
+    checkpoints/hpc_ckpt_N.ckpt that harness.preemption saves on the requeue signal."""
     step = run.checkpoints / STEP_CHECKPOINT
-    found = [run.last_checkpoint, step if step.is_file() else None, *run.path.glob(HPC_CHECKPOINT.format("*"))]
+    found = [run.last_checkpoint, step if step.is_file() else None, *run.checkpoints.glob(HPC_CHECKPOINT.format("*"))]
     return [p for p in found if p is not None]
 
 
@@ -156,6 +157,24 @@ def build_loggers(config: TrainConfig, run: RunDir) -> list[Logger]:
     return loggers
 
 
+# Lightning's banners (accelerators, tips, "Initializing distributed", restore paths) and warnings
+# that do not apply here: the metrics are torchmetrics objects synced by themselves, checkpoints
+# are our own, the data module resumes mid-epoch itself.
+BANNER_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
+                  "lightning_fabric.utilities.distributed", "lightning_fabric.utilities.seed")
+NOT_APPLICABLE = (r"You're resuming from a checkpoint that ended before the epoch ended", r"`weights_only` was not set",
+                  r"It is recommended to use `self.log\(", r"Checkpoint directory .* exists and is not empty",
+                  r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"The `srun` command is available on your system")
+
+
+def quiet_batch_logs() -> None:
+    """A batch job's log is read by a person: the epoch lines and convbench's own lines, not banners."""
+    for name in BANNER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in NOT_APPLICABLE:
+        warnings.filterwarnings("ignore", message=message)
+
+
 def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any] | None:
     """Run ``config`` and return its result (None on DDP ranks other than 0).
     ``extra_callbacks`` join the Trainer's own (for library users and tests)."""
@@ -182,6 +201,8 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     throughput, divergence = Throughput(), Divergence()
     preemption = Preemption(run.path, config.trainer.checkpoint_every_min, resumed_from=ckpt)
     tty = sys.stdout.isatty()
+    if not tty:
+        quiet_batch_logs()
     callbacks = [
         *extra_callbacks, throughput, divergence, StepSeed(config.seed), preemption,
         ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_last=True,
@@ -199,9 +220,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     )
     status, error, fit_metrics, hosts = "completed", None, {}, [socket.gethostname()]
     try:
-        with warnings.catch_warnings():  # the data module resumes mid-epoch itself (its state_dict)
-            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-            trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
         fit_metrics = dict(trainer.callback_metrics)  # trainer.test replaces them with its own
         if divergence.diverged_at is not None:
             status = "diverged"

@@ -135,7 +135,7 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: Slurm
     assert not (run.run_dir / "result.json").exists(), "the run ended before it could be signalled: raise its epochs"
     signal = slurm_cluster.run("scancel", "--signal=USR1", task)
     assert signal.returncode == 0, signal.stderr
-    wait_for(lambda: any(run.run_dir.glob("hpc_ckpt_*.ckpt")), 60, "the hpc checkpoint", sweep.dir)
+    wait_for(lambda: any(run.run_dir.glob("checkpoints/hpc_ckpt_*.ckpt")), 60, "the hpc checkpoint", sweep.dir)
     wait_for(lambda: (run.run_dir / "result.json").is_file(), 240, "the result", sweep.dir)
     result = json.loads((run.run_dir / "result.json").read_text())
     assert (result["status"], result["epochs"], result["world_size"]) == ("completed", 6, 2)

@@ -101,11 +101,12 @@ def test_preemption_signal_checkpoints_and_the_resume_finishes(tmp_path: Path, c
     with pytest.raises(Preempted, match="SIGUSR1 at step 5"):
         train(c, extra_callbacks=[SignalAt(4)])
     run = tmp_path / "results" / c.run_id()
-    assert (run / "hpc_ckpt_1.ckpt").is_file() and not (run / "result.json").exists()
-    assert torch.load(run / "hpc_ckpt_1.ckpt", weights_only=False)["global_step"] == 5
+    hpc = run / "checkpoints" / "hpc_ckpt_1.ckpt"
+    assert hpc.is_file() and not (run / "result.json").exists()
+    assert torch.load(hpc, weights_only=False)["global_step"] == 5
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handler is the run's only
     resumed = train(c, resume=True)
-    assert f"resuming from {run / 'hpc_ckpt_1.ckpt'}" in capsys.readouterr().err
+    assert f"resuming from {hpc} at step 5 (epoch 1/2, batch 6/6)" in capsys.readouterr().err
     assert resumed["status"] == "completed" and resumed["global_step"] >= 5
     v1 = (run / "metrics" / "version_1" / "metrics.csv").read_text().splitlines()
     assert int(v1[1].split(",")[1]) >= 5  # the second attempt logged on from the checkpoint's step
