@@ -62,6 +62,28 @@ def check_one_run(run_dir: Path, result: dict) -> None:
     assert steps[-1] > result["global_step"] - LOG_EVERY - 1, (steps[-1], result["global_step"])
 
 
+def namespaces_and_links(cluster: SlurmCluster) -> tuple[set[str], set[str]]:
+    """This cluster's network namespaces and links, from `status` (it names the tag they carry)."""
+    tag = re.search(r"\(netns (\w+)-node1\)", cluster.script("status").stdout).group(1)
+    netns = {line.split()[0] for line in cluster.run("ip", "netns", "list").stdout.splitlines() if line.startswith(tag)}
+    links = {line.split()[0].split("@")[0] for line in cluster.run("ip", "-br", "link").stdout.splitlines() if line.startswith(tag)}
+    return netns, links
+
+
+def test_two_nodes_have_their_own_hostnames_and_addresses(slurm_cluster_2n: SlurmCluster, tmp_path: Path) -> None:
+    status = slurm_cluster_2n.script("status")
+    assert status.returncode == 0 and re.search(r"(?m)^slurmd-node1\s+running", status.stdout) and "slurmd-node2" in status.stdout
+    netns, links = namespaces_and_links(slurm_cluster_2n)
+    assert len(netns) == 2 and len(links) == 3, (netns, links)  # a bridge and a veth per node
+    script = tmp_path / "where.sh"
+    script.write_text("#!/bin/bash\nsrun bash -c 'echo $(hostname) $(hostname -i)'\n")
+    out = tmp_path / "where.out"
+    sub = slurm_cluster_2n.run("sbatch", "--wait", "--nodes=2", "--ntasks-per-node=1", f"--output={out}", script, timeout=60)
+    assert sub.returncode == 0, sub.stderr
+    rows = sorted(out.read_text().split("\n")[:2])
+    assert [r.split()[0] for r in rows] == ["node1", "node2"] and rows[0].split()[1] != rows[1].split()[1], rows
+
+
 def test_two_node_run_survives_a_requeue_and_a_preemption(slurm_cluster_2n: SlurmCluster, tmp_path: Path) -> None:
     cluster = slurm_cluster_2n
     p = sweep_file(tmp_path, "twonode", two_node_sweep(epochs=3, train_limit=4000, every_min=0.05))
@@ -133,3 +155,14 @@ def test_ten_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmClus
     print(f"attempts (start, end): {spans}; trained {trained} steps for {result['global_step']}")
     assert spans[0][0] == 0 and all(later[0] >= end - per_interval for (_, end), later in zip(spans, spans[1:])), spans
     assert trained - result["global_step"] <= 10 * per_interval
+
+
+def test_down_removes_the_namespaces_then_up_restores(slurm_cluster_2n: SlurmCluster) -> None:
+    """Last: restarts the session's two-node cluster."""
+    netns, links = namespaces_and_links(slurm_cluster_2n)
+    assert slurm_cluster_2n.script("down").returncode == 0
+    listed = slurm_cluster_2n.run("ip", "netns", "list").stdout + slurm_cluster_2n.run("ip", "-br", "link").stdout
+    assert not any(name in listed for name in netns | links), listed
+    up = slurm_cluster_2n.script("up", "--nodes", "2")
+    assert up.returncode == 0, up.stderr
+    assert namespaces_and_links(slurm_cluster_2n) == (netns, links)
