@@ -60,12 +60,21 @@ def next_hpc_checkpoint(run_dir: Path) -> Path:
     return run_dir / HPC_CHECKPOINT.format(max(taken, default=0) + 1)
 
 
+def seconds_since_launch() -> float | None:
+    """How long ago this process was started (Linux /proc), for the start-up cost in each attempt's line."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
 class Preemption(pl.Callback):
     def __init__(self, run_dir: Path, every_min: float = 0.0, resumed_from: str | None = None) -> None:
         self.run_dir, self.every_s, self.resumed_from = run_dir, every_min * 60, resumed_from
         self.received = {s: False for s in SIGNALS}
         self.fired: str | None = None  # the message, once the run checkpointed on a signal
-        self.saves = 0  # interval checkpoints of this attempt
         self._previous: dict[signal.Signals, Any] = {}
         self._last_save = time.monotonic()
 
@@ -84,7 +93,8 @@ class Preemption(pl.Callback):
             self._previous = {s: signal.signal(s, self._handler) for s in SIGNALS}
         self._last_save = time.monotonic()
         if trainer.is_global_zero:
-            print(self.start_line(trainer), file=sys.stderr, flush=True)
+            age = seconds_since_launch()
+            print(self.start_line(trainer) + (f"; {age:.1f} s after launch" if age is not None else ""), file=sys.stderr, flush=True)
 
     def start_line(self, trainer: pl.Trainer) -> str:
         """One line per attempt: where it starts."""
@@ -129,7 +139,6 @@ class Preemption(pl.Callback):
             path = self.save_step_checkpoint(trainer)
         self._last_save = time.monotonic()
         if not (usr1 or term):
-            self.saves += 1
             return
         name = "SIGUSR1" if usr1 else "SIGTERM"
         message = f"convbench: {name} at step {trainer.global_step}: saved {path}"

@@ -185,7 +185,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
         print(f"{run.result_path} exists: run {done['run_id']} already {done['status']}; delete it to run again", file=sys.stderr)
         return done
     if checkpoints(run) and not resume:
-        raise UserError(f"{run.path} holds an interrupted run (checkpoints/last.ckpt): pass --resume to continue it")
+        raise UserError(f"{run.path} holds an interrupted run (checkpoints/*.ckpt): pass --resume to continue it")
     pl.seed_everything(config.seed, verbose=False)
     dm = build_data(config)
     if config.trainer.accelerator == "cpu" or not torch.cuda.is_available():

@@ -374,28 +374,24 @@ node_usable() { [[ "$(node_state "$1")" =~ ^(idle|mixed|allocated|completing)$ ]
 
 # ensure_network: the bridge (holding the controller's address) and, per node, a network namespace
 # with a veth into the bridge. Each piece is made only if missing, so `up` after a crash reuses
-# what survived; whatever is made is recorded in NET_FILE first, so `down` removes it even if
-# `up` fails halfway.
+# what survived (the names derive from the state dir: whatever carries them is this cluster's).
+# All of them are recorded in NET_FILE first, so `down` removes them even if `up` fails halfway.
 ensure_network() {
     local n ns veth
     if ip route show "${SUBNET}.0/24" | grep -q . && ! ip link show "${BRIDGE}" >/dev/null 2>&1; then
         die "${SUBNET}.0/24 is already routed here ($(ip route show "${SUBNET}.0/24")): set CONVBENCH_CLUSTER_SUBNET to a free 10.x.y"
     fi
-    touch "${NET_FILE}"
-    if ! ip link show "${BRIDGE}" >/dev/null 2>&1; then
-        echo "link ${BRIDGE}" >>"${NET_FILE}"
-        ip link add "${BRIDGE}" type bridge
-    fi
+    {
+        echo "link ${BRIDGE}"
+        for n in $(node_names); do printf 'netns %s\nlink %s\n' "$(netns_of "$n")" "$(veth_of "$n")"; done
+    } >"${NET_FILE}"
+    ip link show "${BRIDGE}" >/dev/null 2>&1 || ip link add "${BRIDGE}" type bridge
     ip addr show dev "${BRIDGE}" | grep -q "inet ${CONTROLLER_ADDR}/24" || ip addr add "${CONTROLLER_ADDR}/24" dev "${BRIDGE}"
     ip link set "${BRIDGE}" up
     for n in $(node_names); do
         ns="$(netns_of "$n")" veth="$(veth_of "$n")"
-        if [[ ! -e "/run/netns/${ns}" ]]; then
-            echo "netns ${ns}" >>"${NET_FILE}"
-            ip netns add "${ns}"
-        fi
+        [[ -e "/run/netns/${ns}" ]] || ip netns add "${ns}"
         if ! ip link show "${veth}" >/dev/null 2>&1; then
-            echo "link ${veth}" >>"${NET_FILE}"
             ip -n "${ns}" link del eth0 2>/dev/null || true  # a peer whose bridge side was lost
             ip link add "${veth}" type veth peer name eth0 netns "${ns}"
         fi

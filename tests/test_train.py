@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -267,3 +268,26 @@ def test_mid_epoch_resume_continues_the_curve_exactly(tmp_path: Path, how: str) 
     curve = merged_curve(run)
     assert [s for s, _ in curve] == list(range(12))
     assert curve == merged_curve(tmp_path / "a" / "results" / a.run_id())
+
+
+def test_sigterm_to_the_process_group_with_workers_checkpoints(tmp_path: Path) -> None:
+    """Slurm signals every process of the job (proctrack/pgid): with DataLoader workers in the group
+    the run still checkpoints at a step and exits as preempted (4): the workers ignore SIGTERM."""
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "harness.cli", "train", "--arch", "lenet5", "--data", "synthetic", "--epochs", "50",
+            "--results", str(tmp_path), "--set", "data.input_size=[1,32,32]", "--set", "data.num_samples=4096",
+            "--set", "data.num_workers=2", "--set", "wandb.mode=disabled", "--set", "trainer.accelerator=cpu"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    for line in proc.stderr:  # the attempt's first line: training has begun
+        if "starting at step 0" in line:
+            break
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 4, err
+    assert re.search(r"SIGTERM at step \d+: saved \S+/checkpoints/step\.ckpt", err), err
+    (run,) = tmp_path.iterdir()
+    assert (run / "checkpoints" / "step.ckpt").is_file() and not (run / "result.json").exists()
