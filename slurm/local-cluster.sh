@@ -584,8 +584,10 @@ cmd_down() {
         if [[ -n "$jobs" ]]; then
             # shellcheck disable=SC2086  # one word per job id
             scancel $jobs 2>/dev/null || true
-            local deadline=$((SECONDS + 15))
-            while [[ -n "$(our_stepds)" ]] && ((SECONDS < deadline)); do sleep 0.2; done
+            # Until the steps are gone and slurmctld has seen every job end: a job still COMPLETING
+            # when slurmctld stops is saved as such and holds its node's CPUs after the next `up`.
+            local deadline=$((SECONDS + 20))
+            while [[ -n "$(our_stepds)" || -n "$(squeue -h -o %A 2>/dev/null)" ]] && ((SECONDS < deadline)); do sleep 0.2; done
         fi
     fi
     for d in $(daemons); do [[ "$d" != slurmd* ]] || stop_daemon "$d" 10; done
