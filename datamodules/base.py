@@ -34,9 +34,9 @@ class ConvDataModule(pl.LightningDataModule):
 
     Exact resume and sharding (the contract with the Trainer):
 
-    - The Trainer must use `use_distributed_sampler=False`: these loaders shard themselves (the
-      loaders raise DataError under a distributed strategy otherwise, rather than be sharded twice).
-      Rank and world size are read from torch.distributed when the loaders are built.
+    - These loaders shard themselves: their samplers are DistributedSamplers, which a distributed
+      Trainer leaves in place (see `sampler`). Rank and world size are read from torch.distributed
+      when the loaders are built.
     - Train (`sampler.EpochSampler`): the order of epoch e is a permutation drawn from (seed, e)
       alone; each rank takes every world-th item, padded by wrapping around so that all ranks run
       the same number of batches. Lightning's fit loop calls `set_epoch(e)` on the sampler before
@@ -127,7 +127,11 @@ class ConvDataModule(pl.LightningDataModule):
 
     @property
     def root(self) -> Path:
-        return Path(self.config.root)
+        """The data directory; a file given as one is named as such, not as 'files missing in it'."""
+        root = Path(self.config.root)
+        if root.exists() and not root.is_dir():
+            raise DataError(f"{self.name}: data root {root} is a file, not a directory")
+        return root
 
     def setup(self, stage: str | None = None) -> None:
         """Load what `stage` needs (fit/validate: train + val, test: test; None: all), once."""
@@ -147,7 +151,6 @@ class ConvDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """This rank's shuffled, augmented batches of the epoch last given to `loader.sampler.set_epoch`
         (0 for a new loader): see the class docstring."""
-        self._check_trainer()
         dataset = self.train_pipeline()
         sampler = EpochSampler(len(dataset), self.config.seed)
         sampler.set_epoch(self._trainer_epoch())
@@ -211,7 +214,6 @@ class ConvDataModule(pl.LightningDataModule):
         return self.config.eval_batch_size or self.config.batch_size
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
-        self._check_trainer()
         return self._loader(dataset, self._eval_batch_size(), ShardSampler(len(dataset)))
 
     def _trainer_epoch(self) -> int:
@@ -226,13 +228,6 @@ class ConvDataModule(pl.LightningDataModule):
     @property
     def _trainer(self) -> Any:
         return getattr(self, "trainer", None)
-
-    def _check_trainer(self) -> None:
-        """Refuse a distributed Trainer that would wrap our samplers in its DistributedSampler."""
-        connector = getattr(getattr(self, "trainer", None), "_accelerator_connector", None)
-        if connector is not None and connector.use_distributed_sampler and connector.is_distributed:
-            raise DataError(f"{self.name}: the data module shards its own loaders; create the Trainer "
-                            "with use_distributed_sampler=False")
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler) -> DataLoader:
         workers = self.config.num_workers

@@ -1,14 +1,30 @@
-"""What a data module is asked for. Pure stdlib, so `convbench list` can import it without Lightning.
+"""What a data module is asked for: the dataclasses' fields, types and defaults are the schema, and
+pydantic checks values against them (strict, from JSON: what YAML, the CLI and Python callers can
+write). Importing this module is cheap: pydantic loads on the first check, so `convbench list` does
+not pay for it.
 
 `None` fields mean "the dataset's default"; the module fills them in (`ConvDataModule.config`).
+Field metadata says two more things: ``identity: False`` for fields that do not change what is
+computed (where the files are, how they are read), and ``datasets`` for fields that apply to some
+datasets only (setting them elsewhere is an error, not a no-op).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
+
+from annotated_types import Ge, Le
 
 from .errors import DataError
+
+# pydantic's ConfigDict is a TypedDict: a plain dict says the same without importing pydantic
+STRICT = {"strict": True, "extra": "forbid"}
+NOT_IDENTITY = {"identity": False}
+Count = Annotated[int, Ge(1)]
 
 
 @dataclass
@@ -27,25 +43,13 @@ class AugmentConfig:
     normalize: subtract the dataset mean and divide by its std; if False images are just scaled to [0, 1].
     """
 
+    __pydantic_config__ = STRICT
+
     crop: bool | None = None
-    crop_padding: int = 4
+    crop_padding: Annotated[int, Ge(0)] = 4
     flip: bool | None = None
-    noise_std: float = 0.0
+    noise_std: Annotated[float, Ge(0), Le(1)] = 0.0
     normalize: bool = True
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        if self.crop is not None:
-            _check_type("augment.crop", self.crop, bool)
-        _check_int("augment.crop_padding", self.crop_padding, minimum=0)
-        if self.flip is not None:
-            _check_type("augment.flip", self.flip, bool)
-        _check_type("augment.noise_std", self.noise_std, (int, float))
-        if not 0.0 <= self.noise_std <= 1.0:
-            raise DataError(f"augment.noise_std={self.noise_std!r}: accepted is 0 <= noise_std <= 1 (pixel/255 units)")
-        _check_type("augment.normalize", self.normalize, bool)
 
 
 @dataclass
@@ -74,118 +78,98 @@ class DataConfig:
         num_samples images.
     """
 
-    root: str | None = None
-    batch_size: int = 128
-    eval_batch_size: int | None = None
-    num_workers: int = 2
-    val_size: int | None = None
-    seed: int = 0
-    image_size: int | None = None
-    in_chans: int | None = None
-    classes: tuple[int, ...] | None = None
-    labels_per_class: int | None = None
-    train_limit: int | None = None
-    coarse_labels: bool = False
-    download: bool = False
+    __pydantic_config__ = STRICT
+
+    root: str | None = field(default=None, metadata=NOT_IDENTITY)
+    batch_size: Count = 128
+    eval_batch_size: Count | None = None
+    num_workers: Annotated[int, Ge(0)] = field(default=2, metadata=NOT_IDENTITY)
+    val_size: Annotated[int, Ge(0)] | None = None
+    seed: Annotated[int, Ge(0)] = 0
+    image_size: Count | None = None
+    in_chans: Count | None = None
+    classes: tuple[Annotated[int, Ge(0)], ...] | None = None
+    labels_per_class: Count | None = None
+    train_limit: Count | None = None
+    coarse_labels: bool = field(default=False, metadata={"datasets": ("cifar100",)})
+    download: bool = field(default=False, metadata={**NOT_IDENTITY, "datasets": ("cifar10", "cifar100")})
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    num_samples: int = 1024
-    input_size: tuple[int, int, int] = (3, 32, 32)
-    num_classes: int = 10
+    num_samples: Count = field(default=1024, metadata={"datasets": ("synthetic",)})
+    input_size: tuple[Count, Count, Count] = field(default=(3, 32, 32), metadata={"datasets": ("synthetic",)})
+    num_classes: Count = field(default=10, metadata={"datasets": ("synthetic",)})
 
     def __post_init__(self) -> None:
-        # Accept what YAML/CLI layers naturally produce: lists for tuples, a dict for augment.
+        # Python callers may pass what YAML produces (lists for tuples, a dict for augment) or a Path
         if isinstance(self.classes, list):
             self.classes = tuple(self.classes)
         if isinstance(self.input_size, list):
             self.input_size = tuple(self.input_size)
         if isinstance(self.augment, dict):
-            self.augment = _build(AugmentConfig, self.augment, "augment")
-        if self.root is not None and not isinstance(self.root, str):
-            self.root = str(self.root)  # a pathlib.Path
-        self.validate()
-
-    def validate(self) -> None:
-        if self.root is not None:
-            _check_type("root", self.root, str)
-        _check_int("batch_size", self.batch_size, minimum=1)
-        _check_int("eval_batch_size", self.eval_batch_size, minimum=1, optional=True)
-        _check_int("num_workers", self.num_workers, minimum=0)
-        _check_int("val_size", self.val_size, minimum=0, optional=True)
-        _check_int("seed", self.seed, minimum=0)
-        _check_int("image_size", self.image_size, minimum=1, optional=True)
-        _check_int("in_chans", self.in_chans, minimum=1, optional=True)
-        if self.classes is not None:
-            _check_type("classes", self.classes, tuple)
-            if not self.classes or not all(type(c) is int and c >= 0 for c in self.classes):
-                raise DataError(f"classes={self.classes!r}: accepted is a non-empty tuple of class indices >= 0")
+            self.augment = parse(AugmentConfig, self.augment)
+        if isinstance(self.root, Path):
+            self.root = str(self.root)
+        if self.classes is not None:  # what the type cannot say
+            if not self.classes:
+                raise DataError("classes=(): accepted is a non-empty tuple of class indices >= 0")
             if len(set(self.classes)) != len(self.classes):
                 raise DataError(f"classes={self.classes!r}: each class may appear once")
-        _check_int("labels_per_class", self.labels_per_class, minimum=1, optional=True)
-        _check_int("train_limit", self.train_limit, minimum=1, optional=True)
-        _check_type("coarse_labels", self.coarse_labels, bool)
-        _check_type("download", self.download, bool)
-        _check_type("augment", self.augment, AugmentConfig)
-        self.augment.validate()
-        _check_int("num_samples", self.num_samples, minimum=1)
-        if not (isinstance(self.input_size, tuple) and len(self.input_size) == 3
-                and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in self.input_size)):
-            raise DataError(f"input_size={self.input_size!r}: accepted is (C, H, W), three ints >= 1")
-        _check_int("num_classes", self.num_classes, minimum=1)
 
-
-# Fields that mean something for some datasets only: setting them elsewhere is an error, not a no-op.
-DATASET_ONLY_FIELDS: dict[str, tuple[str, ...]] = {
-    "coarse_labels": ("cifar100",),
-    "download": ("cifar10", "cifar100"),
-    "num_samples": ("synthetic",),
-    "input_size": ("synthetic",),
-    "num_classes": ("synthetic",),
-}
+    def validate(self) -> None:
+        """Check every field's type and bounds (a DataConfig built by hand skips them)."""
+        parse(DataConfig, dataclasses.asdict(self))
 
 
 def check_applicable(config: DataConfig, dataset: str) -> None:
     """Reject dataset-specific fields set away from their default on another dataset."""
     defaults = DataConfig()
-    for name, owners in DATASET_ONLY_FIELDS.items():
-        value = getattr(config, name)
-        if dataset not in owners and value != getattr(defaults, name):
-            raise DataError(f"{name}={value!r} applies only to {', '.join(owners)}, not {dataset}")
+    for f in dataclasses.fields(DataConfig):
+        owners = f.metadata.get("datasets")
+        value = getattr(config, f.name)
+        if owners and dataset not in owners and value != getattr(defaults, f.name):
+            raise DataError(f"{f.name}={value!r} applies only to {', '.join(owners)}, not {dataset}")
 
 
 def with_overrides(config: DataConfig | None, overrides: dict[str, Any]) -> DataConfig:
-    """`config` (or the defaults) with `overrides` applied; unknown field names are a DataError."""
+    """`config` (or the defaults) with `overrides` applied, every field checked."""
     base = config if config is not None else DataConfig()
     if not isinstance(base, DataConfig):
         raise DataError(f"config={base!r}: accepted is a DataConfig or None")
-    _check_names(DataConfig, overrides, "DataConfig")
-    return dataclasses.replace(base, **overrides) if overrides else dataclasses.replace(base)
+    values = {**dataclasses.asdict(base), **{k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in overrides.items()}}
+    return parse(DataConfig, values)
 
 
-def _build(cls: type, values: dict[str, Any], what: str) -> Any:
-    _check_names(cls, values, what)
-    return cls(**values)
+@functools.cache
+def _adapter(cls: type) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls)
 
 
-def _check_names(cls: type, values: dict[str, Any], what: str) -> None:
-    accepted = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(accepted))
-    if unknown:
-        raise DataError(f"unknown {what} field {', '.join(unknown)}; accepted: {', '.join(accepted)}")
+def parse(cls: type, values: dict[str, Any]) -> Any:
+    """A DataConfig or AugmentConfig from a mapping, or a DataError naming the first bad field."""
+    from pydantic import ValidationError
+
+    try:
+        return _adapter(cls).validate_json(json.dumps(values, default=str))
+    except ValidationError as err:
+        raise DataError(_message(cls, err.errors()[0])) from None
 
 
-def _check_type(name: str, value: Any, types: type | tuple[type, ...]) -> None:
-    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-        ok = False
-    else:
-        ok = isinstance(value, types)
-    if not ok:
-        names = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
-        raise DataError(f"{name}={value!r}: accepted is a {names}")
-
-
-def _check_int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        none = " or None" if optional else ""
-        raise DataError(f"{name}={value!r}: accepted is an int >= {minimum}{none}")
+def _message(cls: type, err: dict[str, Any]) -> str:
+    at = [str(p) for p in err["loc"] if not isinstance(p, int)]
+    key, value, kind = ".".join(at), err.get("input"), err["type"]
+    if kind == "unexpected_keyword_argument":
+        owner = AugmentConfig if cls is AugmentConfig or at[0] == "augment" and len(at) > 1 else DataConfig
+        what = "augment" if owner is AugmentConfig else "DataConfig"
+        return f"unknown {what} field {at[-1]}; accepted: {', '.join(f.name for f in dataclasses.fields(owner))}"
+    if kind == "value_error":
+        return str(err["ctx"]["error"])
+    bounds = {"greater_than_equal": ">=", "less_than_equal": "<="}
+    if kind in bounds:
+        return f"{key}={value!r}: must be {bounds[kind]} {next(iter(err['ctx'].values()))}"
+    expected = {"int_type": "int", "float_type": "float", "string_type": "str", "bool_type": "bool", "tuple_type": "a list"}
+    if kind in expected:
+        return f"{key}={value!r}: expected {expected[kind]}"
+    if kind in ("missing", "too_short", "too_long"):  # a tuple of fixed length
+        return f"{key}={value!r}: wrong number of items (see DataConfig.{at[0]})"
+    return f"{key}={value!r}: {err['msg'].lower()}"

@@ -13,7 +13,10 @@ duplicates, so metrics summed over ranks (torchmetrics' sync) equal the single-p
 Shard lengths may then differ by one item (and so by one batch) across ranks.
 
 rank / world_size default to torch.distributed's when it is initialised, else 0 / 1; they are read
-once, at construction (Lightning builds dataloaders after initialising the process group).
+once, at construction (Lightning builds dataloaders after initialising the process group). Both are
+DistributedSamplers, which Lightning's documented rule leaves in place ("if a distributed sampler was
+already added, Lightning will not replace the existing one"), so a distributed Trainer never shards
+these loaders a second time, whatever its ``use_distributed_sampler``.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 from .errors import DataError
 
@@ -47,18 +50,16 @@ def epoch_permutation(size: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, SHUFFLE_STREAM, epoch]).permutation(size)
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(DistributedSampler):
     """Train order for `size` items: this rank's shard of the (seed, epoch) permutation, as
     epoch-encoded indices `epoch * size + i` (decode with `divmod(index, size)`)."""
 
     def __init__(self, size: int, seed: int, *, rank: int | None = None, world_size: int | None = None) -> None:
         if size < 1:
             raise DataError(f"EpochSampler: size={size}: nothing to sample")
-        self.size = size
-        self.seed = seed
-        self.rank, self.world_size = distributed_shard(rank, world_size)
-        self.num_samples = -(-size // self.world_size)  # per rank, after padding
-        self.epoch = 0
+        rank, world_size = distributed_shard(rank, world_size)
+        super().__init__(range(size), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.size, self.world_size = size, world_size  # num_samples: per rank, after padding
         self._resume: tuple[int, int] | None = None  # (epoch, items of this rank's shard already trained)
 
     def set_epoch(self, epoch: int) -> None:
@@ -94,12 +95,13 @@ class EpochSampler(Sampler[int]):
         return self.num_samples
 
 
-class ShardSampler(Sampler[int]):
+class ShardSampler(DistributedSampler):
     """Eval order: indices rank, rank + world_size, ... < size; shards partition 0..size-1."""
 
     def __init__(self, size: int, *, rank: int | None = None, world_size: int | None = None) -> None:
-        self.size = size
-        self.rank, self.world_size = distributed_shard(rank, world_size)
+        rank, world_size = distributed_shard(rank, world_size)
+        super().__init__(range(size), num_replicas=world_size, rank=rank, shuffle=False)
+        self.size, self.world_size = size, world_size
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.size, self.world_size))

@@ -1,5 +1,6 @@
 """Lightning callbacks for what a benchmark run must record: training throughput without
-validation time, evaluation throughput, divergence, and per-epoch seeding for exact resume."""
+validation time, evaluation throughput, divergence, and per-epoch seeding for exact resume; and how
+it shows progress (a line per epoch, or a bar that reads values only at the logging interval)."""
 from __future__ import annotations
 
 import time
@@ -7,8 +8,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
+
+from harness.cadence import STEP_LOSS, logging_step
 
 
 class Throughput(pl.Callback):
@@ -55,15 +59,35 @@ class Throughput(pl.Callback):
 
 
 class Divergence(pl.Callback):
-    """Stops the run at the first non-finite training loss: nothing after it is meaningful."""
+    """Stops the run after a non-finite training loss: nothing after it is meaningful.
+
+    Without a host-device sync per step: each step appends its on-device `isfinite` flag, and the
+    flags are read together at the logging interval (harness.cadence) and at the epoch's end. The
+    run stops at most `cadence.interval(trainer)` steps after the first non-finite loss, and
+    `diverged_at` is that loss's step, exactly as a per-step check would record it."""
 
     def __init__(self) -> None:
         self.diverged_at: int | None = None
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (global_step, finite?) not yet read
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss).all():
-            self.diverged_at = trainer.global_step
+        if loss is not None:
+            self._pending.append((trainer.global_step, torch.isfinite(loss).all()))
+        if logging_step(trainer, trainer.global_step):
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: pl.Trainer) -> None:
+        if not self._pending:
+            return
+        steps, flags = zip(*self._pending)
+        self._pending = []
+        finite = torch.stack(flags).tolist()  # the one read-back
+        if self.diverged_at is None and not all(finite):
+            self.diverged_at = steps[finite.index(False)]
             trainer.should_stop = True
 
 
@@ -78,7 +102,6 @@ class StepSeed(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         seed = (self.seed * 100_003 + trainer.global_step * 7_919 + trainer.global_rank) % 2**32
         pl.seed_everything(seed, workers=False, verbose=False)
-
 
 
 class EpochLines(Logger):
@@ -108,3 +131,25 @@ class EpochLines(Logger):
             epoch = int(metrics.get("epoch", 0)) + 1
             print(f"epoch {epoch}/{self.max_epochs}  {shown}  ({now - self._clock:.1f} s)", flush=True)
             self._pending, self._clock = {}, now
+
+
+class LoggingIntervalBar(RichProgressBar):
+    """Lightning's rich bar, with the latest logged step loss, whose metrics are read at the logging
+    interval and at epoch ends only: reading them fetches every prog_bar value from the device, and
+    the stock bar does it every batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: dict[str, int | str | float | dict[str, float]] | None = None
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float | dict[str, float]]:
+        if self._shown is None or not trainer.training or logging_step(trainer, trainer.global_step):
+            self._shown = super().get_metrics(trainer, pl_module)
+            loss = trainer.callback_metrics.get(STEP_LOSS)
+            if loss is not None:
+                self._shown[STEP_LOSS] = loss.item()
+        return self._shown
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._shown = None  # show the epoch's metrics now
+        super().on_train_epoch_end(trainer, pl_module)

@@ -13,6 +13,8 @@ import os
 import signal
 import sys
 
+from harness.errors import user_errors
+
 # verb -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "list": ("harness.commands.list", "list registered architectures"),
@@ -39,16 +41,6 @@ def build_parser(verb: str | None) -> argparse.ArgumentParser:
         if name == verb:
             importlib.import_module(module).configure(p)
     return parser
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """The error types that mean "the user asked for something wrong". DataError only counts once
-    a verb has imported datamodules, so verbs that need no data do not pay for its import."""
-    from architectures import ArchitectureError
-    from harness.errors import UserError
-
-    data = sys.modules.get("datamodules")
-    return (UserError, ArchitectureError) + ((data.DataError,) if data is not None else ())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,51 +1,78 @@
 """One validated config per run, resolved from layers: defaults < recipe < config file < flags <
-``--set key=value``. Unknown keys and wrong types are errors naming the key and where it came from."""
+``--set key=value``. The dataclasses below are the schema: a field's type (``Literal`` for a choice,
+``Annotated`` bounds for a minimum) and default say what a key accepts, and its metadata says whether
+it changes what is computed (``identity: False``: not part of the run id, not a report variant) or
+differs between the seeds of one experiment (``replicate: True``: the report averages over it);
+``identity: "non-default"`` marks a key added after runs were recorded: hashed only when set away
+from its default, so the ids of earlier runs stay.
+:mod:`harness.schema` checks every layer against them; ``data.*`` keys against datamodules.DataConfig."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from annotated_types import Ge
 
+from harness import schema
 from harness.errors import UserError
+from harness.files import read_text
+from harness.keys import flatten, nest
 from harness.recipes import DEFAULT_FOR_FAMILY, RECIPES, OptimConfig
+from harness.schema import STRICT, ConfigError
 
-TRANSFER_MODES = ("scratch", "linear-probe", "finetune")
-WANDB_MODES = ("online", "offline", "disabled")
+NOT_IDENTITY = {"identity": False}
+REPLICATE = {"replicate": True}
+TransferMode = Literal["scratch", "linear-probe", "finetune"]
+WandbMode = Literal["online", "offline", "disabled"]  # offline never touches the network
+TRANSFER_MODES: tuple[str, ...] = typing.get_args(TransferMode)
+WANDB_MODES: tuple[str, ...] = typing.get_args(WandbMode)
 
 
 @dataclass
 class TrainerConfig:
-    """What Lightning's Trainer is given; runtime only where marked."""
+    """What Lightning's Trainer is given."""
 
-    accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: str = "auto"  # auto | ddp | ddp_spawn | ddp_fork (Lightning's names)
-    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    __pydantic_config__ = STRICT
+
+    accelerator: str = "auto"  # auto | cpu | gpu (Lightning's names)
+    devices: Annotated[int, Ge(1)] = 1
+    num_nodes: Annotated[int, Ge(1)] = 1
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_find_unused_parameters_true", "fsdp"] = "auto"
+    precision: Literal["32-true", "32", "bf16-mixed", "16-mixed"] = "32-true"
     channels_last: bool = False
-    limit_train_batches: float = 1.0  # a fraction (<= 1.0) or a number of batches (> 1)
+    limit_train_batches: Annotated[float, Ge(0)] = 1.0  # a fraction (<= 1.0) or a number of batches (> 1)
     deterministic: bool = False
-    log_every_n_steps: int = 10  # per-step loss curve resolution in metrics.csv and W&B
-    threads: int = 0  # torch CPU threads per process; 0 = auto (see harness.train.cpu_threads)
-    checkpoint_every_min: float = 0.0  # also checkpoint mid-epoch every this many minutes; 0 = at epoch ends only
+    log_every_n_steps: Annotated[int, Ge(1)] = 10  # per-step loss curve resolution in metrics.csv and W&B
+    threads: Annotated[int, Ge(0)] = 0  # torch CPU threads per process; 0 = auto (see harness.train.cpu_threads)
+    # also checkpoint mid-epoch every this many minutes (0: at epoch ends only); where, not what, is computed
+    checkpoint_every_min: Annotated[float, Ge(0)] = field(default=0.0, metadata=NOT_IDENTITY)
 
 
 @dataclass
 class TransferConfig:
-    mode: str = "scratch"  # scratch | linear-probe | finetune
-    checkpoint: str | None = None  # a convbench checkpoint of the same architecture
+    __pydantic_config__ = STRICT
+
+    mode: TransferMode = "scratch"
+    checkpoint: str | None = field(default=None, metadata=REPLICATE)  # a convbench checkpoint of the same architecture
+
+    def __post_init__(self) -> None:
+        if self.mode != "scratch" and not self.checkpoint:
+            raise ConfigError(("transfer", "mode"), f"transfer.mode={self.mode}: needs --from CHECKPOINT")
+        if self.mode == "scratch" and self.checkpoint:
+            raise ConfigError(("transfer", "checkpoint"), "--from CHECKPOINT needs --transfer linear-probe or finetune")
 
 
 @dataclass
 class WandbConfig:
-    mode: str = "offline"  # online | offline | disabled; offline never touches the network
+    __pydantic_config__ = STRICT
+
+    mode: WandbMode = "offline"
     project: str = "convbench"
     entity: str | None = None
     group: str | None = None
@@ -54,69 +81,81 @@ class WandbConfig:
 
 @dataclass
 class TrainConfig:
+    __pydantic_config__ = STRICT
+
     arch: str
     dataset: str = "fashion-mnist"
-    epochs: int = 1
-    seed: int = 0
+    epochs: Annotated[int, Ge(1)] = 1
+    seed: int = field(default=0, metadata=REPLICATE)
     recipe: str | None = None  # None: the family's default (harness.recipes.DEFAULT_FOR_FAMILY)
     model: dict[str, Any] = field(default_factory=dict)  # architecture overrides, e.g. {shortcut: B}
-    data: dict[str, Any] = field(default_factory=dict)  # datamodules.DataConfig fields
+    # datamodules.DataConfig fields, checked against it; only the keys given (the run id hashes those)
+    data: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    hidden_noise_std: float = 0.0  # Gaussian noise on hidden activations while training
+    hidden_noise_std: Annotated[float, Ge(0)] = 0.0  # Gaussian noise on hidden activations while training
     transfer: TransferConfig = field(default_factory=TransferConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-    results: str = "results"
+    wandb: WandbConfig = field(default_factory=WandbConfig, metadata=NOT_IDENTITY)
+    results: str = field(default="results", metadata=NOT_IDENTITY)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def run_id(self) -> str:
-        """Stable name of the run: the arch and dataset plus a hash of everything that changes
-        what is computed (not where results go, how W&B is reached, or how data is read)."""
-        d = self.to_dict()
-        for key in ("results", "wandb"):
-            d.pop(key)
-        for key in ("root", "num_workers", "download"):
-            d["data"].pop(key, None)
-        digest = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        """Stable name of the run: the arch and dataset plus a hash of everything that changes what is
+        computed (:func:`identity`)."""
+        digest = hashlib.sha256(json.dumps(identity(self.to_dict()), sort_keys=True, default=str).encode()).hexdigest()[:10]
         return f"{self.arch}-{self.dataset}-s{self.seed}-{digest}"
 
 
-def _check(value: Any, hint: Any, key: str, source: str) -> Any:
-    """``value`` converted to the annotated type, or a UserError naming ``key``."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        return _check(value, next(a for a in args if a is not type(None)), key, source)
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise UserError(f"{key} ({source}): expected a mapping of {', '.join(f.name for f in dataclasses.fields(hint))}, got {value!r}")
-        return build(hint, value, source, prefix=f"{key}.")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{key}={value!r} ({source}): expected a list")
-        return tuple(_check(v, args[0], key, source) for v in value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{key}={value!r} ({source}): expected a mapping")
-        return dict(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is Any or (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
-        return value
-    raise UserError(f"{key}={value!r} ({source}): expected {hint.__name__}")
+@functools.cache
+def _field(at: tuple[str, ...]) -> dataclasses.Field | None:
+    """The dataclass field of a dotted key's path (``data.*`` in DataConfig); None for free keys (model.*)."""
+    from datamodules.config import DataConfig
+
+    cls: Any = TrainConfig
+    for i, part in enumerate(at):
+        if cls is TrainConfig and part == "data" and i + 1 < len(at):
+            cls = DataConfig
+            continue
+        f = schema.fields_of(cls).get(part) if dataclasses.is_dataclass(cls) else None
+        if f is None or i + 1 == len(at) or f.metadata.get("identity") is False:
+            return f
+        cls = schema.hints(cls)[part]
+    return None
 
 
-def build(cls: type, values: dict[str, Any], source: str, prefix: str = "") -> Any:
-    """A dataclass from a mapping, checking every key and type."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in values if k not in names]
-    if unknown:
-        raise UserError(f"unknown config key {prefix}{unknown[0]} ({source}); accepted under {prefix.rstrip('.') or 'the top level'}: {', '.join(names)}")
-    return cls(**{k: _check(v, hints[k], prefix + k, source) for k, v in values.items()})
+@functools.cache
+def role(key: str) -> str:
+    """``"identity"`` (changes what is computed), ``"replicate"`` (does, but differs between the
+    seeds of one experiment) or ``"ignored"``, from the field's metadata; unknown keys count."""
+    f = _field(tuple(key.split(".")))
+    if f is None:
+        return "identity"
+    return "ignored" if f.metadata.get("identity") is False else "replicate" if f.metadata.get("replicate") else "identity"
+
+
+def _at_default(key: str, value: Any) -> bool:
+    """A key marked ``identity: "non-default"`` (added after runs were recorded) that holds its default:
+    left out of the hash, so the runs recorded before it existed keep their ids."""
+    f = _field(tuple(key.split(".")))
+    if f is None or f.metadata.get("identity") != "non-default":
+        return False
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return json.dumps(value, default=str) == json.dumps(default, default=str)
+
+
+def identity_items(config: dict[str, Any]) -> dict[str, Any]:
+    """The flat keys of a config mapping that change what is computed: all but those marked
+    ``identity: False`` (where results and data live, W&B, DataLoader workers) and the
+    ``identity: "non-default"`` ones at their default. The run id hashes these; the report
+    groups by them (less the replicates)."""
+    return {k: v for k, v in flatten(config).items() if role(k) != "ignored" and not _at_default(k, v)}
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`identity_items`, nested: what the run id hashes."""
+    return nest(identity_items(config))
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +168,7 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``["optim.lr=0.05", "data.augment.flip=true"]`` -> nested dict; values are YAML scalars."""
-    out: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -143,37 +182,85 @@ def parse_set(items: list[str]) -> dict[str, Any]:
                 value = float(value)
             except ValueError:
                 pass
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
+        flat[key] = value
+    return nest(flat)
 
 
 def load_file(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file {path} does not exist")
+    """A ``--config`` YAML file: a mapping of config keys."""
+    text = read_text(path, "config file")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise UserError(f"config file {path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if data is None:
+        raise UserError(f"config file {path} is empty (comments only, no config keys)")
     if not isinstance(data, dict):
-        raise UserError(f"config file {path}: expected a mapping at the top level")
+        raise UserError(f"config file {path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
     return data
 
 
+def check_key(key: str, value: Any) -> None:
+    """One dotted key and its value against the schema alone (a sweep checks each value at its line
+    before any run is resolved); a ConfigError naming the key otherwise."""
+    from pydantic import ValidationError
+
+    from datamodules.config import DataConfig
+
+    at = tuple(key.split("."))
+    cls: Any = TrainConfig
+    for i, part in enumerate(at):
+        if cls is TrainConfig and part == "data" and i + 1 < len(at):
+            cls = DataConfig
+            continue
+        names = schema.fields_of(cls)
+        if part not in names:
+            raise ConfigError(at, f"unknown config key {key}; accepted under {'.'.join(at[:i]) or 'the top level'}: {', '.join(names)}")
+        hint = schema.hints(cls)[part]
+        if i + 1 == len(at):
+            break
+        if typing.get_origin(hint) is dict or hint is dict:
+            return  # a mapping of free keys (model.*): the architecture checks them
+        if not dataclasses.is_dataclass(hint):
+            raise ConfigError(at, f"{'.'.join(at[:i + 1])} takes no sub-keys")
+        cls = hint
+    if dataclasses.is_dataclass(schema.hints(cls)[at[-1]]):
+        schema.parse(schema.hints(cls)[at[-1]], value if isinstance(value, dict) else {"": value}, prefix=at)
+        return
+    try:
+        _field_adapter(cls, at[-1]).validate_json(json.dumps(value, default=str), strict=True)
+    except ValidationError as err:
+        first = err.errors()[0]
+        sub = tuple(str(p) for p in first["loc"] if not isinstance(p, int))
+        raise ConfigError(at, schema.problem(cls, (at[-1], *sub), first, at[:-1])) from None
+
+
+@functools.cache
+def _field_adapter(cls: type, name: str) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(typing.get_type_hints(cls, include_extras=True)[name])
+
+
+def _source(where: dict[str, str], at: tuple[str, ...]) -> str:
+    for n in range(len(at), 0, -1):
+        if ".".join(at[:n]) in where:
+            return where[".".join(at[:n])]
+    return "defaults"
+
+
 def resolve(layers: list[tuple[str, dict[str, Any]]]) -> TrainConfig:
-    """Merge ``(source, values)`` layers in order, apply the recipe underneath, and validate."""
+    """Merge ``(source, values)`` layers in order, apply the recipe underneath, and validate; an error
+    names the key and the layer it came from."""
+    from datamodules.config import DataConfig
+
     merged: dict[str, Any] = {}
     where: dict[str, str] = {}
     for source, values in layers:
         merged = merge(merged, values)
-        for k in values:
-            where[k] = source
+        where.update(dict.fromkeys(flatten(values), source))
     if "arch" not in merged:
         raise UserError("no architecture given: pass --arch NAME (see `convbench list`)")
     import architectures
@@ -182,29 +269,11 @@ def resolve(layers: list[tuple[str, dict[str, Any]]]) -> TrainConfig:
     if recipe not in RECIPES:
         raise UserError(f"unknown recipe {recipe!r} ({where.get('recipe', 'default')}); accepted: {', '.join(RECIPES)}")
     base = {"recipe": recipe, "optim": RECIPES[recipe].optim, "data": {"batch_size": RECIPES[recipe].batch_size}}
-    config: TrainConfig = build(TrainConfig, merge(base, merged), source=", ".join(sorted(set(where.values()))) or "defaults")
-    validate(config)
+    where.update({k: where.get(k, f"recipe {recipe}") for k in flatten(base)})
+    values = merge(base, merged)
+    try:
+        config: TrainConfig = schema.parse(TrainConfig, values)
+        schema.parse(DataConfig, config.data, prefix=("data",))
+    except ConfigError as err:
+        raise ConfigError(err.at, err.problem, _source(where, err.at)) from None
     return config
-
-
-def validate(c: TrainConfig) -> None:
-    """Value checks the types cannot express; each error names the key and what is accepted."""
-    checks = [
-        (c.epochs >= 1, f"epochs={c.epochs}: must be >= 1"),
-        (c.optim.optimizer in ("sgd", "adamw"), f"optim.optimizer={c.optim.optimizer!r}: accepted sgd, adamw"),
-        (c.optim.schedule in ("multistep", "plateau", "cosine", "constant"), f"optim.schedule={c.optim.schedule!r}: accepted multistep, plateau, cosine, constant"),
-        (c.optim.lr > 0, f"optim.lr={c.optim.lr}: must be > 0"),
-        (all(0 < m < 1 for m in c.optim.milestones), f"optim.milestones={list(c.optim.milestones)}: fractions of the run, each in (0, 1)"),
-        (0 <= c.optim.label_smoothing < 1, f"optim.label_smoothing={c.optim.label_smoothing}: accepted [0, 1)"),
-        (c.hidden_noise_std >= 0, f"hidden_noise_std={c.hidden_noise_std}: must be >= 0"),
-        (c.transfer.mode in TRANSFER_MODES, f"transfer.mode={c.transfer.mode!r}: accepted {', '.join(TRANSFER_MODES)}"),
-        (c.transfer.mode == "scratch" or c.transfer.checkpoint, f"transfer.mode={c.transfer.mode}: needs --from CHECKPOINT"),
-        (c.transfer.mode != "scratch" or not c.transfer.checkpoint, "--from CHECKPOINT needs --transfer linear-probe or finetune"),
-        (c.wandb.mode in WANDB_MODES, f"wandb.mode={c.wandb.mode!r}: accepted {', '.join(WANDB_MODES)}"),
-        (c.trainer.devices >= 1 and c.trainer.num_nodes >= 1, "trainer.devices and trainer.num_nodes must be >= 1"),
-        (c.trainer.checkpoint_every_min >= 0, f"trainer.checkpoint_every_min={c.trainer.checkpoint_every_min}: must be >= 0 (0: at epoch ends only)"),
-        (c.trainer.precision in ("32-true", "32", "bf16-mixed", "16-mixed"), f"trainer.precision={c.trainer.precision!r}: accepted 32-true, bf16-mixed, 16-mixed"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)

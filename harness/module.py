@@ -10,9 +10,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
+from harness.cadence import STEP_LOSS, logging_step
+from harness.metrics import ClassificationTotals
 from harness.recipes import OptimConfig
 
 ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.GELU, nn.SiLU)
@@ -68,13 +68,8 @@ class ClassifierModule(pl.LightningModule):
             for m in model.modules():
                 if isinstance(m, ACTIVATIONS):
                     m.register_forward_hook(self._add_noise)
-        def accuracy() -> MetricCollection:  # a fresh pair of metric states per stage
-            return MetricCollection({"acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-                                     "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")})
-
-        # keyed "<stage>_acc" / "<stage>_loss": a ModuleDict key may not shadow nn.Module.train
-        self.metrics = nn.ModuleDict({f"{s}_acc": accuracy().clone(prefix=f"{s}/") for s in ("train", "val", "test")})
-        self.metrics.update({f"{s}_loss": MeanMetric() for s in ("train", "val", "test")})
+        # keyed "<stage>_totals": a ModuleDict key may not shadow nn.Module.train
+        self.metrics = nn.ModuleDict({f"{s}_totals": ClassificationTotals(top_k=min(5, num_classes)) for s in ("train", "val", "test")})
         if transfer == "linear-probe":
             self.freeze_backbone()
 
@@ -122,10 +117,13 @@ class ClassifierModule(pl.LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing if stage == "train" else 0.0)
         if aux:  # GoogLeNet's side heads, weighted 0.3 as in the paper
             loss = loss + 0.3 * sum(F.cross_entropy(a, y) for a in aux)
-        self.metrics[f"{stage}_acc"].update(logits.detach(), y)
-        self.metrics[f"{stage}_loss"].update(loss.detach(), weight=len(y))
-        if stage == "train":
-            self.log("train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
+        self.metrics[f"{stage}_totals"].update(logits.detach(), y, loss.detach())
+        # only at the steps Lightning writes to the loggers: each self.log costs ~1.5 ms of Python
+        # (Lightning moves the result to the value's device every call), and no other step's value is
+        # kept. Not prog_bar: Lightning reads prog_bar values back (.item()) after every batch, logged
+        # in it or not; harness.callbacks.LoggingIntervalBar shows the step loss itself.
+        if stage == "train" and logging_step(self.trainer, self.trainer.global_step + 1):
+            self.log(STEP_LOSS, loss.detach(), on_step=True, on_epoch=False, batch_size=len(y))
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -139,14 +137,12 @@ class ClassifierModule(pl.LightningModule):
 
     def _log_epoch(self, stage: str) -> None:
         """Epoch metrics from torchmetrics, synced across DDP ranks by the metrics themselves."""
-        values = dict(self.metrics[f"{stage}_acc"].compute())
-        values[f"{stage}/loss"] = self.metrics[f"{stage}_loss"].compute()
+        values = {f"{stage}/{k}": v for k, v in self.metrics[f"{stage}_totals"].compute().items()}
         self.log_dict(values, prog_bar=stage != "test")
         self._reset(stage)
 
     def _reset(self, stage: str) -> None:
-        self.metrics[f"{stage}_acc"].reset()
-        self.metrics[f"{stage}_loss"].reset()
+        self.metrics[f"{stage}_totals"].reset()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

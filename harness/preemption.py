@@ -12,8 +12,10 @@ work done before it.
 Lightning's own handlers act inside the signal handler, on every rank wherever the signal lands:
 with DDP the ranks then reach the checkpoint's barrier (or Lightning's SIGTERM broadcast) at
 different points of a step and deadlock (seen under gloo with 2 ranks). Here the handlers only
-raise flags; after every training step the ranks sum their flags in one tiny all-reduce, so all of
-them checkpoint at the same step boundary. The harness turns Lightning's requeue off
+raise flags; at the logging interval (harness.cadence: every trainer.log_every_n_steps steps, the
+same steps on every rank; under DDP the all-reduce is a host sync) the ranks sum their flags in one
+tiny all-reduce, so all of them checkpoint at the same step boundary, at most that many steps after
+the signal (inside Slurm's KillWait or 90 s warning unless that many steps take longer). The harness turns Lightning's requeue off
 (`SLURMEnvironment(auto_requeue=False)`) and this callback replaces its SIGTERM handler while training.
 
 Every checkpoint first writes the step's metrics row and flushes the loggers, so metrics.csv on
@@ -35,6 +37,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+
+from harness.cadence import logging_step
 
 HPC_CHECKPOINT = "hpc_ckpt_{}.ckpt"
 STEP_CHECKPOINT = "step.ckpt"  # in the run's checkpoints/: the latest SIGTERM or interval checkpoint
@@ -118,6 +122,8 @@ class Preemption(pl.Callback):
         self._restore()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not logging_step(trainer, trainer.global_step):
+            return  # the ranks agree only at the logging interval
         due = bool(self.every_s) and time.monotonic() - self._last_save >= self.every_s
         flags = torch.tensor([self.received[signal.SIGUSR1], self.received[signal.SIGTERM], due], dtype=torch.int32,
                              device=trainer.strategy.root_device)

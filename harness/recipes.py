@@ -2,8 +2,12 @@
 (``--set optim.lr=0.05``); a recipe also proposes the paper's batch size unless one is given."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt, Lt
+
+from harness.schema import STRICT
 
 
 @dataclass
@@ -16,17 +20,19 @@ class OptimConfig:
     anneals to zero; "constant" keeps lr.
     """
 
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.1
+    __pydantic_config__ = STRICT
+
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: Annotated[float, Gt(0)] = 0.1
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
-    schedule: str = "multistep"  # multistep | plateau | cosine | constant
-    milestones: tuple[float, ...] = (0.5, 0.75)
+    schedule: Literal["multistep", "plateau", "cosine", "constant"] = "multistep"
+    milestones: tuple[Annotated[float, Gt(0), Lt(1)], ...] = (0.5, 0.75)  # fractions of the run
     gamma: float = 0.1
     patience: int = 5
     warmup_epochs: float = 0.0  # linear warm-up from lr/100, in epochs (fractions allowed)
-    label_smoothing: float = 0.0
+    label_smoothing: Annotated[float, Ge(0), Lt(1)] = 0.0
     backbone_lr_scale: float = 0.1  # finetuning: the pretrained layers learn at lr * this
 
 
@@ -35,7 +41,6 @@ class Recipe:
     optim: dict[str, Any]
     batch_size: int
     reference: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -61,6 +66,3 @@ DEFAULT_FOR_FAMILY = {
     "densenet_cifar": "densenet-cifar", "unet": "resnet-cifar",
 }
 
-
-def resolve(recipe: str, overrides: dict[str, Any]) -> OptimConfig:
-    return replace(OptimConfig(**RECIPES[recipe].optim), **overrides)

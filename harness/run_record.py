@@ -1,23 +1,117 @@
 """A run's durable record: its directory under the results root, the resolved config, the W&B run
-id (so a resumed run continues the same W&B run), and ``result.json``, written atomically once the
-run has finished."""
+id (so a resumed run continues the same W&B run), and ``result.json``: one :class:`RunResult`,
+written atomically once the run has finished and read back through the same class by the sweep
+store and status and by the report."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import platform
 import socket
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from harness.errors import UserError
+
 RESULT = "result.json"
-STATUSES = ("completed", "diverged", "failed")
+Status = Literal["completed", "diverged", "failed"]
+
+
+@dataclass
+class RunResult:
+    """``result.json``: what a finished run measured. Every field but the first three may be null
+    (a failed run measured little; files written by older versions lack newer fields), and keys
+    this version does not know are ignored on reading, so records stay readable both ways."""
+
+    __pydantic_config__ = {"strict": True, "extra": "ignore"}
+
+    run_id: str
+    arch: str
+    status: Status
+    family: str | None = None
+    residual: bool | None = None
+    dataset: str | None = None
+    depth: int | None = None
+    params: int | None = None
+    macs: int | None = None
+    input_size: list[int] | None = None
+    seed: int | None = None
+    recipe: str | None = None
+    transfer: str | None = None  # transfer.mode; None in the oldest records means scratch
+    epochs: int | None = None
+    epochs_completed: int | None = None
+    global_step: int | None = None
+    train_acc1: float | None = None
+    train_loss: float | None = None
+    val_acc1: float | None = None
+    val_loss: float | None = None
+    test_acc1: float | None = None
+    test_acc5: float | None = None
+    test_loss: float | None = None
+    train_samples_per_s: float | None = None
+    eval_samples_per_s: float | None = None
+    peak_memory_bytes: int | None = None
+    device: str | None = None
+    world_size: int | None = None
+    num_nodes: int | None = None
+    hosts: list[str] | None = None  # every rank's hostname, in rank order
+    wall_time_s: float | None = None
+    first_step_at: float | None = None  # seconds from the start to the first optimiser step
+    diverged_at_step: int | None = None
+    error: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved TrainConfig
+    versions: dict[str, str] = field(default_factory=dict)
+    host: str | None = None
+    argv: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in ("run_id", "arch"):
+            if not getattr(self, name):
+                raise ValueError(f"{name!r} is empty")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def write(self, path: Path) -> None:
+        write_atomic(path, json.dumps(self.to_dict(), indent=1, default=str) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> RunResult:
+        """The record at ``path``, or a one-line UserError naming the file and what is wrong with it."""
+        from pydantic import ValidationError
+
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"{path}: cannot be read ({err})") from None
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: malformed result.json (not valid JSON: {err.msg} at line {err.lineno})") from None
+        try:
+            return _adapter().validate_json(text)
+        except ValidationError as err:
+            e = err.errors()[0]
+            key = ".".join(str(p) for p in e["loc"])
+            what = str(e["ctx"]["error"]) if e["type"] == "value_error" else (
+                f"{key!r} missing" if e["type"] == "missing" else f"{key}={e.get('input')!r}: {e['msg'].lower()}" if key
+                else f"expected a JSON object, got {type(json.loads(text)).__name__}")
+            raise UserError(f"{path}: malformed result.json ({what})") from None
+
+
+@functools.cache
+def _adapter() -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(RunResult)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -67,8 +161,9 @@ class RunDir:
     def result_path(self) -> Path:
         return self.path / RESULT
 
-    def result(self) -> dict[str, Any] | None:
-        return json.loads(self.result_path.read_text()) if self.result_path.is_file() else None
+    def result(self) -> RunResult | None:
+        """The run's record once it has finished; None before."""
+        return RunResult.read(self.result_path) if self.result_path.exists() else None
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_atomic(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
@@ -81,7 +176,6 @@ class RunDir:
         write_atomic(p, new_id)
         return new_id
 
-    def write_result(self, result: dict[str, Any]) -> None:
-        assert result["status"] in STATUSES, result["status"]
-        result = {**result, "versions": versions(), "host": socket.gethostname(), "argv": sys.argv}
-        write_atomic(self.result_path, json.dumps(result, indent=1, default=str) + "\n")
+    def write_result(self, result: RunResult) -> None:
+        """The record, stamped with the host, the command line and the versions that produced it."""
+        dataclasses.replace(result, versions=versions(), host=socket.gethostname(), argv=list(sys.argv)).write(self.result_path)

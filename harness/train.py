@@ -18,20 +18,21 @@ from typing import Any, Sequence
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import architectures
 import datamodules
-from harness.callbacks import Divergence, EpochLines, StepSeed, Throughput
+from harness.callbacks import Divergence, EpochLines, LoggingIntervalBar, StepSeed, Throughput
 from harness.config import TrainConfig
 from harness.errors import UserError
+from harness.files import check_checkpoint
 from harness.memory import peak_bytes
 from harness.module import ClassifierModule, classifier_of
 from harness.preemption import HPC_CHECKPOINT, STEP_CHECKPOINT, Preempted, Preemption
-from harness.run_record import RunDir
+from harness.run_record import RunDir, RunResult
 
 EXIT_DIVERGED = 3
 
@@ -100,14 +101,16 @@ def build_model(config: TrainConfig, dm: datamodules.ConvDataModule) -> tuple[to
 
 def load_backbone(model: torch.nn.Module, path: str | None, arch: str) -> None:
     """Copy a convbench checkpoint's weights into ``model``, all but the classifier."""
+    if path is None or not Path(path).exists():
+        raise UserError(f"--from {path}: no such checkpoint")
+    check_checkpoint(path, "--from")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         trained_as = ckpt["hyper_parameters"]["arch"]
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    except FileNotFoundError:
-        raise UserError(f"--from {path}: no such checkpoint") from None
-    except Exception as err:  # a file that is not a convbench checkpoint
-        raise UserError(f"--from {path}: not a convbench checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+    except Exception as err:  # a torch file that is not a convbench checkpoint
+        first = (str(err).splitlines() or [""])[0][:120]
+        raise UserError(f"--from {path}: not a convbench checkpoint ({type(err).__name__}{': ' + first if first else ''})") from None
     if trained_as != arch:
         raise UserError(f"--from {path} holds a {trained_as} checkpoint, not {arch}: transfer needs the same architecture")
     head = classifier_of(model)[0]
@@ -175,17 +178,20 @@ def quiet_batch_logs() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any] | None:
+def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[pl.Callback] = ()) -> RunResult | None:
     """Run ``config`` and return its result (None on DDP ranks other than 0).
     ``extra_callbacks`` join the Trainer's own (for library users and tests)."""
     started = time.time()
     run = RunDir.create(config.results, config.run_id())
     done = run.result()
     if done is not None:
-        print(f"{run.result_path} exists: run {done['run_id']} already {done['status']}; delete it to run again", file=sys.stderr)
+        print(f"{run.result_path} exists: run {done.run_id} already {done.status}; delete it to run again", file=sys.stderr)
         return done
     if checkpoints(run) and not resume:
         raise UserError(f"{run.path} holds an interrupted run (checkpoints/*.ckpt): pass --resume to continue it")
+    ckpt = resume_checkpoint(run) if resume else None
+    if ckpt is not None:
+        check_checkpoint(ckpt, "--resume: the run's newest checkpoint")  # the run itself is left as it is
     pl.seed_everything(config.seed, verbose=False)
     dm = build_data(config)
     if config.trainer.accelerator == "cpu" or not torch.cuda.is_available():
@@ -197,7 +203,6 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     monitor = "val/acc1" if has_val else "train/acc1"
     module = ClassifierModule(model, dm.num_classes, config.optim, config.arch, config.transfer.mode, config.hidden_noise_std,
                               config.trainer.channels_last, plateau_monitor=monitor, steps_per_epoch=steps_per_epoch(config, dm))
-    ckpt = resume_checkpoint(run) if resume else None
     throughput, divergence = Throughput(), Divergence()
     preemption = Preemption(run.path, config.trainer.checkpoint_every_min, resumed_from=ckpt)
     tty = sys.stdout.isatty()
@@ -207,7 +212,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
         *extra_callbacks, throughput, divergence, StepSeed(config.seed), preemption,
         ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_last=True,
                         save_top_k=1, enable_version_counter=False),
-    ] + ([RichProgressBar()] if tty else [])
+    ] + ([LoggingIntervalBar()] if tty else [])
     t = config.trainer
     trainer = pl.Trainer(
         max_epochs=config.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
@@ -251,27 +256,27 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
 
 def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trainer: pl.Trainer, throughput: Throughput,
           fit_metrics: dict[str, Any], status: str, error: str | None, started: float, diverged_at: int | None = None,
-          hosts: list[str] | None = None) -> dict[str, Any]:
+          hosts: list[str] | None = None) -> RunResult:
     m = {k: float(v) for k, v in {**fit_metrics, **trainer.callback_metrics}.items()}
     info = architectures.info(config.arch)
     device = trainer.strategy.root_device
-    result = {
-        "run_id": run.path.name, "arch": config.arch, "family": info.family, "residual": info.residual, "dataset": config.dataset,
-        "depth": profile.depth, "params": profile.params, "macs": profile.macs, "input_size": list(profile.input_size),
-        "seed": config.seed, "recipe": config.recipe, "transfer": config.transfer.mode, "epochs": config.epochs,
-        "epochs_completed": trainer.current_epoch, "global_step": trainer.global_step, "status": status,
-        "train_acc1": m.get("train/acc1"), "train_loss": m.get("train/loss"), "val_acc1": m.get("val/acc1"),
-        "val_loss": m.get("val/loss"), "test_acc1": m.get("test/acc1"), "test_acc5": m.get("test/acc5"), "test_loss": m.get("test/loss"),
-        "train_samples_per_s": Throughput.rate(throughput.train_samples, throughput.train_time),
-        "eval_samples_per_s": Throughput.rate(throughput.test_samples, throughput.test_time),
-        "peak_memory_bytes": peak_bytes(device), "device": str(device), "world_size": trainer.world_size,
-        "num_nodes": trainer.num_nodes, "hosts": hosts or [socket.gethostname()],
-        "wall_time_s": time.time() - started, "first_step_at": throughput.first_step_at, "diverged_at_step": diverged_at, "error": error,
-        "config": config.to_dict(),
-    }
+    result = RunResult(
+        run_id=run.path.name, arch=config.arch, family=info.family, residual=info.residual, dataset=config.dataset,
+        depth=profile.depth, params=profile.params, macs=profile.macs, input_size=list(profile.input_size),
+        seed=config.seed, recipe=config.recipe, transfer=config.transfer.mode, epochs=config.epochs,
+        epochs_completed=trainer.current_epoch, global_step=trainer.global_step, status=status,  # type: ignore[arg-type]
+        train_acc1=m.get("train/acc1"), train_loss=m.get("train/loss"), val_acc1=m.get("val/acc1"),
+        val_loss=m.get("val/loss"), test_acc1=m.get("test/acc1"), test_acc5=m.get("test/acc5"), test_loss=m.get("test/loss"),
+        train_samples_per_s=Throughput.rate(throughput.train_samples, throughput.train_time),
+        eval_samples_per_s=Throughput.rate(throughput.test_samples, throughput.test_time),
+        peak_memory_bytes=peak_bytes(device), device=str(device), world_size=trainer.world_size,
+        num_nodes=trainer.num_nodes, hosts=hosts or [socket.gethostname()],
+        wall_time_s=time.time() - started, first_step_at=throughput.first_step_at, diverged_at_step=diverged_at, error=error,
+        config=config.to_dict(),
+    )
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger":
-            logger.experiment.summary.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
+            logger.experiment.summary.update({k: v for k, v in result.to_dict().items() if isinstance(v, (int, float, str))})
             logger.experiment.finish()
     run.write_result(result)
     return result

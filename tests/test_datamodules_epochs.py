@@ -134,12 +134,32 @@ def test_lightning_resume_repeats_batches_and_weights(tmp_path):
     assert torch.equal(resumed.fc.weight, uninterrupted.fc.weight)
 
 
-def test_distributed_trainer_must_not_reshard():
+def test_a_distributed_trainer_keeps_our_samplers(tmp_path):
+    """Lightning leaves a DistributedSampler in place, so even use_distributed_sampler=True (its default)
+    trains and validates on the data module's own shards, never on a reshuffled reshard of them."""
     import pytorch_lightning as pl
 
-    dm = create("synthetic", num_workers=0, **AUGMENTED)
-    dm.trainer = pl.Trainer(accelerator="cpu", devices=1, strategy="ddp", logger=False)
-    with pytest.raises(DataError, match="use_distributed_sampler=False"):
-        dm.train_dataloader()
-    dm.trainer = pl.Trainer(accelerator="cpu", devices=1, strategy="ddp", logger=False, use_distributed_sampler=False)
-    assert len(dm.train_dataloader()) == 7
+    class Probe(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 12 * 12, 10)
+
+        def training_step(self, batch, _):
+            return torch.nn.functional.cross_entropy(self.fc(batch[0].flatten(1)), batch[1])
+
+        def validation_step(self, batch, _):
+            pass
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = pl.Trainer(accelerator="cpu", devices=1, strategy="ddp", max_epochs=1, limit_train_batches=2, limit_val_batches=1,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    try:
+        trainer.fit(Probe(), datamodule=create("synthetic", num_workers=0, val_size=20, **AUGMENTED))
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    assert type(trainer.train_dataloader.sampler) is EpochSampler
+    assert type(trainer.val_dataloaders.sampler) is ShardSampler

@@ -340,7 +340,31 @@ def test_malformed_result_is_a_one_line_error(tmp_path: Path, capsys: pytest.Cap
     bad.write_text(json.dumps({"run_id": "x", "arch": "vgg11", "status": "completed", "test_acc1": "high"}))
     code, err = cli(capsys, str(tmp_path / "r"))
     assert code == 2 and err.count("\n") == 1 and str(bad) in err and "test_acc1" in err, err
+    for text, fragment in (("", "not valid JSON"), ("[1]", "expected a JSON object"), ('{"run_id": "x", "arch": "vgg11"}', "'status' missing"),
+                           (json.dumps({"run_id": "x", "arch": "vgg11", "status": "done"}), "status='done'")):
+        bad.write_text(text)
+        code, err = cli(capsys, str(tmp_path / "r"))
+        assert code == 2 and err.count("\n") == 1 and str(bad) in err and fragment in err, err
     assert not (tmp_path / "r" / "report").exists()  # nothing written on an error
+
+
+def test_older_and_newer_result_files_load(tmp_path: Path) -> None:
+    """A result.json lacking fields added since (residual, first_step_at, world_size) or holding one this
+    version does not know reads as the same RunResult, the missing fields None."""
+    from harness.run_record import RunResult
+
+    p = tmp_path / "result.json"
+    p.write_text(json.dumps({"run_id": "vgg11-cifar10-s0-0123456789", "arch": "vgg11", "status": "completed", "depth": 11,
+                             "test_acc1": 0.9, "train_loss": float("nan"), "from_the_future": [1, 2]}))
+    r = RunResult.read(p)
+    assert (r.depth, r.test_acc1, r.residual, r.world_size, r.config) == (11, 0.9, None, None, {}) and r.train_loss != r.train_loss
+
+
+def test_published_runs_name_relative_paths() -> None:
+    """docs/results/*/runs.json name every run relative to its results root, never by a machine's absolute path."""
+    for f in sorted((Path(__file__).resolve().parents[1] / "docs" / "results").glob("*/runs.json")):
+        rows = json.loads(f.read_text())
+        assert rows and all(not Path(r["path"]).is_absolute() and r["path"] == r["run_id"] for r in rows), f
 
 
 def test_empty_or_missing_dir_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -363,7 +387,9 @@ def test_sweep_dir_listing_run_ids(tree: Path, tmp_path: Path, capsys: pytest.Ca
         (sweep / "runs.json").unlink()
         sweep.rmdir()
         sweep.parent.rmdir()
-    assert sorted(r["run_id"] for r in json.loads((tmp_path / "o" / "runs.json").read_text())) == ids
+    rows = json.loads((tmp_path / "o" / "runs.json").read_text())
+    assert sorted(r["run_id"] for r in rows) == ids
+    assert all(r["path"] == r["run_id"] for r in rows)  # outside the sweep dir: relative to their results root, never absolute
     capsys.readouterr()
 
 
@@ -375,7 +401,7 @@ def test_report_of_two_real_runs(tmp_path: Path, capsys: pytest.CaptureFixture[s
         config = resolve([("test", {"arch": arch, "dataset": "synthetic", "epochs": 2, "results": str(results),
                                     "wandb": {"mode": "disabled"}, "trainer": {"log_every_n_steps": 1},
                                     "data": {"input_size": [3, 32, 32], "num_samples": 256, "num_workers": 0, "batch_size": 256}})])
-        assert train(config)["status"] == "completed"
+        assert train(config).status == "completed"
     assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
     stdout = capsys.readouterr().out
     assert "| plain20 | resnet_cifar | 20 | plain | synthetic | scratch |" in stdout

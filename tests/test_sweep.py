@@ -51,15 +51,19 @@ SYNTHETIC = """
 
 
 @pytest.mark.parametrize("text, match", [
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lrr: {values: [0.1]}\n", r"line 4: unknown config key 'optim.lrr'"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lrr: {values: [0.1]}\n", r"line 4: unknown config key optim.lrr; accepted under optim: .*lr"),
     ("method: grid\nparameters:\n  arch: {value: lenet5}\n  seed:\n    values: []\n", r"line 5: parameters.seed.values: empty grid"),
     ("method: grid\nparameters:\n  arch: {value: lenet5}\n  epochs:\n    values: [1, two]\n", r"line 5.*epochs='two'.*expected int"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurmm: {}\n", r"line 5: unknown key convbench.slurmm"),
-    ("method: grid\nparamters:\n  arch: {value: lenet5}\n", r"line 2: unknown sweep key 'paramters'"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurmm: {}\n", r"line 5: unknown config key convbench.slurmm; accepted under convbench: .*slurm"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurm:\n    cpus_per_task: many\n", r"line 6: convbench.slurm.cpus_per_task='many': expected int"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurm:\n    partion: gpu\n", r"line 6: unknown config key convbench.slurm.partion; accepted under convbench.slurm: partition"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  seeds: []\n", r"line 5: convbench.seeds"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  trainer.precision: {value: 64}\n", r"line 4: trainer.precision=64: accepted 32-true"),
+    ("method: grid\nparamters:\n  arch: {value: lenet5}\n", r"line 2: unknown config key paramters; accepted under the top level: method, parameters.*convbench-only keys go under convbench"),
     ("method: bayes\nparameters:\n  arch: {value: lenet5}\n", r"line 1: method='bayes'"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  data.bogus: {value: 1}\n", r"line 4: unknown config key 'data.bogus'"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  data.bogus: {value: 1}\n", r"line 4: unknown config key data.bogus; accepted under data: root"),
     ("method: grid\nparameters:\n  arch: {values: [lenet5, nonet]}\n", r"run 1 \(arch=nonet\)"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lr: {values: [0.1, -1.0]}\n", r"run 1 .*optim.lr=-1.0: must be > 0"),
+    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lr: {values: [0.1, -1.0]}\n", r"line 4: optim.lr=-1.0: must be > 0"),
 ])
 def test_validation_errors_name_key_and_line(tmp_path: Path, text: str, match: str) -> None:
     with pytest.raises(Exception, match=match):
@@ -70,6 +74,25 @@ def test_cli_reports_a_bad_sweep_in_one_line(tmp_path: Path) -> None:
     p = write(tmp_path, "method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lrr: {values: [0.1]}\n")
     proc = cli("sweep", str(p), "--dry-run")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "line 4" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p.write_text(""), "is empty"),
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200)), "not a text file"),
+    (lambda p: p.write_text("method: grid\nparameters:\n  arch: {value: lenet5\n"), "not valid YAML"),
+    (lambda p: p.write_text("- a\n- b\n"), "expected a mapping"),
+])
+def test_unusable_sweep_file(tmp_path: Path, make, fragment: str) -> None:
+    make(tmp_path / "s.yaml")
+    with pytest.raises(UserError, match=fragment):
+        load(tmp_path / "s.yaml")
+
+
+def test_cli_reports_an_empty_sweep_file_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text("")
+    proc = cli("sweep", str(tmp_path / "s.yaml"), "--dry-run")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "s.yaml is empty" in proc.stderr, proc.stderr
 
 
 def test_shipped_sweeps_load() -> None:
@@ -86,6 +109,33 @@ def test_shipped_sweeps_load() -> None:
             assert dep.name == f"pretrain-{r.config.arch}"
             assert r.config.transfer.checkpoint == str(dep.run_dir / "checkpoints" / "last.ckpt")
     assert len(transfer.runs) == 2 + 2 * 3 * 3 * 2
+
+
+def test_run_ids_are_those_of_the_published_studies() -> None:
+    """Finished runs are found by run id: the shipped sweeps still resolve to the ids of docs/results (a
+    change to the config schema or the hash that moved them would rerun every study)."""
+    published = lambda study: {r["run_id"] for r in json.loads((REPO / "docs" / "results" / study / "runs.json").read_text())}  # noqa: E731
+    assert {r.run_id for r in load(REPO / "sweeps" / "fashion-depth.yaml").runs} == published("depth")
+    assert {r.run_id for r in load(REPO / "sweeps" / "fashion-residual-budget.yaml").runs} == published("residual-budget")
+    scratch = {r.run_id for r in load(REPO / "sweeps" / "transfer.yaml").runs if r.config.transfer.mode == "scratch"}
+    assert len(scratch) == 14 and scratch <= published("transfer")  # the others hash their checkpoint's absolute path
+
+
+def test_a_key_added_as_non_default_identity_keeps_earlier_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from harness import config
+
+    new = dataclasses.field(default=0, metadata={"identity": "non-default"})
+    new.name = "foo"
+    real = config._field
+    monkeypatch.setattr(config, "_field", lambda at: new if at == ("trainer", "foo") else real(at))
+    config.role.cache_clear()
+    base = config.resolve([("test", {"arch": "lenet5"})]).to_dict()
+    with_default = config.merge(base, {"trainer": {"foo": 0}})
+    assert config.identity(with_default) == config.identity(base)
+    assert config.identity(config.merge(base, {"trainer": {"foo": 3}})) != config.identity(base)
+    config.role.cache_clear()
 
 
 def test_random_needs_run_cap_and_samples(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def test_run_record(tmp_path: Path) -> None:
     result = train(c)
     run = tmp_path / "results" / c.run_id()
     on_disk = json.loads((run / "result.json").read_text())
-    assert on_disk["run_id"] == result["run_id"] == c.run_id()
+    assert on_disk["run_id"] == result.run_id == c.run_id()
     for key in ("arch", "dataset", "depth", "params", "macs", "epochs", "status", "train_acc1", "train_loss", "val_acc1",
                 "test_acc1", "test_acc5", "train_samples_per_s", "peak_memory_bytes", "wall_time_s", "first_step_at", "versions", "host"):
         assert on_disk[key] is not None, key
@@ -45,7 +45,7 @@ def test_run_record(tmp_path: Path) -> None:
     wandb_id = (run / "wandb_id").read_text()
     offline = list((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and offline[0].name.endswith(wandb_id)
-    assert train(c)["run_id"] == c.run_id()  # a finished run is not run again
+    assert train(c).run_id == c.run_id()  # a finished run is not run again
 
 
 def test_wandb_disabled_writes_no_wandb_files(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_resume_gives_the_uninterrupted_result(tmp_path: Path, workers: int) -> 
         train(interrupted)  # an interrupted run is never overwritten silently
     resumed = train(interrupted, resume=True)
     for key in ("train_loss", "train_acc1", "val_acc1", "test_acc1", "test_acc5", "global_step"):
-        assert resumed[key] == straight[key], key
+        assert getattr(resumed, key) == getattr(straight, key), key
     assert len(list((run / "metrics").glob("version_*/metrics.csv"))) == 2
 
 
@@ -108,7 +108,7 @@ def test_preemption_signal_checkpoints_and_the_resume_finishes(tmp_path: Path, c
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handler is the run's only
     resumed = train(c, resume=True)
     assert f"resuming from {hpc} at step 5 (epoch 1/2, batch 6/6)" in capsys.readouterr().err
-    assert resumed["status"] == "completed" and resumed["global_step"] >= 5
+    assert resumed.status == "completed" and resumed.global_step >= 5
     v1 = (run / "metrics" / "version_1" / "metrics.csv").read_text().splitlines()
     assert int(v1[1].split(",")[1]) >= 5  # the second attempt logged on from the checkpoint's step
 
@@ -137,13 +137,13 @@ def test_sigterm_interrupts_never_fails_the_run(tmp_path: Path, then_fail: bool)
         train(c, extra_callbacks=[TerminatedAt(8, then_fail)])
     run = tmp_path / "results" / c.run_id()
     assert not (run / "result.json").exists() and (run / "checkpoints" / "last.ckpt").is_file()
-    assert train(c, resume=True)["status"] == "completed"
+    assert train(c, resume=True).status == "completed"
 
 
 def test_diverged_run_is_recorded(tmp_path: Path) -> None:
     c = config(tmp_path, epochs=2, optim={"lr": 1e12, "schedule": "constant"})
     result = train(c)
-    assert result["status"] == "diverged" and result["diverged_at_step"] is not None and result["test_acc1"] is None
+    assert result.status == "diverged" and result.diverged_at_step is not None and result.test_acc1 is None
     assert json.loads((tmp_path / "results" / c.run_id() / "result.json").read_text())["status"] == "diverged"
 
 
@@ -164,7 +164,7 @@ def test_linear_probe_and_finetune(tmp_path: Path) -> None:
     for mode in ("linear-probe", "finetune"):
         c = config(tmp_path / mode, arch="vggp4", transfer={"mode": mode, "checkpoint": str(ckpt)},
                    data={"input_size": [3, 32, 32], "num_classes": 3, "seed": 1})
-        assert train(c)["transfer"] == mode
+        assert train(c).transfer == mode
         after[mode] = _weights(tmp_path / mode / "results" / c.run_id() / "checkpoints" / "last.ckpt")
     probe, tuned = after["linear-probe"], after["finetune"]
     backbone = [k for k in before if not k.startswith("model.head.")]
@@ -203,7 +203,7 @@ def test_multistep_schedule_divides_at_half_and_three_quarters() -> None:
 def test_lenet5_one_epoch_on_real_fashion_mnist(tmp_path: Path) -> None:
     c = resolve([("test", {"arch": "lenet5", "dataset": "fashion-mnist", "epochs": 1, "results": str(tmp_path), "wandb": {"mode": "disabled"}})])
     result = train(c)
-    assert result["status"] == "completed" and result["test_acc1"] >= 0.85, result["test_acc1"]
+    assert result.status == "completed" and result.test_acc1 >= 0.85, result.test_acc1
 
 
 def test_cpu_threads_leave_cores_to_the_data_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,7 +264,7 @@ def test_mid_epoch_resume_continues_the_curve_exactly(tmp_path: Path, how: str) 
     assert (ckpt["global_step"], ckpt[type(build_data(c)).__qualname__]) == (9, {"epoch": 1, "batches": 3})
     resumed = train(c, resume=True)
     for key in ("val_acc1", "val_loss", "test_acc1", "test_loss", "global_step"):
-        assert resumed[key] == straight[key], key
+        assert getattr(resumed, key) == getattr(straight, key), key
     curve = merged_curve(run)
     assert [s for s, _ in curve] == list(range(12))
     assert curve == merged_curve(tmp_path / "a" / "results" / a.run_id())

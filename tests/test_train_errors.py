@@ -68,6 +68,46 @@ def test_bad_input(train: Callable[..., Outcome], tmp_path: Path, args: list[str
     assert_one_line(train(*args), *fragments)
 
 
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p.write_text(""), "is empty"),
+    (lambda p: p.write_text("\n# only a comment\n"), "is empty"),
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: p.write_bytes(bytes(range(256)) * 4), "not a text file"),
+    (lambda p: p.write_text("- just\n- a list\n"), "expected a mapping of config keys"),
+])
+def test_unusable_config_file(train: Callable[..., Outcome], tmp_path: Path, make: Callable[[Path], object], fragment: str) -> None:
+    make(tmp_path / "c.yaml")
+    assert_one_line(train("--arch", "lenet5", *SYNTH, "--config", str(tmp_path / "c.yaml")), "c.yaml", fragment)
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p.write_bytes(b""), "is empty"),
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: p.write_bytes(os.urandom(4096)), "truncated or not a torch checkpoint"),
+])
+def test_unusable_transfer_checkpoint(train: Callable[..., Outcome], tmp_path: Path, make: Callable[[Path], object], fragment: str) -> None:
+    make(tmp_path / "w.ckpt")
+    assert_one_line(train("--arch", "lenet5", *SYNTH, "--transfer", "finetune", "--from", str(tmp_path / "w.ckpt")), "--from", "w.ckpt", fragment)
+
+
+def test_fashion_mnist_root_that_is_a_file_or_empty_or_truncated(train: Callable[..., Outcome], tmp_path: Path) -> None:
+    fm = ["--arch", "lenet5", "--data", "fashion-mnist", "--wandb", "disabled", "--data-root"]
+    (tmp_path / "afile").write_text("x")
+    assert_one_line(train(*fm, str(tmp_path / "afile")), "afile is a file, not a directory")
+    (tmp_path / "empty").mkdir()
+    assert_one_line(train(*fm, str(tmp_path / "empty")), "missing", "train-images-idx3-ubyte.gz")
+    root = tmp_path / "fm"
+    root.mkdir()
+    for split, n in (("train", 64), ("t10k", 16)):
+        with gzip.open(root / f"{split}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, n, 28, 28) + bytes(n * 784))
+        with gzip.open(root / f"{split}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + bytes(n))
+    whole = (root / "train-images-idx3-ubyte.gz").read_bytes()
+    (root / "train-images-idx3-ubyte.gz").write_bytes(whole[: len(whole) // 2])  # a download cut short
+    assert_one_line(train(*fm, str(root)), "train-images-idx3-ubyte.gz", "cannot read as a gzipped IDX file")
+
+
 def test_bad_yaml_names_the_line(train: Callable[..., Outcome], tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("arch: lenet5\noptim:\n  lr: [0.1\n")
     assert_one_line(train("--config", "bad.yaml", *SYNTH), "bad.yaml line", "not valid YAML")
@@ -131,6 +171,9 @@ def test_transfer_from_another_architecture(train: Callable[..., Outcome], tmp_p
                     "holds a lenet5 checkpoint, not vggp4")
     assert_one_line(train("--arch", "lenet5", *SYNTH, "--transfer", "finetune", "--from", str(tmp_path / "nope.ckpt")),
                     "no such checkpoint")
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(ckpt.read_bytes()[:-1000])  # a copy that did not finish
+    assert_one_line(train("--arch", "lenet5", *SYNTH, "--transfer", "finetune", "--from", str(cut)), "cut.ckpt", "truncated")
 
 
 def test_interrupted_run_is_not_overwritten(train: Callable[..., Outcome], tmp_path: Path) -> None:
@@ -143,6 +186,10 @@ def test_interrupted_run_is_not_overwritten(train: Callable[..., Outcome], tmp_p
     before = ckpt.read_bytes()
     assert_one_line(train("--arch", "lenet5", *SYNTH), "interrupted run", "--resume")
     assert ckpt.read_bytes() == before
+    ckpt.write_bytes(before[: len(before) // 2])  # the node died while the checkpoint was written
+    assert_one_line(train("--arch", "lenet5", *SYNTH, "--resume"), "last.ckpt", "truncated")
+    assert ckpt.stat().st_size == len(before) // 2 and not result.exists()  # left as it was: nothing decided for the user
+    ckpt.write_bytes(before)
     resumed = train("--arch", "lenet5", *SYNTH, "--resume")
     assert resumed.returncode == 0 and result.is_file()
 

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from harness.cli import user_errors
+from harness.errors import user_errors
 
 from .jobs import DataJob, Job, ModelJob, from_json
 from .malloc import pin_thresholds

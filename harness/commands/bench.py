@@ -30,7 +30,7 @@ from harness.bench.jobs import MODES, PRECISIONS, DataJob, ModelJob, PeakJob, Ti
 from harness.bench.report import append_csv, check_csv, print_results
 from harness.bench.result import Result
 from harness.bench.runner import run_job
-from harness.commands.summary import parse_input_size
+from harness.commands.options import parse_input_size
 from harness.errors import UserError
 
 

@@ -5,6 +5,7 @@ import argparse
 import json
 
 import architectures
+from harness.commands.options import parse_input_size
 from harness.console import human, print_table
 from harness.errors import UserError
 
@@ -14,18 +15,6 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", nargs=3, metavar=("C", "H", "W"), help="default: the reference's input size")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--json", action="store_true", help="one JSON object: name, params, macs, input_size, depth, layers")
-
-
-def parse_input_size(values: list[str] | None, default: tuple[int, int, int]) -> tuple[int, int, int]:
-    if values is None:
-        return default
-    try:
-        size = tuple(int(v) for v in values)
-    except ValueError:
-        size = ()
-    if len(size) != 3 or min(size) < 1:
-        raise UserError(f"--input-size takes three positive integers C H W, got {' '.join(values)!r}")
-    return size  # type: ignore[return-value]
 
 
 def run(args: argparse.Namespace) -> int:

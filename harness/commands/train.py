@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from harness.config import TRANSFER_MODES, WANDB_MODES, load_file, parse_set, resolve
+from harness.keys import nest
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -42,15 +43,7 @@ def flag_layer(a: argparse.Namespace) -> dict[str, Any]:
         "trainer.strategy": a.strategy, "trainer.precision": a.precision, "transfer.mode": a.transfer,
         "transfer.checkpoint": a.checkpoint, "wandb.mode": a.wandb,
     }
-    out: dict[str, Any] = {}
-    for key, value in pairs.items():
-        if value is not None:
-            node = out
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-    return out
+    return nest({key: value for key, value in pairs.items() if value is not None})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,11 +59,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_PREEMPTED
     if result is None:  # a DDP rank other than 0
         return 0
+    r = result
     if args.json:
-        print(json.dumps(result, indent=1, default=str))
+        print(json.dumps(r.to_dict(), indent=1, default=str))
     else:
         pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
-        print(f"{result['run_id']}: {result['status']}  test top-1 {pct(result['test_acc1'])}  top-5 {pct(result['test_acc5'])}  "
-              f"train loss {result['train_loss'] or float('nan'):.4f}  {result['train_samples_per_s'] or 0:.0f} samples/s  "
-              f"peak {result['peak_memory_bytes'] / 2**20:.0f} MiB  -> {config.results}/{result['run_id']}/result.json")
-    return EXIT_DIVERGED if result["status"] == "diverged" else 0
+        print(f"{r.run_id}: {r.status}  test top-1 {pct(r.test_acc1)}  top-5 {pct(r.test_acc5)}  "
+              f"train loss {r.train_loss or float('nan'):.4f}  {r.train_samples_per_s or 0:.0f} samples/s  "
+              f"peak {(r.peak_memory_bytes or 0) / 2**20:.0f} MiB  -> {config.results}/{r.run_id}/result.json")
+    return EXIT_DIVERGED if r.status == "diverged" else 0

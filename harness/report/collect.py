@@ -1,5 +1,6 @@
 """Finding runs: every ``result.json`` under a directory (a results root, a sweep directory, any
-tree), read and checked, plus each run's training curve from its ``metrics/version_N/metrics.csv``.
+tree), read through :class:`harness.run_record.RunResult`, plus each run's training curve from its
+``metrics/version_N/metrics.csv``.
 
 A directory holding no ``result.json`` at all (a sweep directory that only lists its run ids) is
 read best effort: any string in its JSON/YAML files that names ``<ancestor>/<string>/result.json``
@@ -16,26 +17,22 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness.errors import UserError
-
-RESULT = "result.json"
-NUMERIC = ("depth", "params", "macs", "seed", "epochs", "train_acc1", "train_loss", "val_acc1", "test_acc1", "test_acc5",
-           "train_samples_per_s", "eval_samples_per_s", "peak_memory_bytes", "wall_time_s")
-TEXT = ("run_id", "arch", "status")
+from harness.run_record import RESULT, RunResult
 
 
 @dataclass
 class Run:
     path: Path  # the run directory (holds result.json and metrics/)
-    result: dict[str, Any]
+    result: RunResult
     _curve: dict[str, list[tuple[float, float]]] | None = field(default=None, repr=False)
 
     def get(self, key: str) -> Any:
-        return self.result.get(key)
+        """A RunResult field by name (the report's tables and charts name their columns so)."""
+        return getattr(self.result, key)
 
     @property
     def config(self) -> dict[str, Any]:
-        c = self.result.get("config")
-        return c if isinstance(c, dict) else {}
+        return self.result.config
 
     @property
     def labels_per_class(self) -> int | None:
@@ -50,11 +47,11 @@ class Run:
 
     @property
     def transfer(self) -> str:
-        return self.result.get("transfer") or "scratch"
+        return self.result.transfer or "scratch"
 
     @property
     def completed(self) -> bool:
-        return self.result.get("status") == "completed"
+        return self.result.status == "completed"
 
     def curve(self) -> dict[str, list[tuple[float, float]]]:
         if self._curve is None:
@@ -67,28 +64,6 @@ def finite(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
     return float(v) if math.isfinite(v) else None
-
-
-def load_result(path: Path) -> dict[str, Any]:
-    """One result.json, checked enough that the report can trust it; a UserError naming the file otherwise."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot be read ({err})") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: malformed result.json (not valid JSON: {err.msg} at line {err.lineno})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: malformed result.json (expected a JSON object, got {type(data).__name__})")
-    for key in TEXT:
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise UserError(f"{path}: malformed result.json ({key!r} missing or not a string)")
-    for key in NUMERIC:
-        v = data.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise UserError(f"{path}: malformed result.json ({key}={v!r} is not a number)")
-    if "config" in data and not isinstance(data["config"], dict):
-        raise UserError(f"{path}: malformed result.json ('config' is not an object)")
-    return data
 
 
 def _walk(root: Path, exclude: Path | None) -> Iterator[Path]:
@@ -169,8 +144,8 @@ def collect(root: Path, exclude: Path | None = None) -> list[Run]:
         raise UserError(f"{root}: no result.json found (expected a results root, a sweep directory or a run directory)")
     runs: dict[str, Run] = {}
     for f in files:
-        result = load_result(f)
-        runs.setdefault(result["run_id"], Run(f.parent, result))
+        result = RunResult.read(f)
+        runs.setdefault(result.run_id, Run(f.parent, result))
     return list(runs.values())
 
 

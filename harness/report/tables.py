@@ -2,9 +2,10 @@
 per group with mean ± sample std over seeds, the per-run table, and the markdown rendering.
 
 A group is (arch, task, transfer mode, labels_per_class) plus every other config key whose
-value differs between runs of that group, except keys that do not change what is computed: the
-seed, where results/data live, W&B, data.num_workers, transfer.checkpoint (one per seed) and
-trainer.log_every_n_steps. The differing keys are shown as the row's ``variant``. A task is a dataset
+value differs between runs of that group, except keys that do not change what is computed and
+those that differ between the seeds of one experiment (the seed, transfer.checkpoint): the same
+definition as the run id's, read from the config's field metadata (:func:`harness.config.role`).
+The differing keys are shown as the row's ``variant``. A task is a dataset
 and the class subset trained on (data.classes): transfer studies pretrain on some classes and learn
 the others, and those runs answer different questions."""
 from __future__ import annotations
@@ -14,12 +15,11 @@ import statistics
 from collections import Counter, defaultdict
 from typing import Any, Iterable
 
+from harness.config import identity_items, role
 from harness.report.collect import Run, finite
 
 TRANSFER_ORDER = {"scratch": 0, "linear-probe": 1, "finetune": 2}
-IGNORED = {"seed", "results", "arch", "dataset", "data.classes", "transfer.mode", "transfer.checkpoint", "data.labels_per_class", "data.root",
-           "data.num_workers", "data.download", "trainer.log_every_n_steps"}
-IGNORED_PREFIXES = ("wandb.",)
+BASE_KEYS = ("arch", "dataset", "data.classes", "transfer.mode", "data.labels_per_class")  # in base_key, not the variant
 # (result key, column title, kind) of the mean ± std columns
 METRICS = (("test_acc1", "test top-1 %", "pct"), ("test_acc5", "test top-5 %", "pct"), ("train_acc1", "train top-1 %", "pct"),
            ("train_loss", "train loss", "loss"))
@@ -27,19 +27,9 @@ RUN_FIELDS = ("run_id", "arch", "family", "depth", "residual", "dataset", "class
               "train_loss", "train_acc1", "test_acc1", "test_acc5", "train_samples_per_s", "peak_memory_mib", "wall_time_s", "error")
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def identity_keys(run: Run) -> dict[str, Any]:
-    return {k: v for k, v in flatten(run.config).items() if k not in IGNORED and not k.startswith(IGNORED_PREFIXES)}
+    """The config keys that make a run's group: what is computed, less the seed and the base key."""
+    return {k: v for k, v in identity_items(run.config).items() if k not in BASE_KEYS and role(k) == "identity"}
 
 
 def _hashable(v: Any) -> str:
@@ -130,13 +120,14 @@ def run_rows(runs: list[Run], root: Any = None) -> list[dict[str, Any]]:
     out = []
     for r in runs:
         peak = finite(r.get("peak_memory_bytes"))
-        row = {k: r.get(k) for k in RUN_FIELDS}
+        row = {k: r.get(k) if k not in ("classes", "labels_per_class", "peak_memory_mib") else None for k in RUN_FIELDS}
         row.update(classes=r.classes, transfer=r.transfer, labels_per_class=r.labels_per_class, peak_memory_bytes=r.get("peak_memory_bytes"),
                    peak_memory_mib=None if peak is None else peak / 2**20)
         for k in ("train_loss", "train_acc1", "test_acc1", "test_acc5", "train_samples_per_s", "wall_time_s"):
             row[k] = finite(row[k])
         row["error"] = (r.get("error") or "").splitlines()[0][:300] if r.get("error") else None
-        row["path"] = str(r.path.relative_to(root)) if root is not None and r.path.is_relative_to(root) else str(r.path)
+        # relative to the report's root, else to the run's own results root (<results>/<run id>): never absolute
+        row["path"] = str(r.path.relative_to(root)) if root is not None and r.path.is_relative_to(root) else r.path.name
         out.append(row)
     inf = float("inf")
     out.sort(key=lambda x: (str(x["family"]), x["depth"] if x["depth"] is not None else inf, bool(x["residual"]), str(x["arch"]),

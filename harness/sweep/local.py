@@ -138,10 +138,10 @@ def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = say_
         for run in list(waiting):
             done = store.result(run)
             if done is not None:
-                final[run.index] = done["status"]
+                final[run.index] = done.status
                 waiting.remove(run)
                 continue
-            dep_status = [final.get(d) or (store.result(sweep.runs[d]) or {}).get("status") for d in run.deps]
+            dep_status = [final.get(d) or store.status(sweep.runs[d]) for d in run.deps]
             if any(s not in (None, "completed") for s in dep_status):
                 final[run.index] = "blocked"
                 say(f"[{run.index}] {run.run_id}: blocked (a run it needs ended {[s for s in dep_status if s != 'completed'][0]})")
@@ -171,10 +171,10 @@ def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = say_
             os.close(fd)
             del running[index]
             done = store.result(run)
-            status = done["status"] if done else f"failed (exit {code}, no result.json)"
+            status = done.status if done else f"failed (exit {code}, no result.json)"
             final[index] = status if done else "failed"
-            if done and isinstance(done.get("wall_time_s"), (int, float)):
-                outcome.run_s.append(done["wall_time_s"])
+            if done and done.wall_time_s is not None:
+                outcome.run_s.append(done.wall_time_s)
             say(f"[{index}] {run.run_id}: {status} in {time.time() - t0:.1f}s (log {sweep.dir / 'logs' / f'{index}.log'})")
         if waiting or running:
             time.sleep(poll)

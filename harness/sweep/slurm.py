@@ -32,7 +32,7 @@ def _slurm(cmd: list[str]) -> subprocess.CompletedProcess:
 
 def directives(sweep: Sweep, runs: list[Run]) -> list[str]:
     s, t = sweep.slurm, runs[0].config.trainer
-    gpus = s.get("gpus_per_node", 0)
+    gpus = s.gpus_per_node
     if gpus and t.devices != gpus:
         raise UserError(f"convbench.slurm.gpus_per_node={gpus} but trainer.devices={t.devices}: one rank per GPU, make them equal")
     indices = ",".join(str(r.index) for r in runs)
@@ -40,21 +40,21 @@ def directives(sweep: Sweep, runs: list[Run]) -> list[str]:
              f"--ntasks-per-node={t.devices}"]
     if gpus:
         lines.append(f"--gres=gpu:{gpus}")
-    lines.append(f"--cpus-per-task={s.get('cpus_per_task', 1)}")
+    lines.append(f"--cpus-per-task={s.cpus_per_task}")
     for key in ("mem", "time", "partition", "account", "qos", "constraint"):
-        if s.get(key):
-            lines.append(f"--{key}={s[key]}")
-    lines += [f"--signal={s.get('signal', 'SIGUSR1@90')}", "--requeue", "--open-mode=append",
+        if getattr(s, key):
+            lines.append(f"--{key}={getattr(s, key)}")
+    lines += [f"--signal={s.signal}", "--requeue", "--open-mode=append",
               f"--output={sweep.dir}/logs/%A_%a.out"]
-    lines += [str(x) for x in s.get("extra", [])]
+    lines += s.extra
     return [f"#SBATCH {line}" for line in lines]
 
 
 def render(sweep: Sweep, runs: list[Run]) -> str:
     text = (TEMPLATES / "array.sbatch").read_text()
     values = {"sweep": sweep.name, "sweep_dir": shlex.quote(str(sweep.dir)), "workdir": shlex.quote(os.getcwd()),
-              "directives": "\n".join(directives(sweep, runs)), "setup": "\n".join(sweep.slurm.get("setup", [])),
-              "python": shlex.quote(sys.executable), "signal": sweep.slurm.get("signal", "SIGUSR1@90")}
+              "directives": "\n".join(directives(sweep, runs)), "setup": "\n".join(sweep.slurm.setup),
+              "python": shlex.quote(sys.executable), "signal": sweep.slurm.signal}
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], text)
 
 
@@ -107,7 +107,7 @@ def submit(sweep: Sweep, dry_run: bool = False, say: Callable[[str], None] = pri
     store.prepare(sweep) if not dry_run else None
     active = {i for i, s in task_states(sweep).items() if s in ACTIVE} if not dry_run else set()
     todo = [r for r in sweep.runs if store.result(r) is None and r.index not in active]
-    blocked = [r for r in todo if any((store.result(sweep.runs[d]) or {}).get("status", "completed") != "completed" for d in r.deps)]
+    blocked = [r for r in todo if any(store.status(sweep.runs[d]) not in (None, "completed") for d in r.deps)]
     for r in blocked:
         say(f"[{r.index}] {r.run_id}: blocked: a run it needs did not complete")
     todo = [r for r in todo if r not in blocked]

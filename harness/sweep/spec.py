@@ -23,27 +23,88 @@ their dependency).
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import random
 import re
 import string
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from annotated_types import Ge, MinLen
 
-from harness.config import TrainConfig, _check, resolve
+from harness import schema
+from harness.config import TrainConfig, check_key, resolve
 from harness.errors import UserError
+from harness.files import read_text
+from harness.keys import nest
+from harness.schema import STRICT, ConfigError
 
-WANDB_KEYS = {"method", "parameters", "name", "description", "metric", "program", "command", "project", "entity",
-              "early_terminate", "run_cap", "convbench"}
-CONVBENCH_KEYS = {"name", "results", "seeds", "runs", "common", "slurm", "seed"}
-SLURM_KEYS = {"partition": str, "account": str, "qos": str, "constraint": str, "time": str, "mem": str,
-              "cpus_per_task": int, "gpus_per_node": int, "signal": str, "extra": list, "setup": list}
 REF = re.compile(r"^\{run:(.+)\}$")
+
+
+@dataclass
+class SlurmConfig:
+    """``convbench.slurm``: the sbatch directives of every array (harness.sweep.slurm renders them)."""
+
+    __pydantic_config__ = STRICT
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    time: str | None = None  # e.g. "04:00:00"
+    mem: str | None = None  # e.g. 32G
+    cpus_per_task: Annotated[int, Ge(1)] = 1
+    gpus_per_node: Annotated[int, Ge(0)] = 0  # one rank per GPU: must equal trainer.devices
+    signal: str = "SIGUSR1@90"  # harness.preemption checkpoints and requeues on it
+    extra: list[str] = field(default_factory=list)  # more #SBATCH lines, e.g. --exclusive
+    setup: list[str] = field(default_factory=list)  # shell lines run before the task (module load ...)
+
+
+@dataclass
+class Options:
+    """The ``convbench:`` section (W&B ignores it)."""
+
+    __pydantic_config__ = STRICT
+
+    name: str | None = None  # default: the sweep's name, else the file's stem
+    results: str = "results"
+    seeds: Annotated[list[int], MinLen(1)] | None = None
+    seed: int = 0  # draws a random sweep's sample
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    common: dict[str, Any] = field(default_factory=dict)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+
+@dataclass
+class Parameter:
+    __pydantic_config__ = STRICT
+
+    value: Any = None
+    values: list[Any] | None = None
+    description: str | None = None
+
+
+@dataclass
+class SweepFile:
+    """A W&B sweep config: the keys convbench reads, and those W&B defines that it accepts and ignores."""
+
+    __pydantic_config__ = STRICT
+
+    method: Literal["grid", "random"] = "grid"
+    parameters: dict[str, Parameter] = field(default_factory=dict)
+    name: str | None = None
+    run_cap: Annotated[int, Ge(1)] | None = None
+    convbench: Options = field(default_factory=Options)
+    description: str | None = None
+    metric: Any = None
+    program: Any = None
+    command: Any = None
+    project: Any = None
+    entity: Any = None
+    early_terminate: Any = None
 
 
 @dataclass
@@ -74,22 +135,28 @@ class Sweep:
     method: str
     results: Path
     runs: list[Run]
-    slurm: dict[str, Any]
-    raw: dict[str, Any]
+    slurm: SlurmConfig
 
     @property
     def dir(self) -> Path:
         return self.results / "sweeps" / self.name
 
 
+@dataclass
+class Draft:
+    """A run before it is resolved: its flat keys (references unfilled) and where it was written."""
+
+    values: dict[str, Any]
+    label: str
+    at: tuple
+    name: str | None = None
+
+
 # ---------------------------------------------------------------- YAML with line numbers
 
 def _compose(path: Path) -> tuple[Any, dict[tuple, int]]:
     """The document and {key path: line} for every mapping key and sequence item."""
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise UserError(f"sweep file {path}: {err.strerror}") from None
+    text = read_text(path, "sweep file")
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -130,211 +197,123 @@ class _Where:
         return UserError(f"{self(*at)}: {message}")
 
 
-# ---------------------------------------------------------------- key checking
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def key_hint(key: str) -> Any:
-    """The type a dotted config key takes, or raise KeyError naming what is accepted there."""
-    from datamodules.config import DataConfig
-
-    node: Any = TrainConfig
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-        if node is Any:
-            return Any
-        if node is TrainConfig and part == "data":
-            node = DataConfig if i + 1 < len(parts) else dict
-            continue
-        if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
-            raise KeyError(f"{'.'.join(parts[:i])} takes no sub-keys")
-        hints = _hints(node)
-        if part not in hints:
-            where = ".".join(parts[:i]) or "the top level"
-            raise KeyError(f"accepted under {where}: {', '.join(hints)}")
-        node = hints[part]
-        if typing.get_origin(node) is dict:
-            node = Any if i + 1 < len(parts) else node
-    return node
-
-
-def _check_value(key: str, value: Any, where: str) -> None:
-    try:
-        hint = key_hint(key)
-    except KeyError as err:
-        raise UserError(f"{where}: unknown config key {key!r} ({err.args[0]})") from None
-    if hint is Any or (isinstance(value, str) and REF.match(value)):
-        return
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise UserError(f"{where}: {key}={value!r}: expected a mapping")
-        for k, v in value.items():
-            _check_value(f"{key}.{k}", v, where)
+def _check_value(key: str, value: Any, where: _Where, at: tuple) -> None:
+    """One config value as written in the sweep, named by its line ({run:NAME} references wait for expand)."""
+    if isinstance(value, str) and REF.match(value):
         return
     try:
-        _check(value, hint, key, "sweep")
-    except UserError as err:
-        raise UserError(f"{where}: {str(err).replace(' (sweep)', '')}") from None
+        check_key(key, value)
+    except ConfigError as err:
+        raise where.error(at, err.problem) from None
 
 
-def nest(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
+# ---------------------------------------------------------------- the four steps of load
 
-
-def _mapping(value: Any, where: _Where, at: tuple, what: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise where.error(at, f"{what}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-# ---------------------------------------------------------------- loading
-
-def load(path: str | Path, results: str | None = None) -> Sweep:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"sweep file {path} does not exist")
+def parse(path: Path) -> tuple[SweepFile, _Where]:
+    """The sweep file, every key and value checked against the schema, errors naming their line."""
     data, lines = _compose(path)
     where = _Where(path, lines)
-    data = _mapping(data, where, (), "the sweep file")
-    for key in data:
-        if key not in WANDB_KEYS:
-            raise where.error((key,), f"unknown sweep key {key!r}; accepted: {', '.join(sorted(WANDB_KEYS))} (convbench-only keys go under convbench:)")
-    method = data.get("method", "grid")
-    if method not in ("grid", "random"):
-        raise where.error(("method",), f"method={method!r}: convbench runs grid and random sweeps")
-    cb = _mapping(data.get("convbench"), where, ("convbench",), "convbench")
-    for key in cb:
-        if key not in CONVBENCH_KEYS:
-            raise where.error(("convbench", key), f"unknown key convbench.{key}; accepted: {', '.join(sorted(CONVBENCH_KEYS))}")
-    slurm = _mapping(cb.get("slurm"), where, ("convbench", "slurm"), "convbench.slurm")
-    for key, value in slurm.items():
-        if key not in SLURM_KEYS:
-            raise where.error(("convbench", "slurm", key), f"unknown key convbench.slurm.{key}; accepted: {', '.join(SLURM_KEYS)}")
-        kind = SLURM_KEYS[key]
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise where.error(("convbench", "slurm", key), f"convbench.slurm.{key}={value!r}: expected {kind.__name__}")
-    name = cb.get("name", data.get("name", path.stem))
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+    if not isinstance(data, dict):
+        raise where.error((), f"the sweep file: expected a mapping, got {type(data).__name__}")
+    try:
+        doc: SweepFile = schema.parse(SweepFile, data)
+    except ConfigError as err:
+        hint = " (convbench-only keys go under convbench:)" if len(err.at) == 1 and err.problem.startswith("unknown") else ""
+        raise where.error(err.at, err.problem + hint) from None
+    name = doc.convbench.name or doc.name or path.stem
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise where.error(("convbench", "name"), f"sweep name {name!r}: letters, digits, '.', '_', '-' only")
-    root = Path(results or cb.get("results", "results")).absolute()
-
-    # the grid axes and constants
-    params = _mapping(data.get("parameters"), where, ("parameters",), "parameters")
-    if not params and not cb.get("runs"):
+    if not doc.parameters and not doc.convbench.runs:
         raise where.error(("parameters",), "no parameters: a sweep needs at least one")
-    axes: dict[str, list[Any]] = {}
-    constants: dict[str, Any] = {}
-    for key, spec in params.items():
+    for key, spec in doc.parameters.items():
         at = ("parameters", key)
-        spec = _mapping(spec, where, at, f"parameters.{key}")
-        extra = set(spec) - {"value", "values", "description"}
-        if extra:
-            raise where.error(at + (sorted(extra)[0],), f"parameters.{key}: {sorted(extra)[0]!r} is not supported by convbench (use value: or values:)")
-        if ("value" in spec) == ("values" in spec):
+        given = set(data["parameters"][key] or {})
+        if ("value" in given) == ("values" in given):
             raise where.error(at, f"parameters.{key}: give exactly one of value: or values:")
-        if "values" in spec:
-            values = spec["values"]
-            if not isinstance(values, list):
-                raise where.error(at + ("values",), f"parameters.{key}.values: expected a list, got {values!r}")
-            if not values:
-                raise where.error(at + ("values",), f"parameters.{key}.values: empty grid")
-            for i, v in enumerate(values):
-                _check_value(key, v, where(*at, "values", i))
-            axes[key] = values
-        else:
-            _check_value(key, spec["value"], where(*at, "value"))
-            constants[key] = spec["value"]
-    seeds = cb.get("seeds")
-    if seeds is not None:
-        if "seed" in params:
-            raise where.error(("convbench", "seeds"), "convbench.seeds and parameters.seed both given: keep one")
-        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-            raise where.error(("convbench", "seeds"), f"convbench.seeds={seeds!r}: expected a non-empty list of integers")
-        axes["seed"] = seeds
-    common = _mapping(cb.get("common"), where, ("convbench", "common"), "convbench.common")
-    for key, v in common.items():
-        _check_value(key, v, where("convbench", "common", key))
-
-    combos = [dict(zip(axes, c)) for c in itertools.product(*axes.values())] if axes else [{}]
-    if method == "random":
-        cap = data.get("run_cap")
-        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
-            raise where.error(("run_cap",), f"method: random needs run_cap: a positive integer (got {cap!r})")
-        rng = random.Random(cb.get("seed", 0))
-        combos = rng.sample(combos, min(cap, len(combos)))
-
-    def build(flat: dict[str, Any], index: int, label: str, at: tuple) -> TrainConfig:
-        flat = {"results": str(root), "wandb.group": name, **flat}
-        try:
-            config = resolve([(f"sweep {name} {label}", nest(flat))])
-            _check_data(config)
-        except Exception as err:
-            from architectures import ArchitectureError
-
-            if not isinstance(err, (UserError, ArchitectureError)):
-                raise
-            raise UserError(f"{where(*at)}: run {index} ({label}): {err}") from None
-        return config
-
-    runs: list[Run] = []
-    named: dict[str, int] = {}
-    for run_name, values in _mapping(cb.get("runs"), where, ("convbench", "runs"), "convbench.runs").items():
-        at = ("convbench", "runs", run_name)
-        values = _mapping(values, where, at, f"convbench.runs.{run_name}")
+        if spec.values is not None and not spec.values:
+            raise where.error(at + ("values",), f"parameters.{key}.values: empty grid")
+        for i, v in enumerate(spec.values or []):
+            _check_value(key, v, where, at + ("values", i))
+        if spec.values is None:
+            _check_value(key, spec.value, where, at + ("value",))
+    if doc.convbench.seeds is not None and "seed" in doc.parameters:
+        raise where.error(("convbench", "seeds"), "convbench.seeds and parameters.seed both given: keep one")
+    for key, v in doc.convbench.common.items():
+        _check_value(key, v, where, ("convbench", "common", key))
+    for run_name, values in doc.convbench.runs.items():
         for key, v in values.items():
-            _check_value(key, v, where(*at, key))
-        flat = {**common, **values}
-        runs.append(Run(len(runs), flat, build(flat, len(runs), run_name, at), name=run_name))
-        named[run_name] = runs[-1].index
+            _check_value(key, v, where, ("convbench", "runs", run_name, key))
+    doc.convbench.name = name
+    return doc, where
+
+
+def expand(doc: SweepFile, where: _Where) -> list[Draft]:
+    """The named runs, then the grid (or a random sample of it): each run's flat keys."""
+    cb = doc.convbench
+    drafts = [Draft({**cb.common, **values}, run_name, ("convbench", "runs", run_name), name=run_name)
+              for run_name, values in cb.runs.items()]
+    axes = {k: p.values for k, p in doc.parameters.items() if p.values is not None}
+    constants = {k: p.value for k, p in doc.parameters.items() if p.values is None}
+    if cb.seeds is not None:
+        axes["seed"] = cb.seeds
+    combos = [dict(zip(axes, c)) for c in itertools.product(*axes.values())] if axes else [{}]
+    if doc.method == "random":
+        if doc.run_cap is None:
+            raise where.error(("run_cap",), "method: random needs run_cap: a positive integer (got None)")
+        combos = random.Random(cb.seed).sample(combos, min(doc.run_cap, len(combos)))
     for combo in combos:
-        flat = {**common, **constants, **combo}
-        index, deps = len(runs), []
+        flat = {**cb.common, **constants, **combo}
         if flat.get("transfer.mode", "scratch") == "scratch":
             flat.pop("transfer.checkpoint", None)  # the scratch arm of a transfer grid trains from random weights
-        for key, value in list(flat.items()):
-            m = REF.match(value) if isinstance(value, str) else None
-            if not m:
-                continue
-            try:
-                ref = string.Template(m.group(1)).substitute({k: v for k, v in flat.items()})
-            except (KeyError, ValueError) as err:
-                raise where.error(("parameters", key), f"run {index}: {value!r}: no parameter {err} to fill in") from None
-            if ref not in named:
-                raise where.error(("parameters", key), f"run {index}: {value!r} names run {ref!r}; convbench.runs has: {', '.join(named) or 'none'}")
-            dep = runs[named[ref]]
-            flat[key] = str(dep.run_dir / "checkpoints" / "last.ckpt")
-            deps.append(dep.index)
-        label = " ".join(f"{k}={v}" for k, v in combo.items()) or "constants"
-        runs.append(Run(index, flat, build(flat, index, label, ("parameters",)), deps=deps))
+        drafts.append(Draft(flat, " ".join(f"{k}={v}" for k, v in combo.items()) or "constants", ("parameters",)))
+    return drafts
+
+
+def resolve_references(draft: Draft, index: int, named: dict[str, Run], where: _Where) -> tuple[dict[str, Any], list[int]]:
+    """``"{run:NAME}"`` values -> the named run's last checkpoint, and the indices of the runs needed."""
+    flat, deps = dict(draft.values), []
+    for key, value in draft.values.items():
+        m = REF.match(value) if isinstance(value, str) else None
+        if not m:
+            continue
+        try:
+            ref = string.Template(m.group(1)).substitute(draft.values)
+        except (KeyError, ValueError) as err:
+            raise where.error(("parameters", key), f"run {index}: {value!r}: no parameter {err} to fill in") from None
+        if ref not in named:
+            raise where.error(("parameters", key), f"run {index}: {value!r} names run {ref!r}; convbench.runs has: {', '.join(named) or 'none'}")
+        flat[key] = str(named[ref].run_dir / "checkpoints" / "last.ckpt")
+        deps.append(named[ref].index)
+    return flat, deps
+
+
+def build(draft: Draft, flat: dict[str, Any], deps: list[int], index: int, name: str, root: Path, where: _Where) -> Run:
+    """The run's TrainConfig, resolved as `convbench train` would; errors name the run and its line."""
+    from architectures import ArchitectureError
+
+    try:
+        config = resolve([(f"sweep {name} {draft.label}", nest({"results": str(root), "wandb.group": name, **flat}))])
+    except (UserError, ArchitectureError) as err:
+        raise UserError(f"{where(*draft.at)}: run {index} ({draft.label}): {err}") from None
+    return Run(index, flat, config, name=draft.name, deps=deps)
+
+
+def load(path: str | Path, results: str | None = None) -> Sweep:
+    """Parse, expand, resolve references and build every run; nothing runs."""
+    path = Path(path)
+    doc, where = parse(path)
+    name = doc.convbench.name or path.stem
+    root = Path(results or doc.convbench.results).absolute()
+    runs: list[Run] = []
+    named: dict[str, Run] = {}
+    for draft in expand(doc, where):
+        flat, deps = resolve_references(draft, len(runs), named, where)
+        runs.append(build(draft, flat, deps, len(runs), name, root, where))
+        if draft.name:
+            named[draft.name] = runs[-1]
     seen: dict[str, int] = {}
     for run in runs:
         if run.run_id in seen:
             raise UserError(f"{path}: runs {seen[run.run_id]} and {run.index} are the same run ({run.run_id}): duplicate grid values?")
         seen[run.run_id] = run.index
-    return Sweep(path, name, method, root, runs, slurm, data)
-
-
-def _check_data(config: TrainConfig) -> None:
-    """data.* keys are checked by the data module later; check them now so a typo fails at load."""
-    from datamodules.config import AugmentConfig, DataConfig
-    from datamodules.errors import DataError
-
-    data = dict(config.data)
-    try:
-        augment = AugmentConfig(**data.pop("augment", {}) or {})
-        DataConfig(**data, augment=augment)
-    except TypeError as err:
-        raise UserError(f"data: {err}".replace("__init__() got an ", "")) from None
-    except DataError as err:
-        raise UserError(f"data.{err}") from None
+    return Sweep(path, name, doc.method, root, runs, doc.convbench.slurm)

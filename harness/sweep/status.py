@@ -9,7 +9,6 @@ from typing import Any
 from harness.sweep import store
 from harness.sweep.spec import Sweep
 
-STATUSES = ("pending", "running", "requeued", "completed", "failed", "diverged", "cancelled", "interrupted", "blocked")
 SLURM_FAILED = {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "COMPLETED"}
 
 
@@ -37,7 +36,7 @@ def statuses(sweep: Sweep) -> list[dict[str, Any]]:
         done = store.result(run)
         state = slurm.get(run.index, "")
         if done is not None:
-            status = done["status"]
+            status = done.status
         elif state in ("RUNNING", "COMPLETING", "CONFIGURING"):
             status = "running"
         elif state in ("REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED") or (state == "PENDING" and store.started(run)):
@@ -55,5 +54,5 @@ def statuses(sweep: Sweep) -> list[dict[str, Any]]:
         else:
             status = "pending"
         rows.append({"index": run.index, "run_id": run.run_id, "status": status, "slurm": state or None,
-                     "test_acc1": (done or {}).get("test_acc1")})
+                     "test_acc1": done.test_acc1 if done is not None else None})
     return rows

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from harness.run_record import write_atomic
+from harness.run_record import RESULT, RunResult, write_atomic
 from harness.sweep.spec import Run, Sweep
 
 
@@ -40,12 +40,16 @@ def prepare(sweep: Sweep) -> Path:
     return d
 
 
-def result(run: Run) -> dict[str, Any] | None:
-    p = run.run_dir / "result.json"
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
+def result(run: Run) -> RunResult | None:
+    """The run's record, None while it has none; a malformed one is a one-line error naming it."""
+    p = run.run_dir / RESULT
+    return RunResult.read(p) if p.exists() else None
+
+
+def status(run: Run) -> str | None:
+    """completed | diverged | failed once the run has its record, None before."""
+    done = result(run)
+    return done.status if done is not None else None
 
 
 def jobs(sweep: Sweep) -> list[dict[str, Any]]:
