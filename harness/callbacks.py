@@ -3,6 +3,7 @@ validation time, evaluation throughput, divergence, and per-epoch seeding for ex
 it shows progress (a line per epoch, or a bar that reads values only at the logging interval)."""
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -18,7 +19,11 @@ from harness.cadence import STEP_LOSS, logging_step
 class Throughput(pl.Callback):
     """Train samples/s over the training batches only (data loading included, validation and
     checkpointing excluded), test samples/s over the test loop, and when (wall clock) this attempt's
-    first training step began: start-up cost is submit or launch -> first step."""
+    first training step began: start-up cost is submit or launch -> first step.
+
+    Under DDP each rank times its own batches; at the end of fit one gather brings every rank's
+    (samples, seconds, host) to every rank, so the record gives the job's rate (the sum over ranks),
+    the slowest and fastest rank and where each rank ran, not rank 0's share alone."""
 
     def __init__(self) -> None:
         self.first_step_at: float | None = None
@@ -27,6 +32,7 @@ class Throughput(pl.Callback):
         self.test_time = 0.0
         self.test_samples = 0
         self._clock = 0.0
+        self.ranks: list[tuple[int, float, str]] | None = None  # (train samples, seconds, host) of each rank
 
     def _restart(self, *_: Any) -> None:
         self._clock = time.perf_counter()
@@ -52,6 +58,29 @@ class Throughput(pl.Callback):
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.test_time += time.perf_counter() - self._test_start
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        mine = (self.train_samples, self.train_time, socket.gethostname())
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            ranks: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(ranks, mine)
+            self.ranks = ranks
+        else:
+            self.ranks = [mine]
+
+    def train_record(self, world_size: int) -> dict[str, Any]:
+        """The train throughput fields of result.json. Before the end-of-fit gather (a failed fit),
+        a multi-rank run knows only this rank's figure, and records no job rate rather than a wrong one."""
+        ranks = self.ranks or ([(self.train_samples, self.train_time, socket.gethostname())] if world_size == 1 else None)
+        if ranks is None:
+            return {"train_samples_per_s": None, "train_samples_per_s_rank_min": None, "train_samples_per_s_rank_max": None,
+                    "num_nodes": None, "hosts": None}
+        rates = [self.rate(samples, seconds) for samples, seconds, _ in ranks]
+        known = [r for r in rates if r is not None]
+        hosts = [host for *_, host in ranks]
+        return {"train_samples_per_s": sum(known) if len(known) == len(rates) else None,
+                "train_samples_per_s_rank_min": min(known, default=None), "train_samples_per_s_rank_max": max(known, default=None),
+                "num_nodes": len(set(hosts)), "hosts": hosts}
 
     @staticmethod
     def rate(samples: int, seconds: float) -> float | None:

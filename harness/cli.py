@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("harness.commands.train", "train one architecture on one dataset and record the run"),
     "sweep": ("harness.commands.sweep", "run a grid of trainings from a sweep file, locally or as SLURM array jobs"),
     "bench": ("harness.commands.bench", "samples/s, step time, peak memory and MFU of architectures and data pipelines"),
+    "sync": ("harness.commands.sync", "export finished runs as complete offline W&B runs; print or run their `wandb sync`"),
     "report": ("harness.commands.report", "aggregate result.json files into report.md/json and charts (mean ± std over seeds)"),
 }
 

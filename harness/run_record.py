@@ -56,13 +56,15 @@ class RunResult:
     test_acc1: float | None = None
     test_acc5: float | None = None
     test_loss: float | None = None
-    train_samples_per_s: float | None = None
+    train_samples_per_s: float | None = None  # the job's: the sum of every rank's samples/s
+    train_samples_per_s_rank_min: float | None = None  # the slowest rank's
+    train_samples_per_s_rank_max: float | None = None  # the fastest rank's
     eval_samples_per_s: float | None = None
     peak_memory_bytes: int | None = None
     device: str | None = None
     world_size: int | None = None
-    num_nodes: int | None = None
-    hosts: list[str] | None = None  # every rank's hostname, in rank order
+    num_nodes: int | None = None  # distinct hosts among the ranks
+    hosts: list[str] | None = None  # each rank's host, in rank order
     wall_time_s: float | None = None
     first_step_at: float | None = None  # seconds from the start to the first optimiser step
     diverged_at_step: int | None = None
@@ -175,6 +177,10 @@ class RunDir:
             return p.read_text().strip()
         write_atomic(p, new_id)
         return new_id
+
+    def set_wandb_id(self, wandb_id: str) -> None:
+        """Adopt an id given from outside (a `wandb agent` run's): the sweep server waits for that run."""
+        write_atomic(self.path / "wandb_id", wandb_id)
 
     def write_result(self, result: RunResult) -> None:
         """The record, stamped with the host, the command line and the versions that produced it."""

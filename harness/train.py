@@ -9,7 +9,6 @@ import logging
 import math
 import os
 import secrets
-import socket
 import sys
 import time
 import warnings
@@ -136,26 +135,23 @@ def resume_checkpoint(run: RunDir) -> str | None:
     return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
 
 
-def gather_hosts(trainer: pl.Trainer) -> list[str]:
-    """Every rank's hostname, in rank order (one collective; call on all ranks)."""
-    host = socket.gethostname()
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return [host]
-    hosts: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(hosts, host)
-    return hosts
-
-
 def build_loggers(config: TrainConfig, run: RunDir) -> list[Logger]:
+    """CSV always; a live WandbLogger only online (resumed by id). Offline, the W&B run is written
+    once from the run record when the run finishes (harness.wandb_run): a live offline logger would
+    leave one offline run per attempt, which `wandb sync` cannot merge."""
     # metrics/version_N/metrics.csv: one version per attempt, so a resume never overwrites the curve so far
     loggers: list[Logger] = [CSVLogger(save_dir=str(run.path), name="metrics")]
-    if config.wandb.mode != "disabled":
+    if config.wandb.mode == "disabled":
+        return loggers
+    if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):  # started by `wandb agent`: its run id
+        run.set_wandb_id(os.environ["WANDB_RUN_ID"])
+    wandb_id = run.wandb_id(secrets.token_hex(4))
+    if config.wandb.mode == "online":
         from pytorch_lightning.loggers import WandbLogger
 
         loggers.append(WandbLogger(
             project=config.wandb.project, entity=config.wandb.entity, group=config.wandb.group, tags=list(config.wandb.tags),
-            name=run.path.name, id=run.wandb_id(secrets.token_hex(4)), resume="allow", mode=config.wandb.mode,
-            save_dir=str(run.path), config=config.to_dict(),
+            name=run.path.name, id=wandb_id, resume="allow", mode="online", save_dir=str(run.path), config=config.to_dict(),
         ))
     return loggers
 
@@ -223,7 +219,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
         # under Slurm, DDP comes from the environment; requeue on the signal is harness.preemption's, not Lightning's
         plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
     )
-    status, error, fit_metrics, hosts = "completed", None, {}, [socket.gethostname()]
+    status, error, fit_metrics = "completed", None, {}
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
         fit_metrics = dict(trainer.callback_metrics)  # trainer.test replaces them with its own
@@ -231,7 +227,6 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
             status = "diverged"
         else:
             trainer.test(module, datamodule=dm, verbose=False)
-        hosts = gather_hosts(trainer)
     except SIGTERMException as err:  # Lightning stops at a step boundary after SIGTERM (a SystemExit with code 0)
         raise Preempted("SIGTERM: resume from the last checkpoint") from err
     except (KeyboardInterrupt, SystemExit, Preempted):
@@ -251,12 +246,11 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
             torch.distributed.destroy_process_group()  # a clean gloo/NCCL teardown: no SIGABRT at exit
     if not trainer.is_global_zero:
         return None
-    return write(run, config, profile, trainer, throughput, fit_metrics, status, error, started, divergence.diverged_at, hosts)
+    return write(run, config, profile, trainer, throughput, fit_metrics, status, error, started, divergence.diverged_at)
 
 
 def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trainer: pl.Trainer, throughput: Throughput,
-          fit_metrics: dict[str, Any], status: str, error: str | None, started: float, diverged_at: int | None = None,
-          hosts: list[str] | None = None) -> RunResult:
+          fit_metrics: dict[str, Any], status: str, error: str | None, started: float, diverged_at: int | None = None) -> RunResult:
     m = {k: float(v) for k, v in {**fit_metrics, **trainer.callback_metrics}.items()}
     info = architectures.info(config.arch)
     device = trainer.strategy.root_device
@@ -267,16 +261,30 @@ def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trai
         epochs_completed=trainer.current_epoch, global_step=trainer.global_step, status=status,  # type: ignore[arg-type]
         train_acc1=m.get("train/acc1"), train_loss=m.get("train/loss"), val_acc1=m.get("val/acc1"),
         val_loss=m.get("val/loss"), test_acc1=m.get("test/acc1"), test_acc5=m.get("test/acc5"), test_loss=m.get("test/loss"),
-        train_samples_per_s=Throughput.rate(throughput.train_samples, throughput.train_time),
+        **throughput.train_record(trainer.world_size),  # the sum over ranks, their spread, num_nodes, hosts
         eval_samples_per_s=Throughput.rate(throughput.test_samples, throughput.test_time),
         peak_memory_bytes=peak_bytes(device), device=str(device), world_size=trainer.world_size,
-        num_nodes=trainer.num_nodes, hosts=hosts or [socket.gethostname()],
         wall_time_s=time.time() - started, first_step_at=throughput.first_step_at, diverged_at_step=diverged_at, error=error,
         config=config.to_dict(),
     )
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger":
-            logger.experiment.summary.update({k: v for k, v in result.to_dict().items() if isinstance(v, (int, float, str))})
+            record = result.to_dict()
+            logger.experiment.summary.update({k: v for k, v in record.items() if isinstance(v, (int, float, str)) or k == "hosts"})
             logger.experiment.finish()
     run.write_result(result)
+    if config.wandb.mode == "offline":
+        export_wandb(run)
     return result
+
+
+def export_wandb(run: RunDir) -> None:
+    """The offline W&B run, from the record just written; a failed export loses nothing (the result
+    is on disk) and `convbench sync` redoes it."""
+    from harness.wandb_run import export
+
+    try:
+        export(run.path)
+    except Exception as err:  # noqa: BLE001 - the run itself finished and is recorded
+        print(f"convbench: W&B export of {run.path} failed ({type(err).__name__}: {err}); `convbench sync {run.path}` retries it",
+              file=sys.stderr)

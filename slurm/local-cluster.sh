@@ -26,6 +26,9 @@
 #   CONVBENCH_CLUSTER_DB_PORT [3316]  (not 3306, so a system MariaDB/MySQL does not clash)
 #   CONVBENCH_SLURMCTLD_PORT [6817] CONVBENCH_SLURMD_PORT [6818] CONVBENCH_SLURMDBD_PORT [6819]
 #   CONVBENCH_CLUSTER_SUBNET [10.2xx.yyy, from the state dir] the /24 of the N-node cluster (3 octets)
+#   CONVBENCH_CLUSTER_MAX_ARRAY_SIZE [1001] slurm.conf's MaxArraySize (Slurm's default): array indices < it
+#   CONVBENCH_CLUSTER_MAX_JOB_COUNT [20000] slurm.conf's MaxJobCount: every array task is a job record,
+#     so Slurm's default 10000 cannot queue a 10,000-run sweep (tests/benchmarks/test_sweep_scale.py)
 set -euo pipefail
 
 # Daemons live in /usr/sbin, which is not on every user's PATH.
@@ -38,6 +41,8 @@ DB_PORT="${CONVBENCH_CLUSTER_DB_PORT:-3316}"
 SLURMCTLD_PORT="${CONVBENCH_SLURMCTLD_PORT:-6817}"
 SLURMD_PORT="${CONVBENCH_SLURMD_PORT:-6818}"
 SLURMDBD_PORT="${CONVBENCH_SLURMDBD_PORT:-6819}"
+MAX_ARRAY_SIZE="${CONVBENCH_CLUSTER_MAX_ARRAY_SIZE:-1001}"
+MAX_JOB_COUNT="${CONVBENCH_CLUSTER_MAX_JOB_COUNT:-20000}"
 
 ETC_DIR="${STATE_DIR}/etc"
 RUN_DIR="${STATE_DIR}/run"
@@ -224,6 +229,8 @@ SelectTypeParameters=CR_Core
 # A node that was DOWN (e.g. slurmd killed) comes back as soon as slurmd registers again.
 ReturnToService=2
 JobRequeue=1
+MaxArraySize=${MAX_ARRAY_SIZE}
+MaxJobCount=${MAX_JOB_COUNT}
 # Fast turnaround for tests: completed jobs leave squeue after 30 s (sacct keeps them), the
 # scheduler runs on every submit. KillWait: the time from the SIGTERM of a requeue, cancel or time
 # limit to the SIGKILL; convbench checkpoints in it (a small net's checkpoint takes well under 1 s).

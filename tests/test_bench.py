@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 import torch
 
 import architectures
-from harness.bench.oom import with_halving
-from harness.bench.result import FIELDS
+from harness.bench.measure import with_halving
+from harness.bench.results import FIELDS
+from harness.wandb_run import WandbFile
 from harness.cli import main
 from harness.errors import UserError
 
@@ -56,7 +58,15 @@ def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path) -> Non
                   "--csv", str(out), "--wandb", "offline", "--results", str(tmp_path), *FAST)
     assert r.returncode == 0, r.stderr
     assert "lenet5" in r.stdout and "fwd ms" in r.stdout and "agreement" in r.stdout and "measured bfloat16, the best of GEMM" in r.stdout
-    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    (wandb_path,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    w = WandbFile.read(wandb_path)  # the bench table and W&B's own charts over it, in the offline run's records
+    (row,) = w.history
+    assert row["bench/_type"] == "table-file" and row["bench/nrows"] == 1
+    for chart, kind in (("samples_per_s", "bar"), ("samples_per_s_vs_macs", "scatter"), ("memory_vs_samples_per_s", "scatter"), ("mfu", "bar")):
+        assert row[f"charts/{chart}_table/_type"] == "table-file", chart
+        spec = w.config[f"_wandb/visualize/charts/{chart}"]["panel_config"]
+        assert spec["panelDefId"] == f"wandb/{kind}/v0", spec
+    assert w.summary["lenet5/train/samples_per_s"] > 0 and w.exit_code == 0
     with out.open(newline="") as f:
         lines = list(csv.reader(f))
     assert lines[0] == FIELDS and len(lines) == 1 + len(names) + 1  # one header, then every row
@@ -138,3 +148,88 @@ def test_oom_at_batch_1_and_other_errors_are_not_retried() -> None:
     with pytest.raises(ValueError):
         with_halving(oom_above(0, tried, ValueError("a bug")), 128, on_oom=lambda: None)
     assert tried == [128]
+
+
+def test_ddp_scaling_at_1_and_2_ranks_to_json_csv_chart_wandb_and_merge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--devices 2` on this machine: gloo ranks at one thread each, a row per world size whose
+    figures hold together (the global rate within the ranks' spread, efficiency from the two rows,
+    the gradient bytes = 4 x params, busbw = 2(n-1)/n x bytes / time); then --merge reads the CSV
+    and the JSON back into one table."""
+    out, chart = tmp_path / "ddp.csv", tmp_path / "scaling.png"
+    r = convbench("lenet5", "--devices", "2", "--batch-size", "16", "--json", "--csv", str(out), "--chart", str(chart),
+                  "--wandb", "offline", "--results", str(tmp_path), *FAST)
+    assert r.returncode == 0, r.stderr
+    one, two = rows = json.loads(r.stdout)
+    params = architectures.profile(architectures.create("lenet5"), architectures.info("lenet5").input_size).params
+    for row, world in zip(rows, (1, 2)):
+        assert (row["name"], row["mode"], row["world_size"], row["nodes"], row["backend"], row["threads"]) == ("lenet5", "train", world, 1, "gloo", 1)
+        assert row["hosts"] == [socket.gethostname()] * world and row["batch_size"] == 16
+        low, high = row["rank_samples_per_s_min"], row["rank_samples_per_s_max"]
+        assert 0 < low <= high and world * low <= row["samples_per_s"] * (1 + 1e-12) and row["samples_per_s"] <= world * high * (1 + 1e-12)
+        assert row["allreduce_bytes"] == 4 * params  # fp32 gradients of every parameter, in DDP's buckets
+        assert row["no_comm_step_time_ms"] > 0 and row["allreduce_share"] < 1 and row["allreduce_ms"] > 0 and row["raw_allreduce_ms"] > 0
+    assert one["scaling_efficiency"] == 1 and one["allreduce_busbw"] is None and one["raw_allreduce_busbw"] is None
+    assert two["scaling_efficiency"] == pytest.approx(two["samples_per_s"] / (2 * one["samples_per_s"]))
+    assert two["raw_allreduce_busbw"] == pytest.approx(4 * params / (two["raw_allreduce_ms"] / 1e3))  # 2(n-1)/n = 1 at n = 2
+    assert two["allreduce_busbw"] == pytest.approx(4 * params / (two["allreduce_ms"] / 1e3))
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    saved = tmp_path / "ddp.json"
+    saved.write_text(r.stdout)
+    merged = tmp_path / "merged.csv"
+    assert main(["bench", "--merge", str(out), str(saved), "--csv", str(merged)]) == 0
+    table = capsys.readouterr().out
+    assert "efficiency" in table and "busbw" in table and table.count("lenet5") == 4
+    with merged.open(newline="") as f:
+        back = list(csv.DictReader(f))
+    assert [(b["world_size"], float(b["samples_per_s"])) for b in back] == [(str(row["world_size"]), row["samples_per_s"]) for row in (one, one, two, two)]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["resnet20", "--devices", "2", "--nodes", "2"], "--nodes 2: ranks on other nodes need Slurm"),
+    (["resnet20", "--devices", "2", "--mode", "infer"], "--mode infer does not apply to --devices"),
+    (["resnet20", "--devices", "2", "--verify"], "--verify does not apply to --devices"),
+    (["resnet20", "--nodes", "2"], "--nodes needs --devices N"),
+    (["--merge", "nosuch.csv"], "--merge nosuch.csv: no such file"),
+])
+def test_ddp_option_mistakes_are_one_line_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    assert main(["bench", *args]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err.count("\n")) == ("", 1), err
+    assert message in err
+
+
+def test_scaling_sizes_and_bus_bandwidth() -> None:
+    from harness.bench.distributed import bus_bandwidth, world_sizes
+
+    assert [world_sizes(n) for n in (1, 2, 6, 8)] == [[1], [1, 2], [1, 2, 4, 6], [1, 2, 4, 8]]
+    assert bus_bandwidth(10**9, 1.0, 8) == pytest.approx(1.75e9) and bus_bandwidth(10**9, 1.0, 1) is None  # nccl-tests' 2(n-1)/n
+
+
+def test_bench_sweep_file_renders_one_array_task_per_model(tmp_path: Path) -> None:
+    from harness.sweep.bench import load, render
+
+    spec = load(Path(__file__).resolve().parents[1] / "sweeps" / "bench-scaling.yaml")  # the shipped file
+    script = render(spec)
+    assert f"--array=0-{len(spec.models) - 1}" in script and "--ntasks-per-node=8" in script and "--gres=gpu:8" in script
+    assert f"MODELS=({' '.join(spec.models)})" in script
+    steps = [line for line in script.splitlines() if line.startswith("srun ")]
+    assert len(steps) == 4 and all("bench \"${MODEL}\" --devices 8 --nodes 1 --precision" in s for s in steps)
+    assert sum("--channels-last" in s for s in steps) == 2 and sum("bf16-mixed" in s for s in steps) == 2
+
+
+@pytest.mark.parametrize("body, message", [
+    ("bench: {models: [nosuchnet]}", "bench.models: unknown architecture 'nosuchnet'"),
+    ("bench: {models: [lenet5], devices: 0}", "bench.devices=0: must be >= 1"),
+    ("bench: {models: [lenet5], precision: [fp8]}", "bench.precision: 'fp8' is not one of 32, bf16-mixed, 16-mixed"),
+    ("bench: {models: [lenet5], gpus: 8}", "unknown config key bench.gpus"),
+    ("bench: {models: [lenet5]}\nslurm: {signal: USR1}", "slurm.signal: a bench has nothing to checkpoint"),
+    ("method: grid\nparameters: {}", "a bench sweep needs a `bench:` mapping"),
+])
+def test_bench_sweep_mistakes_are_one_line(tmp_path: Path, body: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(body)
+    assert main(["bench", "--sweep", str(spec), "--dry-run"]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err.count("\n")) == ("", 1) and f"{spec}: " in err and message in err, err

@@ -16,6 +16,7 @@ import pytest
 from harness.cli import main
 from harness.config import resolve
 from harness.report.collect import read_curve
+from harness.wandb_run import WandbFile
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "MPLBACKEND": "Agg", "WANDB_SILENT": "true"}
@@ -38,7 +39,7 @@ ARCHS = {
 def write_run(root: Path, arch: str, seed: int, test_acc1: float | None, train_acc1: float | None, train_loss: float | None,
               status: str = "completed", dataset: str = "cifar10", transfer: str = "scratch", lpc: int | None = None,
               lr: float | None = None, epochs: int = 3, wall: float = 100.0, group: str | None = "study",
-              classes: list[int] | None = None) -> Path:
+              classes: list[int] | None = None, devices: int = 1) -> Path:
     """A result.json in the real format (config resolved by harness.config) and a metrics.csv."""
     values: dict[str, Any] = {"arch": arch, "dataset": dataset, "epochs": epochs, "seed": seed, "results": str(root),
                               "wandb": {"mode": "disabled", "group": group}, "data": {"num_workers": 2}}
@@ -48,6 +49,8 @@ def write_run(root: Path, arch: str, seed: int, test_acc1: float | None, train_a
         values["data"]["classes"] = classes
     if lr is not None:
         values["optim"] = {"lr": lr}
+    if devices > 1:
+        values["trainer"] = {"devices": devices}
     if transfer != "scratch":
         values["transfer"] = {"mode": transfer, "checkpoint": f"/ckpts/{arch}-s{seed}/best.ckpt"}
     config = resolve([("test", values)])
@@ -61,8 +64,8 @@ def write_run(root: Path, arch: str, seed: int, test_acc1: float | None, train_a
         "epochs": epochs, "epochs_completed": epochs, "global_step": 30, "status": status, "train_acc1": train_acc1,
         "train_loss": train_loss, "val_acc1": None, "val_loss": None, "test_acc1": test_acc1,
         "test_acc5": None if test_acc1 is None else min(1.0, test_acc1 + 0.2), "test_loss": 1.0,
-        "train_samples_per_s": speed + seed, "eval_samples_per_s": 2 * speed, "peak_memory_bytes": peak, "device": "cpu",
-        "world_size": 1, "wall_time_s": wall, "diverged_at_step": 12 if status == "diverged" else None,
+        "train_samples_per_s": devices * speed + seed, "eval_samples_per_s": 2 * speed, "peak_memory_bytes": peak, "device": "cpu",
+        "world_size": devices, "wall_time_s": wall, "diverged_at_step": 12 if status == "diverged" else None,
         "error": "RuntimeError: out of memory\nmore" if status == "failed" else None, "config": config.to_dict(),
         "versions": {"python": "3.11"}, "host": "test", "argv": ["convbench", "train"],
     }
@@ -281,6 +284,20 @@ def test_a_class_subset_is_its_own_task(tmp_path: Path) -> None:
     assert [r["classes"] for r in runs if r["transfer"] == "finetune"] == [[5, 6, 7, 8, 9]] * 4
 
 
+def test_a_ddp_run_is_its_own_row_with_its_world_size_and_job_rate(tmp_path: Path) -> None:
+    """The same net on 1 and on 2 ranks: two rows (trainer.devices differs), the throughput column
+    is the job's rate (result.json's sum over ranks) and the ranks column says over how many."""
+    from harness.report import build
+
+    for devices in (1, 2):
+        write_run(tmp_path / "runs", "resnet20", 0, 0.90, 0.95, 0.2, devices=devices)
+    rep = build(tmp_path / "runs", tmp_path / "out", charts=True)
+    cells = {(r["variant"], r["ranks"], r["samples/s"]) for r in md_rows((rep.out / "report.md").read_text()) if r.get("arch") == "resnet20"}
+    assert cells == {("trainer.devices=1", "1", "880"), ("trainer.devices=2", "2", "1,760")}
+    assert [r["world_size"] for r in json.loads((rep.out / "runs.json").read_text())] == [1, 2]
+    assert "accuracy_vs_cost" in rep.charts
+
+
 def test_charts_are_png_files(report: tuple[Path, str]) -> None:
     out, stdout = report
     import matplotlib.image
@@ -314,6 +331,10 @@ def test_wandb_offline_writes_a_run_under_out_and_disabled_none(tree: Path, tmp_
     assert main(["report", str(sub), "--out", str(tmp_path / "off"), "--wandb", "offline"]) == 0
     runs = list((tmp_path / "off" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb")), list((tmp_path / "off").rglob("*"))
+    w = WandbFile.read(next(runs[0].glob("*.wandb")))  # the tables, PNGs and native charts, read from the records
+    (row,) = w.history
+    assert row["report/_type"] == "table-file" and row["runs/nrows"] == 12 and row["charts/transfer/_type"] == "image-file"
+    assert w.summary["runs_completed"] == 12 and w.exit_code == 0
     assert "W&B offline" in capsys.readouterr().out
     assert main(["report", str(sub), "--out", str(tmp_path / "none")]) == 0
     assert not (tmp_path / "none" / "wandb").exists() and (tmp_path / "none" / "transfer.png").is_file()
@@ -412,3 +433,32 @@ def test_report_of_two_real_runs(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert (tmp_path / "out" / "training_curves.png").read_bytes()[:8] == PNG
     runs = json.loads((tmp_path / "out" / "runs.json").read_text())
     assert {r["arch"] for r in runs} == {"resnet20", "plain20"} and all(r["status"] == "completed" for r in runs)
+
+
+def test_wandb_native_charts_over_the_report_table(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """accuracy and training error vs depth per family (lines), accuracy vs throughput and vs memory
+    (scatter): W&B's own chart specs over one table of the from-scratch rows, in the offline records."""
+    assert main(["report", str(tree), "--out", str(tmp_path), "--wandb", "offline", "--no-charts"]) == 0
+    capsys.readouterr()
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    w = WandbFile.read(next(run.glob("*.wandb")))
+    (row,) = w.history
+    charts = {"accuracy_vs_depth": ("line", "depth", "test_acc1_pct"), "train_error_vs_depth": ("line", "depth", "train_error_pct"),
+              "accuracy_vs_throughput": ("scatter", "train_samples_per_s", "test_acc1_pct"),
+              "accuracy_vs_memory": ("scatter", "peak_memory_mib", "test_acc1_pct")}
+    for name, (kind, x, y) in charts.items():
+        assert row[f"native/{name}_table/_type"] == "table-file", name
+        spec = w.config[f"_wandb/visualize/native/{name}"]["panel_config"]
+        assert spec["panelDefId"] == f"wandb/{kind}/v0" and (spec["fieldSettings"]["x"], spec["fieldSettings"]["y"]) == (x, y)
+        if kind == "line":
+            assert spec["fieldSettings"]["stroke"] == "series"
+    table_file = run / "files" / row["native/accuracy_vs_depth_table/path"]
+    table = json.loads(table_file.read_text())
+    rows = [dict(zip(table["columns"], r)) for r in table["data"]]
+    by_arch = {(r["arch"], r["task"]): r for r in rows}
+    plain20 = by_arch[("plain20", "cifar10")]
+    assert plain20["series"] == "resnet_cifar (plain)" and plain20["depth"] == 20 and plain20["n"] == 3
+    assert plain20["test_acc1_pct"] == pytest.approx(82.0) and plain20["train_error_pct"] == pytest.approx(8.0)
+    assert by_arch[("resnet56", "cifar10")]["series"] == "resnet_cifar (residual)"
+    assert sorted(r["series"] for r in rows if r["arch"] == "resnet20") == ["resnet_cifar (residual)", "resnet_cifar (residual) [optim.lr=0.01]"]
+    assert {r["task"] for r in rows} == {"cifar10"}  # from scratch with all labels only: the transfer rows are not on these charts

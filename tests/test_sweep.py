@@ -156,7 +156,7 @@ def test_dry_run_lists_runs(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()  # nothing ran, nothing written
     slurm = cli("sweep", "run", str(p), "--backend", "slurm", "--dry-run")
     assert slurm.returncode == 0, slurm.stderr
-    assert "#SBATCH --array=0,1" in slurm.stdout and "#SBATCH --ntasks-per-node=1" in slurm.stdout and "gres" not in slurm.stdout
+    assert "#SBATCH --array=0-1\n" in slurm.stdout and "#SBATCH --ntasks-per-node=1" in slurm.stdout and "gres" not in slurm.stdout
     assert "#SBATCH --signal=SIGUSR1@90" in slurm.stdout and "srun " in slurm.stdout
 
 
@@ -211,7 +211,7 @@ def test_status_without_the_slurm_controller_says_so(tmp_path: Path) -> None:
     from harness.sweep import store
 
     store.prepare(sweep)
-    store.add_job(sweep, {"job_id": "4242", "script": "x.sbatch", "indices": [0, 1], "dependency": None})
+    store.add_job(sweep, store.ArrayJob("4242", "x.sbatch", "0-1"))
     env = {k: v for k, v in ENV.items() if not k.startswith("SLURM_")}
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", "status", str(p)], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=120)

@@ -1,5 +1,5 @@
 """`convbench sweep --backend slurm` on the real local cluster: a 4-task array of 2-rank DDP runs (gloo on
-CPU), a requeue mid-training that resumes from the checkpoint with the same W&B run, no secret in any
+CPU), a requeue mid-training that resumes from the checkpoint and still ends as one W&B run, no secret in any
 file, DDP test accuracy equal to a single-process evaluation, the preemption signal (SIGUSR1: an hpc
 checkpoint, the task requeues itself and resumes from it), and cancel + re-submit."""
 from __future__ import annotations
@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.sweep import ranges
 from harness.sweep.spec import load
+from harness.wandb_run import WandbFile, complete_export, wandb_file
 from tests.slurm_fixtures import SlurmCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -73,9 +75,9 @@ def test_ddp_array_requeue_and_no_secret(slurm_cluster: SlurmCluster, tmp_path: 
     proc = cli(slurm_cluster, str(p), "--backend", "slurm")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     jobs = json.loads((sweep.dir / "jobs.json").read_text())
-    assert len(jobs) == 1 and jobs[0]["indices"] == [0, 1, 2, 3]
+    assert len(jobs) == 1 and (jobs[0]["runs"], jobs[0]["offset"]) == ("0-3", 0)
     script = Path(jobs[0]["script"]).read_text()
-    assert "--ntasks-per-node=2" in script and "--array=0,1,2,3" in script and "gres" not in script
+    assert "--ntasks-per-node=2" in script and "--array=0-3\n" in script and "gres" not in script
     first = sweep.runs[0]
     wait_for(lambda: (first.run_dir / "checkpoints" / "last.ckpt").is_file(), 150, "run 0's first checkpoint", sweep.dir)
     print(f"submit -> first checkpoint of task 0: {time.monotonic() - t0:.1f}s")
@@ -93,9 +95,12 @@ def test_ddp_array_requeue_and_no_secret(slurm_cluster: SlurmCluster, tmp_path: 
     assert status.stdout.count(" completed ") == 4, status.stdout
     if interrupted:  # resumed from its checkpoint, one W&B run
         assert (first.run_dir / "metrics" / "version_1").is_dir()
-    wandb_id = (first.run_dir / "wandb_id").read_text().strip()
-    offline = list((first.run_dir / "wandb").glob("offline-run-*"))
-    assert offline and all(d.name.endswith(wandb_id) for d in offline)
+    # the W&B export follows result.json (the record first: nothing computed is lost if it fails)
+    wait_for(lambda: all(complete_export(r.run_dir) for r in sweep.runs), 60, "4 W&B exports", sweep.dir)
+    for r in sweep.runs:  # one complete offline W&B run per run, requeued or not
+        offline = list((r.run_dir / "wandb").glob("offline-run-*"))
+        assert len(offline) == 1 and complete_export(r.run_dir) == offline[0], offline
+        assert offline[0].name.endswith("-" + (r.run_dir / "wandb_id").read_text().strip())
     # the W&B key of the submitting environment is in no file the sweep wrote
     for f in tmp_path.rglob("*"):
         if f.is_file():
@@ -145,9 +150,13 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: Slurm
     restarts = slurm_cluster.run("sacct", "-n", "-X", "-j", task, "-o", "State", "-D")
     assert "REQUEUED" in restarts.stdout, restarts.stdout
     assert (run.run_dir / "metrics" / "version_1").is_dir()  # the second attempt logged on from the checkpoint
-    assert len(list((run.run_dir / "wandb").glob("offline-run-*"))) >= 1
-    assert {d.name.rsplit("-", 1)[1] for d in (run.run_dir / "wandb").glob("offline-run-*")} == {
-        (run.run_dir / "wandb_id").read_text().strip()}
+    wait_for(lambda: complete_export(run.run_dir) is not None, 60, "the W&B export", sweep.dir)
+    (offline,) = (run.run_dir / "wandb").glob("offline-run-*")  # one W&B run for both attempts
+    assert offline.name.rsplit("-", 1)[1] == (run.run_dir / "wandb_id").read_text().strip()
+    w = WandbFile.read(wandb_file(offline))
+    assert w.exit_code == 0 and w.summary["global_step"] == result["global_step"]
+    steps = [row["_step"] for row in w.history if "train/loss_step" in row]
+    assert len(steps) == len(set(steps)) and steps == sorted(steps) and steps[-1] < result["global_step"]
 
 
 CANCEL = """
@@ -180,6 +189,6 @@ def test_cancel_then_resubmit_completes_the_rest(slurm_cluster: SlurmCluster, tm
     again = cli(slurm_cluster, str(p), "--backend", "slurm")
     assert again.returncode == 0, again.stderr
     jobs = json.loads((sweep.dir / "jobs.json").read_text())
-    assert len(jobs) == 2 and 0 not in jobs[1]["indices"]
+    assert len(jobs) == 2 and 0 not in ranges.expand(jobs[1]["runs"])
     wait_for(lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), 150, "all results", sweep.dir)
     assert cli(slurm_cluster, "status", str(p)).stdout.count(" completed ") == 3

@@ -6,6 +6,9 @@ import json
 import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from harness.module import lr_factor
 from harness.preemption import Preempted
 from harness.recipes import OptimConfig
 from harness.train import build_data, train
+from harness.wandb_run import complete_export
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -44,7 +48,7 @@ def test_run_record(tmp_path: Path) -> None:
     assert "train/loss_step" in (run / "metrics" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     wandb_id = (run / "wandb_id").read_text()
     offline = list((run / "wandb").glob("offline-run-*"))
-    assert len(offline) == 1 and offline[0].name.endswith(wandb_id)
+    assert len(offline) == 1 and offline[0].name.endswith(wandb_id) and complete_export(run) == offline[0]
     assert train(c).run_id == c.run_id()  # a finished run is not run again
 
 
@@ -291,3 +295,24 @@ def test_sigterm_to_the_process_group_with_workers_checkpoints(tmp_path: Path) -
     assert re.search(r"SIGTERM at step \d+: saved \S+/checkpoints/step\.ckpt", err), err
     (run,) = tmp_path.iterdir()
     assert (run / "checkpoints" / "step.ckpt").is_file() and not (run / "result.json").exists()
+
+
+def test_ddp_record_gives_the_job_rate_and_each_rank(tmp_path: Path) -> None:
+    """`convbench train` on two ranks (Lightning's ddp launcher re-runs the command as rank 1; gloo,
+    1 thread each): result.json's train_samples_per_s is the sum of the ranks' rates, not rank 0's,
+    with the spread, world size and hosts. (ddp_fork would not
+    do here: its ranks are children, and the parent's callbacks never see their figures.)"""
+    results = tmp_path / "results"
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "train", "--arch", "lenet5", "--data", "synthetic", "--epochs", "1",
+                        "--batch-size", "32", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--workers", "0",
+                        "--wandb", "disabled", "--results", str(results), "--set", "trainer.threads=1",
+                        "--set", "data.input_size=[1, 32, 32]", "--set", "data.num_samples=512"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (record,) = results.glob("*/result.json")
+    result = json.loads(record.read_text())
+    assert (result["world_size"], result["num_nodes"], result["hosts"]) == (2, 1, [socket.gethostname()] * 2)
+    low, high = result["train_samples_per_s_rank_min"], result["train_samples_per_s_rank_max"]
+    assert 0 < low <= high
+    assert 2 * low <= result["train_samples_per_s"] <= 2 * high  # a sum of two rates, each within [min, max]
+    assert f"{result['train_samples_per_s']:.0f} samples/s over 2 ranks" in r.stdout

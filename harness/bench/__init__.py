@@ -1,8 +1,11 @@
-"""`convbench bench`: throughput, step time, memory and MFU of architectures and data pipelines.
+"""`convbench bench`: throughput, step time, memory and MFU of architectures and data pipelines,
+and DDP scaling across ranks.
 
 Measured the way timm's benchmark.py does (synthetic input already on the device, warm-up, then
 device-synchronised timing of a fixed number of steps), repeated to report a spread, each
-(model, mode) in a fresh worker process so that models do not skew each other and peak resident
-memory is per measurement. The parent (`runner`) spawns `python -m harness.bench.worker`, which
-reads one job as JSON on stdin and writes one result as JSON on stdout.
+measurement in a fresh worker process so that models do not skew each other and peak resident
+memory is per measurement. The parent (`jobs.run_job`, or `distributed.Launcher` for the ranks of a
+DDP measurement) spawns `python -m harness.bench.worker`, which reads one job as JSON on stdin and
+writes one result as JSON on stdout. `measure` is how a step is timed, `peak` the MFU denominator,
+`results` the row and where it goes.
 """

@@ -1,8 +1,15 @@
-"""What a worker is asked to measure: plain dataclasses that travel to it as JSON."""
+"""What a worker is asked to measure (plain dataclasses that travel to it as JSON on stdin), and the
+parent's side: one worker process per job, its JSON result back, its failure as one line."""
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from harness.errors import UserError
 
 MODES = ("infer", "train")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
@@ -60,6 +67,25 @@ class DataJob:
 
 
 @dataclass
+class DistributedJob:
+    """The DDP train step of one model at one world size. Every rank's worker gets the same job and
+    finds its place in the environment, as torchrun and Lightning set it: RANK, WORLD_SIZE,
+    LOCAL_RANK, MASTER_ADDR, MASTER_PORT. `batch_size` is per rank (weak scaling)."""
+
+    name: str
+    batch_size: int
+    input_size: tuple[int, int, int]
+    num_classes: int | None
+    device: str
+    precision: str
+    channels_last: bool
+    compile: bool
+    threads: int
+    timing: Timing = field(default_factory=Timing)
+    kind: str = "distributed"
+
+
+@dataclass
 class PeakJob:
     """The device's dense peak FLOP/s for `precision`: Lightning's table for known GPUs, else the
     faster of a GEMM and a convolution measured in this run."""
@@ -70,7 +96,7 @@ class PeakJob:
     kind: str = "peak"
 
 
-Job = ModelJob | DataJob | PeakJob
+Job = ModelJob | DataJob | DistributedJob | PeakJob
 
 
 def to_json(job: Job) -> dict[str, Any]:
@@ -80,9 +106,37 @@ def to_json(job: Job) -> dict[str, Any]:
 def from_json(data: dict[str, Any]) -> Job:
     data = dict(data)
     kind = data.pop("kind")
-    cls = {"model": ModelJob, "data": DataJob, "peak": PeakJob}[kind]
+    cls = {"model": ModelJob, "data": DataJob, "distributed": DistributedJob, "peak": PeakJob}[kind]
     if "timing" in data:
         data["timing"] = Timing(**data["timing"])
     if data.get("input_size") is not None:
         data["input_size"] = tuple(data["input_size"])
     return cls(**data)
+
+
+class WorkerError(UserError):
+    """A measurement that crashed in its worker (not the user's mistake, but still one line)."""
+
+    exit_code = 1
+
+
+WORKER = [sys.executable, "-m", "harness.bench.worker"]
+
+
+def run_job(job: Job, label: str) -> dict:
+    proc = subprocess.run(WORKER, input=json.dumps(to_json(job)), capture_output=True, text=True)
+    return worker_output(proc.returncode, proc.stdout, proc.stderr, label)
+
+
+def worker_output(returncode: int, stdout: str, stderr: str, label: str) -> dict:
+    """A finished worker's result, or its failure as one line."""
+    if returncode == 0:
+        return json.loads(stdout)
+    if returncode == 2 and stdout:
+        raise UserError(f"{label}: {json.loads(stdout)['error']}")
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        hint = " (out of host memory? try a smaller --batch-size)" if name == "SIGKILL" else ""
+        raise WorkerError(f"{label}: worker killed by {name}{hint}")
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    raise WorkerError(f"{label}: worker failed (exit {returncode}): {lines[-1] if lines else 'no output'}")

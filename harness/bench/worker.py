@@ -1,35 +1,142 @@
-"""`python -m harness.bench.worker`: run one job (JSON on stdin), print one result (JSON on stdout).
+"""`python -m harness.bench.worker`: run one job (JSON on stdin), print one result (JSON on stdout);
+the single-process measurements of a model (one mode) and of a data pipeline live here, the DDP one
+in harness.bench.distributed.
 
 A fresh process per measurement: models measured in one process skew each other (allocator and
 oneDNN caches, compiled kernels, a warmed or fragmented heap) and the CPU's peak resident memory is
-per process. The worker pins glibc's malloc thresholds first (see harness.bench.malloc), so that
-the same model measures the same in every process. Anything else that writes to stdout (compilers, libraries) is sent to stderr so the
-parent reads exactly one JSON document. A user mistake is reported as {"error": ...} with exit 2;
-anything else is a traceback on stderr and exit 1.
+per process. The worker pins glibc's malloc thresholds first (`pin_thresholds`), so that the same
+model measures the same in every process. Anything else that writes to stdout (compilers,
+libraries) is sent to stderr so the parent reads exactly one JSON document. A user mistake is
+reported as {"error": ...} with exit 2; anything else is a traceback on stderr and exit 1.
 """
 from __future__ import annotations
 
+import ctypes
+import itertools
 import json
 import os
+import platform
+import statistics
 import sys
+from typing import Iterator
 
-from harness.errors import user_errors
+import torch
 
-from .jobs import DataJob, Job, ModelJob, from_json
-from .malloc import pin_thresholds
+import architectures
+import datamodules
+from harness.errors import UserError, user_errors
+from harness.memory import peak_bytes, peak_reserved_bytes, peak_rss_bytes, reset_peak
+
+from .jobs import DataJob, DistributedJob, Job, ModelJob, from_json
+from .measure import (TRAIN_FLOPS_FACTOR, Step, StepTimes, TimerCheck, device_name, infer_step, load_average, synthetic_batch,
+                      time_phases, time_steps, train_step, with_halving)
+from .results import Result
+
+# Fixed glibc malloc thresholds, so that every measuring process takes the same allocation path.
+#
+# glibc adapts its mmap threshold to the program's frees and returns the top of the heap to the
+# kernel whenever enough of it is free. Depending on the order of frees, a training process then
+# faults its step's buffers back in on every step or never does: lenet5 train at batch 128 ran 14 ms
+# a step in some processes and 20 ms (3,000 minor faults a step) in others, on the same code.
+# Fixed thresholds (which also turn the adaptation off) take the fault-free path every time; the
+# PyTorch CPU tuning guides get the same effect by swapping in jemalloc or tcmalloc.
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 << 20  # glibc's ceiling on 64-bit; larger buffers are still mmapped (always, so evenly)
+TRIM_THRESHOLD = 1 << 30  # never give the heap top back between steps
+
+
+def pin_thresholds() -> bool:
+    """True when set (glibc only; other C libraries are left alone)."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def measure_model(job: ModelJob) -> Result:
+    torch.set_num_threads(job.threads)
+    device = torch.device(job.device)
+    model = architectures.create(job.name, num_classes=job.num_classes, in_chans=job.input_size[0])
+    try:
+        profile = architectures.profile(model, job.input_size)  # on CPU, before the move: batch 1, eval
+    except RuntimeError as err:
+        size = "x".join(map(str, job.input_size))
+        raise UserError(f"{job.name} cannot run on input {size}: {str(err).splitlines()[0]}") from None
+    model.to(device)
+    if job.channels_last:
+        model.to(memory_format=torch.channels_last)
+    runner = torch.compile(model) if job.compile else model
+
+    def measure(batch_size: int) -> tuple[Step, StepTimes, TimerCheck | None, int, int | None]:
+        reset_peak(device)
+        x, y = synthetic_batch(batch_size, job.input_size, profile.output_shape, device, job.channels_last)
+        step = infer_step(runner, x, job.precision) if job.mode == "infer" else train_step(runner, x, y, job.precision)
+        check = TimerCheck(step, job.threads) if job.verify else None
+        times = time_steps(step, device, job.timing, between=check)
+        return step, times, check, peak_bytes(device), peak_reserved_bytes(device)
+
+    (step, times, check, peak_memory, peak_reserved), batch_size = with_halving(measure, job.batch_size)
+    flops_per_step = 2 * profile.macs * batch_size * (TRAIN_FLOPS_FACTOR if job.mode == "train" else 1)
+    step_time, std, cv = times.summary(statistics.median)
+    flops_per_s = flops_per_step / step_time
+    result = Result(
+        name=job.name, mode=job.mode, batch_size=batch_size, requested_batch_size=job.batch_size,
+        samples_per_s=batch_size / step_time, step_time_ms=step_time * 1e3,
+        step_time_std_ms=None if std is None else std * 1e3, step_time_cv=cv, step_time_mean_ms=times.mean * 1e3,
+        peak_memory_bytes=peak_memory, peak_memory_reserved_bytes=peak_reserved,
+        params=profile.params, macs=profile.macs, flops_per_step=flops_per_step, flops_per_s=flops_per_s,
+        mfu=None, peak_flops_per_s=None, peak_flops_source=None,  # the parent's peak job fills these in
+        input_size=list(job.input_size), device=str(device), device_name=device_name(device),
+        torch_version=torch.__version__, precision=job.precision, channels_last=job.channels_last,
+        compile=job.compile, threads=job.threads, load_average=load_average(), warmup=job.timing.warmup,
+        iters=len(times.repeats[0]), repeats=job.timing.repeats,
+    )
+    if job.detail:
+        ms = {name: seconds * 1e3 for name, seconds in time_phases(step, device, job.timing.iters).items()}
+        result.forward_ms, result.backward_ms, result.optimizer_ms = ms["forward"], ms.get("backward"), ms.get("optimizer")
+    if check is not None:
+        result.timer_samples_per_s = batch_size / check.median
+        result.timer_agreement = result.samples_per_s / result.timer_samples_per_s - 1
+    return result
+
+
+def endless(loader: torch.utils.data.DataLoader) -> Iterator[object]:
+    """Batches across epoch boundaries (the loader's workers persist, so a new epoch only restarts prefetching)."""
+    return itertools.chain.from_iterable(itertools.repeat(loader))
+
+
+def measure_data(job: DataJob) -> Result:
+    torch.set_num_threads(job.threads)
+    overrides = {"input_size": job.input_size} if job.input_size is not None and job.dataset == "synthetic" else {}
+    dm = datamodules.create(job.dataset, root=job.root, batch_size=job.batch_size, num_workers=job.workers, **overrides)
+    batches = endless(dm.train_dataloader())
+    times = time_steps(lambda: next(batches), torch.device("cpu"), job.timing)
+    batch_time, std, cv = times.summary(statistics.fmean)
+    rate = job.batch_size / batch_time
+    return Result(
+        name=job.dataset, mode="data", batch_size=job.batch_size, requested_batch_size=job.batch_size,
+        samples_per_s=rate, step_time_ms=batch_time * 1e3,
+        step_time_std_ms=None if std is None else std * 1e3, step_time_cv=cv, step_time_mean_ms=times.mean * 1e3,
+        peak_memory_bytes=peak_rss_bytes(), peak_memory_reserved_bytes=None, params=None, macs=None,
+        flops_per_step=None, flops_per_s=None, mfu=None, peak_flops_per_s=None, peak_flops_source=None,
+        input_size=list(dm.input_size), device="cpu", device_name=device_name(torch.device("cpu")),
+        torch_version=torch.__version__, precision=None, channels_last=None, compile=None, threads=job.threads,
+        load_average=load_average(), warmup=job.timing.warmup, iters=len(times.repeats[0]), repeats=job.timing.repeats,
+        workers=job.workers, samples_per_s_per_worker=rate / max(job.workers, 1),
+    )
 
 
 def run(job: Job) -> dict:
     if isinstance(job, ModelJob):
-        from .model import measure_model
-
         return measure_model(job).to_dict()
     if isinstance(job, DataJob):
-        from .data import measure_data
-
         return measure_data(job).to_dict()
-    import torch
+    if isinstance(job, DistributedJob):
+        from .distributed import measure_ddp
 
+        result = measure_ddp(job)
+        return {} if result is None else result.to_dict()  # ranks other than 0 have nothing to report
     from .peak import device_peak
 
     device = torch.device(job.device)

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             for r in rows:
                 acc = "" if r["test_acc1"] is None else f"  test top-1 {100 * r['test_acc1']:.2f}%"
-                print(f"{r['index']:>4}  {r['status']:<11} {r['run_id']}{'  slurm ' + r['slurm'] if r['slurm'] else ''}{acc}")
+                slurm = f"  slurm {r['slurm_task']} {r['slurm']}" if r["slurm"] else ""
+                print(f"{r['index']:>4}  {r['status']:<11} {r['run_id']}{slurm}{acc}")
             counts: dict[str, int] = {}
             for r in rows:
                 counts[r["status"]] = counts.get(r["status"], 0) + 1

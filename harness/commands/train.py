@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from harness.config import TRANSFER_MODES, WANDB_MODES, load_file, parse_set, resolve
+from harness.config import TRANSFER_MODES, WANDB_MODES, TrainConfig, load_file, parse_set, resolve
+from harness.errors import UserError
 from harness.keys import nest
 
 
@@ -32,6 +33,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wandb", choices=WANDB_MODES, help="W&B mode (default offline: written under the run directory)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print result.json on stdout")
+    p.add_argument("--sweep", metavar="FILE", help="the run of this sweep file whose parameters are the KEY=VALUEs "
+                   "(what `wandb agent` passes), or a named run of it by NAME: the sweep's own config, references and run id")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="same as --set (the form `wandb agent` passes: ${args_no_hyphens})")
 
 
 def flag_layer(a: argparse.Namespace) -> dict[str, Any]:
@@ -46,10 +50,30 @@ def flag_layer(a: argparse.Namespace) -> dict[str, Any]:
     return nest({key: value for key, value in pairs.items() if value is not None})
 
 
+def resolve_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's config from the command line (without running it)."""
+    if args.sweep:
+        kept = ("sweep", "overrides", "resume", "json", "results", "wandb", "verb")
+        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if k not in kept and v not in (None, [], False)]
+        if given:
+            raise UserError(f"--sweep FILE takes the run's parameters as KEY=VALUE arguments (and --results, --wandb), not {given[0]}")
+        from harness.sweep.spec import load
+
+        config = load(args.sweep, args.results).agent_run(args.overrides).config
+        if args.wandb:
+            config.wandb.mode = args.wandb  # not part of the run id: the same run, logged another way
+    else:
+        bad = next((a for a in args.overrides if "=" not in a or a.startswith("=")), None)
+        if bad is not None:
+            raise UserError(f"argument {bad!r}: expected KEY=VALUE, e.g. optim.lr=0.05 (same as --set)")
+        layers = [("config file " + args.config, load_file(args.config))] if args.config else []
+        layers += [("flags", flag_layer(args)), ("--set", parse_set(args.set)), ("arguments", parse_set(args.overrides))]
+        config = resolve(layers)
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
-    layers = [("config file " + args.config, load_file(args.config))] if args.config else []
-    layers += [("flags", flag_layer(args)), ("--set", parse_set(args.set))]
-    config = resolve(layers)
+    config = resolve_args(args)
     from harness.preemption import EXIT_PREEMPTED, Preempted
     from harness.train import EXIT_DIVERGED, train
 
@@ -64,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(r.to_dict(), indent=1, default=str))
     else:
         pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+        world = r.world_size or 1
+        ranks = f" over {world} ranks" if world > 1 else ""  # the job's rate, the sum over its ranks
         print(f"{r.run_id}: {r.status}  test top-1 {pct(r.test_acc1)}  top-5 {pct(r.test_acc5)}  "
-              f"train loss {r.train_loss or float('nan'):.4f}  {r.train_samples_per_s or 0:.0f} samples/s  "
+              f"train loss {r.train_loss or float('nan'):.4f}  {r.train_samples_per_s or 0:.0f} samples/s{ranks}  "
               f"peak {(r.peak_memory_bytes or 0) / 2**20:.0f} MiB  -> {config.results}/{r.run_id}/result.json")
     return EXIT_DIVERGED if r.status == "diverged" else 0

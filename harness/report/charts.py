@@ -182,7 +182,8 @@ def training_curves(runs: list[Run], rows: list[dict[str, Any]], path: Path, dat
 
 
 def accuracy_vs_cost(rows: list[dict[str, Any]], path: Path, dataset: str | None = None) -> Path:
-    """Test top-1 vs training samples/s (log x) and vs peak memory, points labelled by arch."""
+    """Test top-1 vs training samples/s (the job's, over all its ranks; log x) and vs peak memory,
+    points labelled by arch (and world size, when a run had more than one rank)."""
     pts = [r for r in rows if r["test_acc1"]["mean"] is not None]
     speed = [r for r in pts if (r["train_samples_per_s"]["mean"] or 0) > 0]
     mem = [r for r in pts if r["peak_memory_mib"]["mean"] is not None]
@@ -190,12 +191,13 @@ def accuracy_vs_cost(rows: list[dict[str, Any]], path: Path, dataset: str | None
         raise Skip("needs test top-1 with samples/s or peak memory")
     colors = _family_styles(rows)
     fig, (ax_s, ax_m) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    for ax, members, key, xlabel in ((ax_s, speed, "train_samples_per_s", "training throughput (samples/s, log scale)"),
+    for ax, members, key, xlabel in ((ax_s, speed, "train_samples_per_s", "training throughput (samples/s over all ranks, log scale)"),
                                      (ax_m, mem, "peak_memory_mib", "peak memory (MiB)")):
         for r in members:
             y, e = _pct(r["test_acc1"])
             ax.errorbar(r[key]["mean"], y, yerr=e, fmt="o" if r["residual"] else "s", color=colors[str(r["family"])], capsize=3)
-            ax.annotate(_arch_label(r), (r[key]["mean"], y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ranks = f" x{r['world_size']}" if r.get("world_size", 1) > 1 else ""
+            ax.annotate(_arch_label(r) + ranks, (r[key]["mean"], y), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.set(xlabel=xlabel)
         ax.grid(alpha=0.3, which="both")
         fams = sorted({str(r["family"]) for r in members})

@@ -2,8 +2,9 @@
 tree), read through :class:`harness.run_record.RunResult`, plus each run's training curve from its
 ``metrics/version_N/metrics.csv``.
 
-A directory holding no ``result.json`` at all (a sweep directory that only lists its run ids) is
-read best effort: any string in its JSON/YAML files that names ``<ancestor>/<string>/result.json``
+A directory holding no ``result.json`` at all is a sweep directory: convbench's own (harness.sweep.store)
+names every run directory in its ``runs.json``, which is read alone; any other is read best effort: any
+string in its JSON/YAML files that names ``<ancestor>/<string>/result.json``
 (or is a path to a run directory or a result.json) is taken as a run of the sweep."""
 from __future__ import annotations
 
@@ -96,19 +97,22 @@ def _referenced(root: Path, exclude: Path | None) -> list[Path]:
     import yaml
 
     bases = [root, *list(root.resolve().parents)[:3]]
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     found: list[Path] = []
+    checked: set[tuple[Path, str]] = set()  # many files repeat the same strings (a results root, an arch)
     for d in _walk(root, exclude):
         for f in sorted(d.iterdir()):
             if not f.is_file() or f.suffix not in (".json", ".yaml", ".yml", ".txt") or f.stat().st_size > 20_000_000:
                 continue
             try:
                 text = f.read_text()
-                data = json.loads(text) if f.suffix == ".json" else yaml.safe_load(text) if f.suffix != ".txt" else text.split()
+                data = json.loads(text) if f.suffix == ".json" else yaml.load(text, Loader=loader) if f.suffix != ".txt" else text.split()
             except Exception:  # noqa: BLE001 - not a manifest we can read: ignore it
                 continue
             for s in _strings(data):
-                if not s or len(s) > 500 or "\n" in s or not re.fullmatch(r"[\w./@:+=,-]+", s):
+                if not s or len(s) > 500 or "\n" in s or (d, s) in checked or not re.fullmatch(r"[\w./@:+=,-]+", s):
                     continue
+                checked.add((d, s))
                 p = Path(s)
                 candidates = [p, p / RESULT] if p.is_absolute() else [b / p for b in (d, *bases)] + [b / p / RESULT for b in (d, *bases)]
                 for c in candidates:
@@ -116,6 +120,19 @@ def _referenced(root: Path, exclude: Path | None) -> list[Path]:
                         found.append(c)
                         break
     return found
+
+
+def _sweep_manifest(root: Path) -> list[Path] | None:
+    """The result.json files of the runs a convbench sweep directory's runs.json lists ([{run_dir, ...}]),
+    or None when ``root`` holds no such file: one read, where a 10,000-run sweep directory holds 10,000 run
+    configs that the best-effort reading would parse."""
+    try:
+        table = json.loads((root / "runs.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(table, list) or not table or not all(isinstance(e, dict) and isinstance(e.get("run_dir"), str) for e in table):
+        return None
+    return [f for f in (Path(e["run_dir"]) / RESULT for e in table) if f.is_file()]
 
 
 def find_results(root: Path, exclude: Path | None = None) -> list[Path]:
@@ -127,7 +144,8 @@ def find_results(root: Path, exclude: Path | None = None) -> list[Path]:
     exclude = exclude.resolve() if exclude is not None else None
     files = [d / RESULT for d in _walk(root, exclude) if (d / RESULT).is_file()]
     if not files:
-        files = _referenced(root, exclude)
+        manifest = _sweep_manifest(root)
+        files = manifest if manifest is not None else _referenced(root, exclude)
     out, seen = [], set()
     for f in files:
         real = os.path.realpath(f)

@@ -1,6 +1,8 @@
-"""The report as a W&B summary run: the aggregated and per-run tables (wandb.Table) and the charts
-(wandb.Image), in the runs' W&B project and group (their config wandb.*, the most common value),
-with its files under ``<out>/wandb``. Offline mode never touches the network."""
+"""The report as a W&B summary run: the aggregated and per-run tables (wandb.Table), native W&B charts
+(wandb.plot line/scatter over a table of the from-scratch rows: accuracy and training error vs depth
+per family, accuracy vs throughput and vs memory) beside the PNGs (wandb.Image), in the runs' W&B
+project and group (their config wandb.*, the most common value), with its files under ``<out>/wandb``.
+Offline mode never touches the network."""
 from __future__ import annotations
 
 import os
@@ -9,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.report import Report
-from harness.report.tables import table
+from harness.report.tables import chart_variants, main_rows, table
+from harness.wandb_run import wait_written
 
 
 def _common(reps: Report, key: str) -> Any:
@@ -40,13 +43,56 @@ def log(rep: Report, mode: str) -> Path:
             "runs": wandb.Table(columns=run_cols, data=[[_cell(r[c]) for c in run_cols] for r in rep.runs_table]),
         }
         data.update({f"charts/{k}": wandb.Image(str(p), caption=k) for k, p in rep.charts.items()})
+        data.update(native_charts(rep.rows))
         run.log(data)
         run.summary.update({f"runs_{s}": n for s, n in rep.status_counts.items()})
         path = Path(run.dir).parent  # .../wandb/<offline-run-...>/files -> the run directory
     finally:
         run.finish()
+    why = wait_written(path, run.id)
+    if why is not None:
+        raise RuntimeError(f"W&B wrote no complete run to {path} ({why})")
     return path
 
 
 def _cell(v: Any) -> Any:
     return v if v is None or isinstance(v, (int, float, str, bool)) else str(v)
+
+
+CHART_COLUMNS = ["arch", "series", "task", "depth", "residual", "test_acc1_pct", "train_error_pct", "train_samples_per_s",
+                 "peak_memory_mib", "params", "macs", "n"]
+
+
+def chart_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """One line per from-scratch, full-label row (mean over seeds), sorted by family then depth: the
+    series is 'family (plain|residual)', as in the PNGs (a one-off variant gets its own series, in
+    brackets), with the task appended when the report has several."""
+    main = chart_variants(main_rows(rows))
+    several = len({r["task"] for r in main}) > 1
+    pct = lambda s: None if s["mean"] is None else 100 * s["mean"]  # noqa: E731
+    out = []
+    for r in main:
+        series = f"{r['family']} ({'residual' if r['residual'] else 'plain'})" + (f" [{r['chart_variant']}]" if r["chart_variant"] else "")
+        series += f" {r['task']}" if several else ""
+        train = r["train_acc1"]["mean"]
+        out.append([r["arch"], series, r["task"], r["depth"], bool(r["residual"]), pct(r["test_acc1"]),
+                    None if train is None else 100 * (1 - train), r["train_samples_per_s"]["mean"], r["peak_memory_mib"]["mean"],
+                    r["params"], r["macs"], r["n"]])
+    return out
+
+
+def native_charts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """W&B's own charts (Vega specs over one wandb.Table), interactive in the W&B UI."""
+    import wandb
+
+    cells = chart_table(rows)
+    if not cells:
+        return {}
+    t = wandb.Table(columns=CHART_COLUMNS, data=cells)
+    return {
+        "native/accuracy_vs_depth": wandb.plot.line(t, "depth", "test_acc1_pct", stroke="series", title="test top-1 % vs depth"),
+        "native/train_error_vs_depth": wandb.plot.line(t, "depth", "train_error_pct", stroke="series",
+                                                       title="training error % vs depth (degradation)"),
+        "native/accuracy_vs_throughput": wandb.plot.scatter(t, "train_samples_per_s", "test_acc1_pct", title="test top-1 % vs train samples/s"),
+        "native/accuracy_vs_memory": wandb.plot.scatter(t, "peak_memory_mib", "test_acc1_pct", title="test top-1 % vs peak memory MiB"),
+    }

@@ -24,7 +24,8 @@ BASE_KEYS = ("arch", "dataset", "data.classes", "transfer.mode", "data.labels_pe
 METRICS = (("test_acc1", "test top-1 %", "pct"), ("test_acc5", "test top-5 %", "pct"), ("train_acc1", "train top-1 %", "pct"),
            ("train_loss", "train loss", "loss"))
 RUN_FIELDS = ("run_id", "arch", "family", "depth", "residual", "dataset", "classes", "transfer", "labels_per_class", "seed", "status",
-              "train_loss", "train_acc1", "test_acc1", "test_acc5", "train_samples_per_s", "peak_memory_mib", "wall_time_s", "error")
+              "train_loss", "train_acc1", "test_acc1", "test_acc5", "train_samples_per_s", "train_samples_per_s_rank_min",
+              "train_samples_per_s_rank_max", "world_size", "num_nodes", "hosts", "peak_memory_mib", "wall_time_s", "error")
 
 
 def identity_keys(run: Run) -> dict[str, Any]:
@@ -100,11 +101,12 @@ def aggregate(runs: list[Run]) -> list[dict[str, Any]]:
             "transfer": first.transfer, "labels_per_class": first.labels_per_class,
             "variant": variant, "variant_label": variant_label(variant), "_identity": identity_keys(first),
             "params": first.get("params"), "macs": first.get("macs"), "n": len(members),
+            "world_size": first.get("world_size") or 1,  # trainer.devices and num_nodes are identity keys: one per group
             "seeds": [r.get("seed") for r in members], "run_ids": [r.get("run_id") for r in members],
         }
         for key, _, _ in METRICS:
             row[key] = stats(r.get(key) for r in members)
-        row["train_samples_per_s"] = stats(r.get("train_samples_per_s") for r in members)
+        row["train_samples_per_s"] = stats(r.get("train_samples_per_s") for r in members)  # the job's: the sum over its ranks
         row["eval_samples_per_s"] = stats(r.get("eval_samples_per_s") for r in members)
         row["peak_memory_mib"] = stats((r.get("peak_memory_bytes") or 0) / 2**20 if r.get("peak_memory_bytes") is not None else None
                                        for r in members)
@@ -156,7 +158,7 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     lpc = any(r["labels_per_class"] is not None for r in rows)
     var = any(r["variant_label"] for r in rows)
     cols = ["arch", "family", "depth", "type", "dataset", "transfer"] + (["labels/class"] if lpc else []) + (["variant"] if var else [])
-    cols += ["params", "MACs", "n"] + [title for _, title, _ in METRICS] + ["samples/s", "peak MiB", "wall s"]
+    cols += ["params", "MACs", "n"] + [title for _, title, _ in METRICS] + ["ranks", "samples/s", "peak MiB", "wall s"]
     cells = []
     for r in rows:
         c = [r["arch"], r["family"] or "–", "–" if r["depth"] is None else str(r["depth"]),
@@ -165,7 +167,8 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         c += [r["variant_label"] or "–"] if var else []
         c += [_human(r["params"]), _human(r["macs"]), str(r["n"])]
         c += [fmt(r[key], kind) for key, _, kind in METRICS]
-        # cost columns: the mean only (their std is in report.json)
+        # cost columns: the mean only (their std is in report.json); samples/s over all ranks
+        c += [str(r["world_size"])]
         c += [fmt({**r[k], "std": None}, kind) for k, kind in (("train_samples_per_s", "int"), ("peak_memory_mib", "int"), ("wall_time_s", "s"))]
         cells.append([str(x) for x in c])
     return cols, cells
@@ -173,7 +176,7 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 
 def markdown(cols: list[str], cells: list[list[str]]) -> str:
     esc = lambda s: s.replace("|", "\\|")  # noqa: E731
-    right = {"depth", "params", "MACs", "n", "labels/class", "samples/s", "peak MiB", "wall s"} | {t for _, t, _ in METRICS}
+    right = {"depth", "params", "MACs", "n", "labels/class", "ranks", "samples/s", "peak MiB", "wall s"} | {t for _, t, _ in METRICS}
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" if c in right else "---" for c in cols) + "|"]
     lines += ["| " + " | ".join(esc(x) for x in row) + " |" for row in cells]
     return "\n".join(lines)

@@ -17,9 +17,11 @@ from __future__ import annotations
 import fcntl
 import importlib
 import os
+import selectors
 import sys
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -51,7 +53,7 @@ def train_args(sweep: Sweep, run: Run) -> list[str]:
 
 def fork_run(sweep: Sweep, run: Run, threads: int, close: list[int]) -> int:
     """Fork a child that trains ``run`` (stdout and stderr to logs/<i>.log) and return its pid.
-    ``close``: the runner's descriptors the child must not keep (the other runs' locks)."""
+    ``close``: the runner's descriptors the child must not keep (the other runs' locks and pidfds)."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # or the child would write the runner's pending output again
     pid = os.fork()
@@ -84,10 +86,10 @@ def fork_run(sweep: Sweep, run: Run, threads: int, close: list[int]) -> int:
         os._exit(code)  # never the runner's own exit path (atexit handlers, its finally blocks)
 
 
-def exited(pid: int) -> int | None:
-    """The child's exit code (negative: killed by that signal), None while it runs."""
-    done, status = os.waitpid(pid, os.WNOHANG)
-    return os.waitstatus_to_exitcode(status) if done else None
+def exited(pid: int) -> int:
+    """The exit code of a child that has ended (its pidfd is readable); negative: killed by that signal."""
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
 
 
 def _try_lock(path: Path) -> int | None:
@@ -123,60 +125,108 @@ def say_now(line: str) -> None:
     print(line, flush=True)
 
 
-def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = say_now, poll: float = 0.05) -> Outcome:
-    """Run every run not yet done."""
+def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = say_now, poll: float = 0.5) -> Outcome:
+    """Run every run not yet done.
+
+    Each result.json is read once at the start and once when its run's child exits; between events the
+    runner sleeps in ``select`` on the children's pidfds, so its cost does not grow with the number of waiting
+    runs. Only runs whose lock another process holds are looked at again, every ``poll`` seconds."""
     start = time.monotonic()
     store.prepare(sweep)
     parallel = max(1, parallel)
     threads = max(1, cores() // parallel)
     final: dict[int, str] = {}
     outcome = Outcome(final, parallel)
-    waiting = list(sweep.runs)
-    running: dict[int, tuple[int, int, Run, float]] = {}  # index -> (pid, lock fd, run, start)
-    announced_busy: set[int] = set()
-    while waiting or running:
-        for run in list(waiting):
+    for index, done in store.results(sweep).items():
+        if done is not None:
+            final[index] = done.status
+    dependents: dict[int, list[Run]] = {}
+    unmet: dict[int, int] = {}  # run index -> how many of its deps have not completed yet
+    ready: deque[Run] = deque()
+    for run in sweep.runs:
+        if run.index in final:
+            continue
+        unmet[run.index] = sum(final.get(d) != "completed" for d in run.deps)
+        for d in run.deps:
+            dependents.setdefault(d, []).append(run)
+    busy: list[Run] = []  # ready, but another runner's child trains it: retried every poll
+    running: dict[int, tuple[int, int, Run, float]] = {}  # pidfd -> (pid, lock fd, run, start)
+    selector = selectors.EpollSelector()  # Linux, like os.fork and os.pidfd_open
+
+    def settle(run: Run, status: str) -> None:
+        """Record a run's end; its dependents become ready, or blocked when it did not complete."""
+        final[run.index] = status
+        for dep in dependents.pop(run.index, []):
+            if dep.index in final:
+                continue
+            if status != "completed":
+                say(f"[{dep.index}] {dep.run_id}: blocked (a run it needs ended {status})")
+                settle(dep, "blocked")
+            else:
+                unmet[dep.index] -= 1
+                if unmet[dep.index] == 0:
+                    ready.append(dep)
+
+    for run in sweep.runs:
+        if run.index in final:
+            continue
+        bad = [final[d] for d in run.deps if final.get(d, "completed") != "completed"]
+        if bad:
+            say(f"[{run.index}] {run.run_id}: blocked (a run it needs ended {bad[0]})")
+            settle(run, "blocked")
+        elif unmet[run.index] == 0:
+            ready.append(run)
+
+    def start_run(run: Run) -> bool:
+        """Fork ``run`` if its lock is free; False when another process holds it."""
+        fd = _try_lock(sweep.dir / "locks" / f"{run.index}.lock")
+        if fd is None:
+            return False
+        done = store.result(run)
+        if done is not None:  # finished by another runner since we looked
+            os.close(fd)
+            settle(run, done.status)
+            return True
+        resumed = store.started(run)
+        importlib.import_module(PRELOAD)  # once: what every child would otherwise import itself
+        inherited = [fd for pidfd, (_, lock, _, _) in running.items() for fd in (pidfd, lock)] + [selector.fileno()]
+        pid = fork_run(sweep, run, threads, close=inherited)
+        say(f"[{run.index}] {run.run_id}: {'resuming' if resumed else 'started'} (pid {pid}, {threads} threads)")
+        pidfd = os.pidfd_open(pid)
+        running[pidfd] = (pid, fd, run, time.time())
+        selector.register(pidfd, selectors.EVENT_READ)
+        return True
+
+    while ready or busy or running:
+        for run in list(busy):
+            if len(running) >= parallel:
+                break
             done = store.result(run)
             if done is not None:
-                final[run.index] = done.status
-                waiting.remove(run)
-                continue
-            dep_status = [final.get(d) or store.status(sweep.runs[d]) for d in run.deps]
-            if any(s not in (None, "completed") for s in dep_status):
-                final[run.index] = "blocked"
-                say(f"[{run.index}] {run.run_id}: blocked (a run it needs ended {[s for s in dep_status if s != 'completed'][0]})")
-                waiting.remove(run)
-                continue
-            if any(s is None for s in dep_status) or len(running) >= parallel:
-                continue
-            fd = _try_lock(sweep.dir / "locks" / f"{run.index}.lock")
-            if fd is None:  # another runner's child trains it: check again later
-                if run.index not in announced_busy:
-                    say(f"[{run.index}] {run.run_id}: being trained by another process; waiting")
-                    announced_busy.add(run.index)
-                continue
-            if store.result(run) is not None:  # finished between the check and the lock
-                os.close(fd)
-                continue
-            resumed = store.started(run)
-            importlib.import_module(PRELOAD)  # once: what every child would otherwise import itself
-            pid = fork_run(sweep, run, threads, close=[lock for _, lock, _, _ in running.values()])
-            say(f"[{run.index}] {run.run_id}: {'resuming' if resumed else 'started'} (pid {pid}, {threads} threads)")
-            running[run.index] = (pid, fd, run, time.time())
-            waiting.remove(run)
-        for index, (pid, fd, run, t0) in list(running.items()):
+                busy.remove(run)
+                settle(run, done.status)
+            elif start_run(run):
+                busy.remove(run)
+        while ready and len(running) < parallel:
+            run = ready.popleft()
+            if not start_run(run):
+                say(f"[{run.index}] {run.run_id}: being trained by another process; waiting")
+                busy.append(run)
+        if not running and not busy:
+            continue
+        for key, _ in selector.select(timeout=poll if busy else None):
+            pidfd = key.fd
+            pid, fd, run, t0 = running.pop(pidfd)
+            selector.unregister(pidfd)
+            os.close(pidfd)
             code = exited(pid)
-            if code is None:
-                continue
             os.close(fd)
-            del running[index]
             done = store.result(run)
             status = done.status if done else f"failed (exit {code}, no result.json)"
-            final[index] = status if done else "failed"
             if done and done.wall_time_s is not None:
                 outcome.run_s.append(done.wall_time_s)
-            say(f"[{index}] {run.run_id}: {status} in {time.time() - t0:.1f}s (log {sweep.dir / 'logs' / f'{index}.log'})")
-        if waiting or running:
-            time.sleep(poll)
+            say(f"[{run.index}] {run.run_id}: {status} in {time.time() - t0:.1f}s (log {sweep.dir / 'logs' / f'{run.index}.log'})")
+            settle(run, status if done else "failed")
+    selector.close()
     outcome.wall_s = time.monotonic() - start
     return outcome

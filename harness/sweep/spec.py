@@ -23,6 +23,7 @@ their dependency).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import re
@@ -61,6 +62,7 @@ class SlurmConfig:
     signal: str = "SIGUSR1@90"  # harness.preemption checkpoints and requeues on it
     extra: list[str] = field(default_factory=list)  # more #SBATCH lines, e.g. --exclusive
     setup: list[str] = field(default_factory=list)  # shell lines run before the task (module load ...)
+    array_parallelism: Annotated[int, Ge(1)] | None = None  # --array=...%N: at most N tasks of each array at once
 
 
 @dataclass
@@ -114,12 +116,14 @@ class Run:
     config: TrainConfig
     name: str | None = None  # named runs (convbench.runs)
     deps: list[int] = field(default_factory=list)  # indices of the runs this one needs
+    params: dict[str, Any] | None = None  # grid runs: the parameters as W&B's agent passes them (before common and references)
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
+        """Computed once (a hash of the whole config): status and submission ask for it per run, 10,000 times."""
         return self.config.run_id()
 
-    @property
+    @functools.cached_property
     def run_dir(self) -> Path:
         return Path(self.config.results) / self.run_id
 
@@ -141,6 +145,30 @@ class Sweep:
     def dir(self) -> Path:
         return self.results / "sweeps" / self.name
 
+    def agent_run(self, arguments: list[str]) -> Run:
+        """The grid run whose parameters are ``arguments`` (``key=value``, values YAML: what `wandb agent`
+        passes as ``${args_no_hyphens}``), so an agent's run is exactly convbench's: same config, run id,
+        convbench.common, and ``{run:NAME}`` references resolved to the named run's checkpoint. A single
+        argument that is a name in ``convbench.runs`` selects that named run (run those first)."""
+        from harness.config import parse_set
+
+        named = {r.name: r for r in self.runs if r.name}
+        if len(arguments) == 1 and arguments[0] in named:  # a named run (convbench.runs) by its name: W&B's grid has none
+            return named[arguments[0]]
+        given: dict[str, Any] = {}
+        for arg in arguments:
+            key, sep, raw = arg.partition("=")
+            if not sep or not key:
+                raise UserError(f"argument {arg!r}: expected KEY=VALUE (a parameter of {self.path})")
+            given[key] = raw if REF.match(raw) else parse_set([f"value={raw}"])["value"]
+        for run in self.runs:
+            if run.params == given:
+                return run
+        keys = sorted({k for r in self.runs if r.params for k in r.params})
+        unknown = sorted(set(given) - set(keys))
+        why = f"unknown parameter {unknown[0]}" if unknown else "no grid run has these values"
+        raise UserError(f"{self.path}: {why} ({' '.join(arguments) or 'no arguments'}); its parameters: {', '.join(keys)}")
+
 
 @dataclass
 class Draft:
@@ -150,6 +178,7 @@ class Draft:
     label: str
     at: tuple
     name: str | None = None
+    params: dict[str, Any] | None = None  # grid runs: the parameters as W&B's agent passes them
 
 
 # ---------------------------------------------------------------- YAML with line numbers
@@ -262,10 +291,11 @@ def expand(doc: SweepFile, where: _Where) -> list[Draft]:
             raise where.error(("run_cap",), "method: random needs run_cap: a positive integer (got None)")
         combos = random.Random(cb.seed).sample(combos, min(doc.run_cap, len(combos)))
     for combo in combos:
-        flat = {**cb.common, **constants, **combo}
+        params = {**constants, **combo}
+        flat = {**cb.common, **params}
         if flat.get("transfer.mode", "scratch") == "scratch":
             flat.pop("transfer.checkpoint", None)  # the scratch arm of a transfer grid trains from random weights
-        drafts.append(Draft(flat, " ".join(f"{k}={v}" for k, v in combo.items()) or "constants", ("parameters",)))
+        drafts.append(Draft(flat, " ".join(f"{k}={v}" for k, v in combo.items()) or "constants", ("parameters",), params=params))
     return drafts
 
 
@@ -295,7 +325,7 @@ def build(draft: Draft, flat: dict[str, Any], deps: list[int], index: int, name:
         config = resolve([(f"sweep {name} {draft.label}", nest({"results": str(root), "wandb.group": name, **flat}))])
     except (UserError, ArchitectureError) as err:
         raise UserError(f"{where(*draft.at)}: run {index} ({draft.label}): {err}") from None
-    return Run(index, flat, config, name=draft.name, deps=deps)
+    return Run(index, flat, config, name=draft.name, deps=deps, params=draft.params)
 
 
 def load(path: str | Path, results: str | None = None) -> Sweep:

@@ -28,8 +28,8 @@ import cv2
 import pytest
 import torch
 
-from harness.bench.device import device_name
-from harness.bench.malloc import pin_thresholds
+from harness.bench.measure import device_name
+from harness.bench.worker import pin_thresholds
 from tests.benchmarks.regression import TOLERANCE, UPDATE_ENV, compare, normalised
 
 BASELINE = Path(__file__).with_name("baseline.json")
@@ -63,7 +63,7 @@ class Baseline:
 
 @pytest.fixture(scope="session", autouse=True)
 def steady_malloc() -> None:
-    """Same allocation path in every session (harness.bench.malloc): without it lenet5 train
+    """Same allocation path in every session (harness.bench.worker.pin_thresholds): without it lenet5 train
     measured 0.73x to 1.1x of its baseline from one unchanged session to the next. It stays so for
     the rest of the pytest session, where it only saves page faults."""
     pin_thresholds()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import warnings
 
 from harness.bench.jobs import ModelJob, Timing
-from harness.bench.model import measure_model
+from harness.bench.worker import measure_model
 from tests.benchmarks.conftest import THREADS
 
 GOAL = 0.02

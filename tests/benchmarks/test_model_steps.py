@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import architectures
-from harness.bench.step import infer_step, synthetic_batch, train_step
+from harness.bench.measure import infer_step, synthetic_batch, train_step
 
 NETS = {"lenet5": 128, "resnet20": 32, "vggp7": 32, "densenet_bc100_k12": 8}  # name -> batch size
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import datamodules
-from harness.bench.data import endless
+from harness.bench.worker import endless
 
 BATCH = 128
 FASHION = Path("/usr/share/datasets/fashion-mnist")
