@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -88,6 +88,7 @@ class ConvDataModule(pl.LightningDataModule):
         if config.image_size is not None:
             height = width = config.image_size
         self.input_size: tuple[int, int, int] = (chans, height, width)
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
         normalize = self.config.augment.normalize
         self.mean = _per_channel(self.dataset_mean if normalize else (0.0,), chans)
         self.std = _per_channel(self.dataset_std if normalize else (1.0,), chans)
@@ -153,7 +154,27 @@ class ConvDataModule(pl.LightningDataModule):
         dataset = self.train_pipeline()
         sampler = EpochSampler(len(dataset), self.config.seed)
         sampler.set_epoch(self._trainer_epoch())
+        if self._resume_at is not None:
+            epoch, batches = self._resume_at
+            self._resume_at = None
+            if epoch == sampler.epoch and batches:
+                sampler.resume_at(epoch, min(batches * self.config.batch_size, len(sampler)))
         return self._loader(dataset, self.config.batch_size, sampler)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint by Lightning: the epoch and the batches of it trained so far
+        (0 once the epoch's batches are all done), so that a mid-epoch checkpoint resumes with the
+        next batch of the same order rather than the epoch's first."""
+        trainer = self._trainer
+        if trainer is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return {"epoch": trainer.fit_loop.epoch_progress.current.processed,
+                "batches": done if done < trainer.num_training_batches else 0}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict:
+            self._resume_at = (int(state_dict["epoch"]), int(state_dict["batches"]))
 
     def val_dataloader(self) -> DataLoader | list:
         """The validation loader; [] (Lightning skips validation) when val_size is 0."""
@@ -201,8 +222,12 @@ class ConvDataModule(pl.LightningDataModule):
         Needed on resume: Lightning (2.6) then creates the train iterator, whose workers start
         prefetching at once, *before* calling set_epoch, and does not recreate it afterwards, so the
         sampler must already hold the resumed epoch when the loader is built."""
-        progress = getattr(getattr(getattr(self, "trainer", None), "fit_loop", None), "epoch_progress", None)
+        progress = getattr(getattr(self._trainer, "fit_loop", None), "epoch_progress", None)
         return progress.current.processed if progress is not None else 0
+
+    @property
+    def _trainer(self) -> Any:
+        return getattr(self, "trainer", None)
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler) -> DataLoader:
         workers = self.config.num_workers

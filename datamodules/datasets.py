@@ -1,6 +1,8 @@
 """The torch Datasets and the DataLoader worker hook shared by all data modules."""
 from __future__ import annotations
 
+import signal
+
 import albumentations as A
 import cv2
 import numpy as np
@@ -70,7 +72,10 @@ class ArrayDataset(AugmentedDataset):
 def init_worker(worker_id: int) -> None:
     """One OpenCV thread per worker, so workers x OpenCV threads do not oversubscribe the cores, and
     a per-worker stream (from torch's worker seed) for items fetched one by one; batches reseed
-    themselves (AugmentedDataset.__getitems__)."""
+    themselves (AugmentedDataset.__getitems__). Workers ignore SIGTERM: Slurm signals the whole
+    process group, and a worker dying under the training process would fail the step in which the
+    trainer checkpoints on that signal (the workers exit with their parent)."""
     info = get_worker_info()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     cv2.setNumThreads(1)
     reseed(info.dataset.transform, info.seed % 2**32)

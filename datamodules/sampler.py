@@ -60,12 +60,21 @@ class EpochSampler(DistributedSampler):
         rank, world_size = distributed_shard(rank, world_size)
         super().__init__(range(size), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
         self.size, self.world_size = size, world_size  # num_samples: per rank, after padding
+        self._resume: tuple[int, int] | None = None  # (epoch, items of this rank's shard already trained)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning's fit loop before every epoch (and by hand to resume without it)."""
         if epoch < 0:
             raise DataError(f"EpochSampler.set_epoch({epoch}): accepted is an epoch >= 0")
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, items: int) -> None:
+        """Start the first iteration of `epoch` after its first `items` (a mid-epoch resume: those
+        batches were trained before the checkpoint). The length stays the whole epoch's, as the
+        fit loop counts the batches already done."""
+        if not 0 <= items <= self.num_samples:
+            raise DataError(f"EpochSampler.resume_at({epoch}, {items}): accepted is 0 <= items <= {self.num_samples}")
+        self._resume = (epoch, items)
 
     def shard(self, epoch: int) -> np.ndarray:
         """This rank's plain (not encoded) indices for `epoch`, in order."""
@@ -77,7 +86,10 @@ class EpochSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         # eagerly, so the epoch is the one set when iteration starts
-        return iter((self.shard(self.epoch) + self.epoch * self.size).tolist())
+        skip = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            skip, self._resume = self._resume[1], None
+        return iter((self.shard(self.epoch)[skip:] + self.epoch * self.size).tolist())
 
     def __len__(self) -> int:
         return self.num_samples

@@ -120,16 +120,17 @@ class Divergence(pl.Callback):
             trainer.should_stop = True
 
 
-class EpochSeed(pl.Callback):
-    """Reseeds torch, numpy and random from (seed, epoch) at every epoch start, so dropout and
-    hidden-unit noise in epoch k do not depend on whether the run was resumed before it. The data
-    order and augmentation are seeded per epoch by the data module's sampler."""
+class StepSeed(pl.Callback):
+    """Reseeds torch, numpy and random from (seed, step, rank) before every training step, so dropout
+    and hidden-unit noise at step k do not depend on whether (or mid-epoch where) the run was
+    resumed before it. The data order and augmentation are seeded by the data module's sampler."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl.seed_everything(self.seed * 100_003 + trainer.current_epoch + trainer.global_rank * 7_919, workers=False, verbose=False)
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        seed = (self.seed * 100_003 + trainer.global_step * 7_919 + trainer.global_rank) % 2**32
+        pl.seed_everything(seed, workers=False, verbose=False)
 
 
 class EpochLines(Logger):

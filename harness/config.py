@@ -50,6 +50,8 @@ class TrainerConfig:
     deterministic: bool = False
     log_every_n_steps: Annotated[int, Ge(1)] = 10  # per-step loss curve resolution in metrics.csv and W&B
     threads: Annotated[int, Ge(0)] = 0  # torch CPU threads per process; 0 = auto (see harness.train.cpu_threads)
+    # also checkpoint mid-epoch every this many minutes (0: at epoch ends only); where, not what, is computed
+    checkpoint_every_min: Annotated[float, Ge(0)] = field(default=0.0, metadata=NOT_IDENTITY)
 
 
 @dataclass

@@ -1,14 +1,27 @@
-"""Preemption and time limits on Slurm: on the signal (`--signal=SIGUSR1@90` in the sbatch script)
-the run checkpoints and requeues its own array task; the requeued task resumes from that checkpoint.
+"""Preemption, requeues and time limits on Slurm, and checkpoints on a clock: a requeue keeps the
+work done before it.
 
-Lightning's SLURMEnvironment does this from inside the signal handler, on every rank wherever the
-signal lands: with DDP the ranks then reach the checkpoint's barrier at different points of a step
-and deadlock (seen under gloo with 2 ranks). Here the handler only raises a flag; at the
-logging interval (harness.cadence: every trainer.log_every_n_steps steps, the same steps on every
-rank) the ranks OR their flags with one tiny all-reduce, so all of them checkpoint at the same step
-boundary, at most that many steps after the signal (inside Slurm's 90 s warning unless that many
-steps take longer); then rank 0 requeues the task and the run stops without a result (it is not
-finished). The harness turns Lightning's own handler off (`SLURMEnvironment(auto_requeue=False)`).
+- SIGUSR1 (`--signal=SIGUSR1@90` in the sbatch script, ahead of a time limit): checkpoint to
+  checkpoints/hpc_ckpt_N.ckpt, rank 0 requeues its own array task, stop; the requeued task resumes from it.
+- SIGTERM (what `scontrol requeue`, a preemption, `scancel` and the time limit send, KillWait or
+  GraceTime seconds before SIGKILL): checkpoint to checkpoints/step.ckpt and stop; Slurm itself
+  requeues (or cancels) the job.
+- Every `trainer.checkpoint_every_min` minutes of training: checkpoint to checkpoints/step.ckpt and
+  go on, so a run killed without warning loses at most that much.
+
+Lightning's own handlers act inside the signal handler, on every rank wherever the signal lands:
+with DDP the ranks then reach the checkpoint's barrier (or Lightning's SIGTERM broadcast) at
+different points of a step and deadlock (seen under gloo with 2 ranks). Here the handlers only
+raise flags; at the logging interval (harness.cadence: every trainer.log_every_n_steps steps, the
+same steps on every rank; under DDP the all-reduce is a host sync) the ranks sum their flags in one
+tiny all-reduce, so all of them checkpoint at the same step boundary, at most that many steps after
+the signal (inside Slurm's KillWait or 90 s warning unless that many steps take longer). The harness turns Lightning's requeue off
+(`SLURMEnvironment(auto_requeue=False)`) and this callback replaces its SIGTERM handler while training.
+
+Every checkpoint first writes the step's metrics row and flushes the loggers, so metrics.csv on
+disk holds the steps the checkpoint holds (harness.report.collect.read_metrics merges the attempts).
+A mid-epoch checkpoint resumes at the next batch: the data module saves its position (datamodules
+`ConvDataModule.state_dict`).
 """
 from __future__ import annotations
 
@@ -17,16 +30,20 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from harness.cadence import logging_step
 
 HPC_CHECKPOINT = "hpc_ckpt_{}.ckpt"
+STEP_CHECKPOINT = "step.ckpt"  # in the run's checkpoints/: the latest SIGTERM or interval checkpoint
 EXIT_PREEMPTED = 4  # `convbench train`'s exit code: checkpointed on the signal, to be resumed
+SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 
 class Preempted(Exception):
@@ -47,26 +64,56 @@ def next_hpc_checkpoint(run_dir: Path) -> Path:
     return run_dir / HPC_CHECKPOINT.format(max(taken, default=0) + 1)
 
 
+def seconds_since_launch() -> float | None:
+    """How long ago this process was started (Linux /proc), for the start-up cost in each attempt's line."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
 class Preemption(pl.Callback):
-    def __init__(self, run_dir: Path, signum: signal.Signals = signal.SIGUSR1) -> None:
-        self.run_dir, self.signum = run_dir, signum
-        self.signalled = False
-        self.fired: str | None = None  # the message, once the run checkpointed on the signal
-        self._previous: Any = None
+    def __init__(self, run_dir: Path, every_min: float = 0.0, resumed_from: str | None = None) -> None:
+        self.run_dir, self.every_s, self.resumed_from = run_dir, every_min * 60, resumed_from
+        self.received = {s: False for s in SIGNALS}
+        self.fired: str | None = None  # the message, once the run checkpointed on a signal
+        self._previous: dict[signal.Signals, Any] = {}
+        self._last_save = time.monotonic()
+
+    @property
+    def terminated(self) -> bool:
+        """SIGTERM arrived while training: whatever fails after it, the run was killed, not broken."""
+        return self.received[signal.SIGTERM]
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
-        self.signalled = True
+        self.received[signal.Signals(signum)] = True
 
     # installed once training starts, after Lightning has captured the process's handlers (it puts
     # those back at its teardown), and removed when training ends or fails
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
-            self._previous = signal.signal(self.signum, self._handler)
+            self._previous = {s: signal.signal(s, self._handler) for s in SIGNALS}
+        self._last_save = time.monotonic()
+        if trainer.is_global_zero:
+            age = seconds_since_launch()
+            print(self.start_line(trainer) + (f"; {age:.1f} s after launch" if age is not None else ""), file=sys.stderr, flush=True)
+
+    def start_line(self, trainer: pl.Trainer) -> str:
+        """One line per attempt: where it starts."""
+        if self.resumed_from is None:
+            return f"convbench: starting at step 0 (epoch 1/{trainer.max_epochs}), no checkpoint"
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        within = f", batch {done + 1}/{trainer.num_training_batches}" if 0 < done < trainer.num_training_batches else ""
+        epoch = trainer.current_epoch + (1 if done and done >= trainer.num_training_batches else 0)
+        return f"convbench: resuming from {self.resumed_from} at step {trainer.global_step} (epoch {epoch + 1}/{trainer.max_epochs}{within})"
 
     def _restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(self.signum, self._previous)
-            self._previous = None
+        for s, previous in self._previous.items():
+            if previous is not None:
+                signal.signal(s, previous)
+        self._previous = {}
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()
@@ -76,17 +123,45 @@ class Preemption(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if not logging_step(trainer, trainer.global_step):
-            return  # the ranks agree only at the logging interval: under DDP the all-reduce is a host sync
-        if not trainer.strategy.reduce_boolean_decision(self.signalled, all=False):
+            return  # the ranks agree only at the logging interval
+        due = bool(self.every_s) and time.monotonic() - self._last_save >= self.every_s
+        flags = torch.tensor([self.received[signal.SIGUSR1], self.received[signal.SIGTERM], due], dtype=torch.int32,
+                             device=trainer.strategy.root_device)
+        usr1, term, due = (bool(v) for v in trainer.strategy.reduce(flags, reduce_op="sum").tolist())
+        if not (usr1 or term or due):
             return
-        path = next_hpc_checkpoint(self.run_dir)
-        trainer.save_checkpoint(path)  # every rank: the strategy writes on rank 0 and waits for all
+        if trainer._logger_connector.should_update_logs and (usr1 or term):
+            # this step's row is logged only after this hook, which the stop below skips: log it now
+            trainer._logger_connector.on_batch_end()
+            trainer._logger_connector.update_train_step_metrics()
+        for logger in trainer.loggers:
+            logger.save()
+        if usr1:
+            # not in the run dir (Lightning's default_root_dir): under Slurm Lightning would load an
+            # hpc_ckpt_N.ckpt found there into trainer.test, testing the signal's weights, not the final ones
+            path = next_hpc_checkpoint(self.run_dir / "checkpoints")
+            trainer.save_checkpoint(path)  # every rank: the strategy writes on rank 0 and waits for all
+        else:
+            path = self.save_step_checkpoint(trainer)
+        self._last_save = time.monotonic()
+        if not (usr1 or term):
+            return
+        name = "SIGUSR1" if usr1 else "SIGTERM"
+        message = f"convbench: {name} at step {trainer.global_step}: saved {path}"
         task = slurm_task_id()
-        message = f"convbench: {self.signum.name} at step {trainer.global_step}: saved {path}"
-        if trainer.is_global_zero and task is not None:
+        if usr1 and trainer.is_global_zero and task is not None:
             requeue = subprocess.run(["scontrol", "requeue", task], capture_output=True, text=True)
             message += f"; requeued {task}" if requeue.returncode == 0 else f"; scontrol requeue {task} failed: {requeue.stderr.strip()}"
         if trainer.is_global_zero:
             print(message, file=sys.stderr, flush=True)
         self.fired = message  # the requeue kills this job: whatever fails from here on, the run is preempted
         raise Preempted(message)
+
+    def save_step_checkpoint(self, trainer: pl.Trainer) -> Path:
+        """checkpoints/step.ckpt, replaced atomically: a kill during the save leaves the previous one."""
+        path = self.run_dir / "checkpoints" / STEP_CHECKPOINT
+        tmp = path.with_name(f".{STEP_CHECKPOINT}.tmp")
+        trainer.save_checkpoint(tmp)  # rank 0 writes, then all ranks pass a barrier
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+        return path

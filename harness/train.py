@@ -5,11 +5,13 @@ step (config, data files, architecture, geometry, batch size, checkpoint), and a
 that holds an interrupted run is never overwritten unless asked to resume it."""
 from __future__ import annotations
 
+import logging
 import math
 import os
 import secrets
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,13 +24,13 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import architectures
 import datamodules
-from harness.callbacks import Divergence, EpochLines, EpochSeed, LoggingIntervalBar, Throughput
+from harness.callbacks import Divergence, EpochLines, LoggingIntervalBar, StepSeed, Throughput
 from harness.config import TrainConfig
 from harness.errors import UserError
 from harness.files import check_checkpoint
 from harness.memory import peak_bytes
 from harness.module import ClassifierModule, classifier_of
-from harness.preemption import HPC_CHECKPOINT, Preempted, Preemption
+from harness.preemption import HPC_CHECKPOINT, STEP_CHECKPOINT, Preempted, Preemption
 from harness.run_record import RunDir, RunResult
 
 EXIT_DIVERGED = 3
@@ -118,10 +120,18 @@ def load_backbone(model: torch.nn.Module, path: str | None, arch: str) -> None:
                         f"missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
+def checkpoints(run: RunDir) -> list[Path]:
+    """last.ckpt (epoch ends), checkpoints/step.ckpt (SIGTERM, trainer.checkpoint_every_min) and the
+    checkpoints/hpc_ckpt_N.ckpt that harness.preemption saves on the requeue signal."""
+    step = run.checkpoints / STEP_CHECKPOINT
+    found = [run.last_checkpoint, step if step.is_file() else None, *run.checkpoints.glob(HPC_CHECKPOINT.format("*"))]
+    return [p for p in found if p is not None]
+
+
 def resume_checkpoint(run: RunDir) -> str | None:
-    """The newest of last.ckpt and the hpc_ckpt_N.ckpt that harness.preemption saves (in the run dir) on
-    the requeue signal, so a requeued SLURM job continues from the signal, not the last epoch end."""
-    found = [p for p in [run.last_checkpoint, *run.path.glob(HPC_CHECKPOINT.format("*"))] if p is not None]
+    """The newest checkpoint, so a requeued SLURM job continues from the signal or the last interval
+    checkpoint, not the last epoch end."""
+    found = checkpoints(run)
     return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
 
 
@@ -146,6 +156,24 @@ def build_loggers(config: TrainConfig, run: RunDir) -> list[Logger]:
     return loggers
 
 
+# Lightning's banners (accelerators, tips, "Initializing distributed", restore paths) and warnings
+# that do not apply here: the metrics are torchmetrics objects synced by themselves, checkpoints
+# are our own, the data module resumes mid-epoch itself.
+BANNER_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
+                  "lightning_fabric.utilities.distributed", "lightning_fabric.utilities.seed")
+NOT_APPLICABLE = (r"You're resuming from a checkpoint that ended before the epoch ended", r"`weights_only` was not set",
+                  r"It is recommended to use `self.log\(", r"Checkpoint directory .* exists and is not empty",
+                  r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"The `srun` command is available on your system")
+
+
+def quiet_batch_logs() -> None:
+    """A batch job's log is read by a person: the epoch lines and convbench's own lines, not banners."""
+    for name in BANNER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in NOT_APPLICABLE:
+        warnings.filterwarnings("ignore", message=message)
+
+
 def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[pl.Callback] = ()) -> RunResult | None:
     """Run ``config`` and return its result (None on DDP ranks other than 0).
     ``extra_callbacks`` join the Trainer's own (for library users and tests)."""
@@ -155,8 +183,8 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     if done is not None:
         print(f"{run.result_path} exists: run {done.run_id} already {done.status}; delete it to run again", file=sys.stderr)
         return done
-    if (run.last_checkpoint or any(run.path.glob(HPC_CHECKPOINT.format("*")))) and not resume:
-        raise UserError(f"{run.path} holds an interrupted run (checkpoints/last.ckpt): pass --resume to continue it")
+    if checkpoints(run) and not resume:
+        raise UserError(f"{run.path} holds an interrupted run (checkpoints/*.ckpt): pass --resume to continue it")
     ckpt = resume_checkpoint(run) if resume else None
     if ckpt is not None:
         check_checkpoint(ckpt, "--resume: the run's newest checkpoint")  # the run itself is left as it is
@@ -171,10 +199,13 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     monitor = "val/acc1" if has_val else "train/acc1"
     module = ClassifierModule(model, dm.num_classes, config.optim, config.arch, config.transfer.mode, config.hidden_noise_std,
                               config.trainer.channels_last, plateau_monitor=monitor, steps_per_epoch=steps_per_epoch(config, dm))
-    throughput, divergence, preemption = Throughput(), Divergence(), Preemption(run.path)
+    throughput, divergence = Throughput(), Divergence()
+    preemption = Preemption(run.path, config.trainer.checkpoint_every_min, resumed_from=ckpt)
     tty = sys.stdout.isatty()
+    if not tty:
+        quiet_batch_logs()
     callbacks = [
-        *extra_callbacks, throughput, divergence, EpochSeed(config.seed), preemption,
+        *extra_callbacks, throughput, divergence, StepSeed(config.seed), preemption,
         ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_last=True,
                         save_top_k=1, enable_version_counter=False),
     ] + ([LoggingIntervalBar()] if tty else [])
@@ -189,8 +220,6 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
         plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
     )
     status, error, fit_metrics = "completed", None, {}
-    if ckpt is not None and trainer.is_global_zero:
-        print(f"convbench: resuming from {ckpt}", file=sys.stderr, flush=True)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
         fit_metrics = dict(trainer.callback_metrics)  # trainer.test replaces them with its own
@@ -205,7 +234,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     except Exception as err:  # recorded as a failed run, then reported
         if preemption.fired:  # e.g. the other rank, killed by the requeue, closed the gloo connection
             raise Preempted(preemption.fired) from err
-        if trainer.received_sigterm:  # Slurm's requeue, cancel or time limit: a DDP peer went first, its
+        if preemption.terminated or trainer.received_sigterm:  # Slurm's requeue, cancel or time limit: a DDP peer went first, its
             # gloo connection closed under this rank; interrupted, not failed: --resume continues it
             raise Preempted(f"SIGTERM ({type(err).__name__} after it): resume from the last checkpoint") from err
         status, error = "failed", f"{type(err).__name__}: {err}"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Single-node Slurm 22.05 cluster on localhost (munged + mariadbd + slurmdbd + slurmctld + slurmd),
-# for the test suite and for trying the SLURM path on a workstation. Run as root.
+# A Slurm 22.05 cluster on this machine (munged + mariadbd + slurmdbd + slurmctld + slurmd), for the
+# test suite and for trying the SLURM path on a workstation. Run as root.
 #
-#   slurm/local-cluster.sh up       start whatever is not running, wait until usable (idempotent)
+#   slurm/local-cluster.sh up [--nodes N]  start whatever is not running, wait until usable (idempotent)
 #   slurm/local-cluster.sh down     cancel jobs, stop exactly what `up` started (idempotent)
 #   slurm/local-cluster.sh status   one line per daemon; exit 0 only if all are running
 #   slurm/local-cluster.sh env      print `export SLURM_CONF=...` (eval "$(slurm/local-cluster.sh env)")
@@ -12,11 +12,20 @@
 # touched. Clients (sbatch, srun, squeue, sacct, scontrol) find this cluster only through
 # SLURM_CONF, which also carries the path of our private munge socket.
 #
+# Plain `up` is one node, `localhost`, on loopback. `up --nodes N` (N >= 2) runs N slurmd nodes,
+# node1..nodeN, each in its own network namespace (its own address in a private /24, its own
+# hostname in a UTS namespace, its own /etc/hosts bind-mounted in a mount namespace), all bridged
+# to the controller: slurmctld, slurmdbd and munged stay in this (root) network namespace, where
+# the bridge holds the controller's address, so clients (sbatch, squeue, convbench sweep) work
+# from the shell that ran `up`. The namespaces, veths and bridge are named after a tag derived
+# from the state dir (`status` prints it) and recorded in $STATE_DIR/net; `down` removes exactly those.
+#
 # Environment knobs (defaults in brackets):
 #   CONVBENCH_CLUSTER_DIR [/tmp/convbench-cluster]  CONVBENCH_CLUSTER_NAME [convbench]
 #   CONVBENCH_CLUSTER_TIMEOUT [60] seconds per readiness wait
 #   CONVBENCH_CLUSTER_DB_PORT [3316]  (not 3306, so a system MariaDB/MySQL does not clash)
 #   CONVBENCH_SLURMCTLD_PORT [6817] CONVBENCH_SLURMD_PORT [6818] CONVBENCH_SLURMDBD_PORT [6819]
+#   CONVBENCH_CLUSTER_SUBNET [10.2xx.yyy, from the state dir] the /24 of the N-node cluster (3 octets)
 #   CONVBENCH_CLUSTER_MAX_ARRAY_SIZE [1001] slurm.conf's MaxArraySize (Slurm's default): array indices < it
 #   CONVBENCH_CLUSTER_MAX_JOB_COUNT [20000] slurm.conf's MaxJobCount: every array task is a job record,
 #     so Slurm's default 10000 cannot queue a 10,000-run sweep (tests/benchmarks/test_sweep_scale.py)
@@ -44,8 +53,36 @@ MUNGE_SOCKET="${MUNGE_DIR}/munge.socket"
 DB_SOCKET="${RUN_DIR}/mariadb.sock"
 SLURM_CONF_FILE="${ETC_DIR}/slurm.conf"
 
-# Start order; `down` walks it backwards.
-DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
+NODES_FILE="${STATE_DIR}/nodes"   # the node count of the last `up`
+NET_FILE="${STATE_DIR}/net"       # the namespaces and links that `up` made, one per line
+
+# The network of an N-node cluster: names and the /24 derive from the state dir, so clusters in
+# different dirs never share a namespace, a link or an address. Link names stay within 15 chars.
+HASH="$(printf '%s' "${STATE_DIR}" | cksum | cut -d' ' -f1)"
+TAG="cb$(printf '%06x' $((HASH % 16777216)))"
+SUBNET="${CONVBENCH_CLUSTER_SUBNET:-10.$((200 + HASH % 50)).$((HASH / 50 % 256))}"
+BRIDGE="${TAG}br"
+CONTROLLER_ADDR="${SUBNET}.1"
+HOSTS_FILE="${ETC_DIR}/hosts"
+
+node_count() { if [[ -s "${NODES_FILE}" ]]; then tr -dc '0-9' <"${NODES_FILE}"; else echo 1; fi; }
+NODES="$(node_count)"
+
+# node_names: the slurmd nodes of this cluster.
+node_names() {
+    local i
+    if ((NODES == 1)); then echo localhost; else for ((i = 1; i <= NODES; i++)); do echo "node$i"; done; fi
+}
+netns_of() { echo "${TAG}-$1"; }                  # node1 -> cb1a2b3c-node1 (/run/netns/...)
+veth_of() { echo "${TAG}v${1#node}"; }             # node1 -> cb1a2b3cv1 (bridge side)
+addr_of() { echo "${SUBNET}.$((${1#node} + 1))"; } # node1 -> SUBNET.2
+
+# daemons: start order; `down` walks it backwards. slurmd-NODE is the slurmd of NODE.
+daemons() {
+    local n
+    echo munged mariadbd slurmdbd slurmctld
+    if ((NODES == 1)); then echo slurmd; else for n in $(node_names); do echo "slurmd-$n"; done; fi
+}
 
 # Every client call below, and every daemon, must see our config rather than /etc/slurm.
 export SLURM_CONF="${SLURM_CONF_FILE}"
@@ -69,6 +106,8 @@ pid_file() {
 
 log_file() { echo "${LOG_DIR}/$1.log"; }
 
+comm_of() { echo "${1%%-*}"; }  # slurmd-node1 is a slurmd
+
 # alive PID: the process exists and is not a zombie. Daemons are reparented to PID 1, which may
 # reap late (in this sandbox about once a second), and `kill -0` succeeds on zombies.
 alive() {
@@ -86,7 +125,7 @@ read_pid() {
     [[ -r "$f" ]] || return 1
     pid="$(tr -dc '0-9' <"$f")"
     [[ -n "$pid" ]] || return 1
-    [[ "$(cat "/proc/${pid}/comm" 2>/dev/null)" == "$1" ]] && alive "$pid" || return 1
+    [[ "$(cat "/proc/${pid}/comm" 2>/dev/null)" == "$(comm_of "$1")" ]] && alive "$pid" || return 1
     echo "$pid"
 }
 
@@ -136,12 +175,25 @@ generate_configs() {
     fi
     db_pass="$(cat "${ETC_DIR}/db.pass")"
 
+    local controller=localhost spool="${STATE_DIR}/slurmd" slurmd_pid slurmd_log nodes n
+    slurmd_pid="$(pid_file slurmd)" slurmd_log="$(log_file slurmd)"
+    nodes="NodeName=localhost NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${real_mem} State=UNKNOWN"
+    if ((NODES > 1)); then
+        # The nodes reach the controller at its bridge address; each slurmd has its own spool, PID
+        # file and log (%n: the node name). The CPUs are shared: each node offers all of them.
+        controller="localhost(${CONTROLLER_ADDR})" spool="${STATE_DIR}/slurmd/%n"
+        slurmd_pid="$(pid_file slurmd-%n)" slurmd_log="$(log_file slurmd-%n)" nodes=""
+        for n in $(node_names); do
+            nodes+="NodeName=$n NodeAddr=$(addr_of "$n") CPUs=${cpus} RealMemory=$((real_mem / NODES)) State=UNKNOWN"$'\n'
+        done
+    fi
     write_if_changed "${SLURM_CONF_FILE}" 0644 <<EOF
 # Generated by slurm/local-cluster.sh; edits are overwritten by the next \`up\`.
 ClusterName=${CLUSTER_NAME}
-# "localhost" is accepted as the controller name whatever the hostname is. Slurm 22.05 has no
-# listen-address setting: slurmctld/slurmd/slurmdbd listen on all interfaces, mariadbd on 127.0.0.1.
-SlurmctldHost=localhost
+# "localhost" is accepted as the controller name whatever the hostname is (with N nodes, at its
+# bridge address). Slurm 22.05 has no listen-address setting: slurmctld/slurmd/slurmdbd listen on
+# all interfaces, mariadbd on 127.0.0.1.
+SlurmctldHost=${controller}
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort=${SLURMCTLD_PORT}
@@ -153,11 +205,11 @@ CredType=cred/munge
 # default 120 s, too slow for requeue tests); 10 s is ample for step launches on localhost.
 AuthInfo=socket=${MUNGE_SOCKET},cred_expire=10
 StateSaveLocation=${STATE_DIR}/slurmctld
-SlurmdSpoolDir=${STATE_DIR}/slurmd
+SlurmdSpoolDir=${spool}
 SlurmctldPidFile=$(pid_file slurmctld)
-SlurmdPidFile=$(pid_file slurmd)
+SlurmdPidFile=${slurmd_pid}
 SlurmctldLogFile=$(log_file slurmctld)
-SlurmdLogFile=$(log_file slurmd)
+SlurmdLogFile=${slurmd_log}
 SlurmctldDebug=info
 SlurmdDebug=info
 # Keep the system's SPANK plugins (/etc/slurm/plugstack.conf) out of this cluster.
@@ -179,9 +231,10 @@ ReturnToService=2
 JobRequeue=1
 MaxArraySize=${MAX_ARRAY_SIZE}
 MaxJobCount=${MAX_JOB_COUNT}
-# Fast turnaround for tests: short kill grace, completed jobs leave squeue after 30 s
-# (sacct keeps them), scheduler runs on every submit.
-KillWait=2
+# Fast turnaround for tests: completed jobs leave squeue after 30 s (sacct keeps them), the
+# scheduler runs on every submit. KillWait: the time from the SIGTERM of a requeue, cancel or time
+# limit to the SIGKILL; convbench checkpoints in it (a small net's checkpoint takes well under 1 s).
+KillWait=10
 MinJobAge=30
 InactiveLimit=0
 SchedulerType=sched/backfill
@@ -196,9 +249,20 @@ AccountingStoragePass=${MUNGE_SOCKET}
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${real_mem} State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+${nodes}
+PartitionName=debug Nodes=$(node_names | paste -sd,) Default=YES MaxTime=INFINITE State=UP
 EOF
+
+    if ((NODES > 1)); then
+        # Every node's /etc/hosts: all nodes, both ways (gloo binds to the address of the hostname,
+        # and reverse lookups of ::ffff: peers must find a name too).
+        {
+            echo "127.0.0.1 localhost"
+            echo "${CONTROLLER_ADDR} controller"
+            for n in $(node_names); do echo "$(addr_of "$n") $n"; done
+            for n in $(node_names); do echo "::ffff:$(addr_of "$n") $n"; done
+        } | write_if_changed "${HOSTS_FILE}" 0644
+    fi
 
     write_if_changed "${ETC_DIR}/plugstack.conf" 0644 </dev/null
 
@@ -311,34 +375,99 @@ start_slurmctld() {
     wait_until slurmctld "slurmctld (port ${SLURMCTLD_PORT})" ctld_up
 }
 
-node_state() { sinfo -h -N -n localhost -o %T 2>/dev/null | head -n 1; }
+node_state() { sinfo -h -N -n "$1" -o %T 2>/dev/null | head -n 1; }
 
-node_usable() { [[ "$(node_state)" =~ ^(idle|mixed|allocated|completing)$ ]]; }
+node_usable() { [[ "$(node_state "$1")" =~ ^(idle|mixed|allocated|completing)$ ]]; }
+
+# ensure_network: the bridge (holding the controller's address) and, per node, a network namespace
+# with a veth into the bridge. Each piece is made only if missing, so `up` after a crash reuses
+# what survived (the names derive from the state dir: whatever carries them is this cluster's).
+# All of them are recorded in NET_FILE first, so `down` removes them even if `up` fails halfway.
+ensure_network() {
+    local n ns veth
+    if ip route show "${SUBNET}.0/24" | grep -q . && ! ip link show "${BRIDGE}" >/dev/null 2>&1; then
+        die "${SUBNET}.0/24 is already routed here ($(ip route show "${SUBNET}.0/24")): set CONVBENCH_CLUSTER_SUBNET to a free 10.x.y"
+    fi
+    {
+        echo "link ${BRIDGE}"
+        for n in $(node_names); do printf 'netns %s\nlink %s\n' "$(netns_of "$n")" "$(veth_of "$n")"; done
+    } >"${NET_FILE}"
+    ip link show "${BRIDGE}" >/dev/null 2>&1 || ip link add "${BRIDGE}" type bridge
+    ip addr show dev "${BRIDGE}" | grep -q "inet ${CONTROLLER_ADDR}/24" || ip addr add "${CONTROLLER_ADDR}/24" dev "${BRIDGE}"
+    ip link set "${BRIDGE}" up
+    for n in $(node_names); do
+        ns="$(netns_of "$n")" veth="$(veth_of "$n")"
+        [[ -e "/run/netns/${ns}" ]] || ip netns add "${ns}"
+        if ! ip link show "${veth}" >/dev/null 2>&1; then
+            ip -n "${ns}" link del eth0 2>/dev/null || true  # a peer whose bridge side was lost
+            ip link add "${veth}" type veth peer name eth0 netns "${ns}"
+        fi
+        ip link set "${veth}" master "${BRIDGE}" up
+        ip -n "${ns}" addr show dev eth0 | grep -q "inet $(addr_of "$n")/24" || ip -n "${ns}" addr add "$(addr_of "$n")/24" dev eth0
+        ip -n "${ns}" link set eth0 up
+        ip -n "${ns}" link set lo up
+    done
+}
+
+# remove_network: exactly the namespaces and links recorded in NET_FILE (a veth goes with its peer).
+remove_network() {
+    [[ -f "${NET_FILE}" ]] || return 0
+    local kind name
+    while read -r kind name; do
+        case "$kind" in
+            link) ! ip link show "$name" >/dev/null 2>&1 || ip link del "$name" ;;
+            netns) [[ ! -e "/run/netns/$name" ]] || ip netns del "$name" ;;
+        esac
+    done < <(tac "${NET_FILE}")
+    rm -f "${NET_FILE}"
+    log "local-cluster: removed the network (${TAG}: ${BRIDGE}, ${SUBNET}.0/24)"
+}
+
+# start_node_slurmd NODE: slurmd for NODE, in NODE's network namespace (nsenter, not `ip netns
+# exec`, which remounts /sys and hides the cgroup tree slurmd checks), with its own hostname and
+# hosts file (new UTS and mount namespaces).
+start_node_slurmd() {
+    local n="$1"
+    if ((NODES == 1)); then
+        # The hostname is not `localhost`: -N names the node this slurmd serves.
+        spawn "$(log_file slurmd)" slurmd -N localhost -f "${SLURM_CONF_FILE}"
+    else
+        mkdir -p "${STATE_DIR}/slurmd/$n"
+        spawn "$(log_file "slurmd-$n")" nsenter --net="/run/netns/$(netns_of "$n")" \
+            unshare --uts --mount --propagation private \
+            sh -c 'hostname "$1" && mount --bind "$2" /etc/hosts && exec slurmd -N "$1" -f "$3"' \
+            sh "$n" "${HOSTS_FILE}" "${SLURM_CONF_FILE}"
+    fi
+}
 
 start_slurmd() {
-    if ! is_running slurmd; then
-        # The hostname is not `localhost`: -N names the node this slurmd serves.
-        spawn "$(log_file slurmd)" slurmd -N localhost -f "${SLURM_CONF_FILE}" ||
-            die "slurmd failed to start" "$(log_file slurmd)"
-    fi
-    local start=$SECONDS state resumed=0
-    until node_usable; do
-        state="$(node_state)"
-        # ReturnToService=2 revives DOWN nodes, not DRAINED ones (drain survives restarts in the
-        # saved state, e.g. after a "Kill task failed"). This is a throwaway cluster: resume once.
-        if [[ "$state" == drain* && $resumed -eq 0 ]]; then
-            log "local-cluster: node was ${state} ($(sinfo -h -R -o %E)); resuming it"
-            scontrol update nodename=localhost state=resume || true
-            resumed=1
+    local n d
+    for n in $(node_names); do
+        d="$( ((NODES == 1)) && echo slurmd || echo "slurmd-$n")"
+        if ! is_running "$d"; then
+            start_node_slurmd "$n" || die "$d failed to start" "$(log_file "$d")"
         fi
-        if ((SECONDS - start >= TIMEOUT)); then
-            die "node localhost is '${state:-unknown}' after ${TIMEOUT}s, not idle ($(sinfo -h -R -o %E))" \
-                "$(log_file slurmd)"
-        fi
-        if ((SECONDS - start >= 3)) && ! is_running slurmd; then
-            die "slurmd exited during startup" "$(log_file slurmd)"
-        fi
-        sleep 0.2
+    done
+    for n in $(node_names); do
+        d="$( ((NODES == 1)) && echo slurmd || echo "slurmd-$n")"
+        local start=$SECONDS state resumed=0
+        until node_usable "$n"; do
+            state="$(node_state "$n")"
+            # ReturnToService=2 revives DOWN nodes, not DRAINED ones (drain survives restarts in the
+            # saved state, e.g. after a "Kill task failed"). This is a throwaway cluster: resume once.
+            if [[ "$state" == drain* && $resumed -eq 0 ]]; then
+                log "local-cluster: node $n was ${state} ($(sinfo -h -R -n "$n" -o %E)); resuming it"
+                scontrol update nodename="$n" state=resume || true
+                resumed=1
+            fi
+            if ((SECONDS - start >= TIMEOUT)); then
+                die "node $n is '${state:-unknown}' after ${TIMEOUT}s, not idle ($(sinfo -h -R -o %E))" "$(log_file "$d")"
+            fi
+            if ((SECONDS - start >= 3)) && ! is_running "$d"; then
+                die "$d exited during startup" "$(log_file "$d")"
+            fi
+            sleep 0.2
+        done
     done
 }
 
@@ -350,19 +479,42 @@ lock_state_dir() {
     flock -w 120 9 || die "could not lock ${STATE_DIR}/.lock"
 }
 
+any_running() {
+    local d
+    for d in $(daemons); do is_running "$d" && return 0; done
+    return 1
+}
+
 cmd_up() {
+    local want=1
+    while (($# > 0)); do
+        case "$1" in
+            --nodes)
+                [[ "${2:-}" =~ ^[1-9][0-9]?$ ]] || die "--nodes ${2:-}: expected a node count from 1 to 99"
+                want="$2"
+                shift 2
+                ;;
+            *) die "up: unknown option $1 (accepted: --nodes N)" ;;
+        esac
+    done
     require_root
     mkdir -p "${STATE_DIR}" "${ETC_DIR}" "${RUN_DIR}" "${LOG_DIR}" "${STATE_DIR}/slurmctld" "${STATE_DIR}/slurmd"
     chmod 0755 "${STATE_DIR}"
     lock_state_dir
+    if ((want != NODES)) && any_running; then
+        die "${STATE_DIR} runs a ${NODES}-node cluster: \`down\` it before \`up --nodes ${want}\`"
+    fi
+    NODES="${want}"
     local d all=1
-    for d in "${DAEMONS[@]}"; do is_running "$d" || all=0; done
+    for d in $(daemons); do is_running "$d" || all=0; done
     if ((all)); then
         log "local-cluster: already running (${STATE_DIR})"
         print_env
         return 0
     fi
     local t0=$SECONDS
+    echo "${NODES}" >"${NODES_FILE}"
+    if ((NODES > 1)); then ensure_network; else remove_network; fi  # (the leftovers of an N-node run)
     generate_configs
     start_munged
     start_mariadbd
@@ -370,7 +522,7 @@ cmd_up() {
     start_slurmctld
     start_slurmd
     wait_until slurmdbd "sacct" sacct -n -X -S now-1minutes
-    log "local-cluster: up in $((SECONDS - t0))s (state ${STATE_DIR}, logs ${LOG_DIR})"
+    log "local-cluster: up with ${NODES} node(s) in $((SECONDS - t0))s (state ${STATE_DIR}, logs ${LOG_DIR})"
     print_env
 }
 
@@ -430,18 +582,22 @@ cmd_down() {
         return 0
     fi
     lock_state_dir
+    local d nodes_up=1
+    for d in $(daemons); do [[ "$d" != slurmd* ]] || is_running "$d" || nodes_up=0; done
     # Cancel jobs first so slurmstepd kills their processes; stopping slurmd alone would orphan them.
-    if is_running slurmctld && is_running slurmd; then
+    if is_running slurmctld && ((nodes_up)); then
         local jobs
         jobs="$(squeue -h -o %A 2>/dev/null || true)"
         if [[ -n "$jobs" ]]; then
             # shellcheck disable=SC2086  # one word per job id
             scancel $jobs 2>/dev/null || true
-            local deadline=$((SECONDS + 10))
-            while [[ -n "$(our_stepds)" ]] && ((SECONDS < deadline)); do sleep 0.2; done
+            # Until the steps are gone and slurmctld has seen every job end: a job still COMPLETING
+            # when slurmctld stops is saved as such and holds its node's CPUs after the next `up`.
+            local deadline=$((SECONDS + 20))
+            while [[ -n "$(our_stepds)" || -n "$(squeue -h -o %A 2>/dev/null)" ]] && ((SECONDS < deadline)); do sleep 0.2; done
         fi
     fi
-    stop_daemon slurmd 10
+    for d in $(daemons); do [[ "$d" != slurmd* ]] || stop_daemon "$d" 10; done
     stop_daemon slurmctld 10
     # Whatever job steps survived: kill them together with their process trees.
     local pid stray=()
@@ -455,12 +611,13 @@ cmd_down() {
     stop_daemon slurmdbd 10
     stop_daemon mariadbd 30
     stop_daemon munged 10
+    remove_network
     log "local-cluster: down"
 }
 
 cmd_status() {
     local d pid rc=0
-    for d in "${DAEMONS[@]}"; do
+    for d in $(daemons); do
         if pid="$(read_pid "$d")"; then
             printf '%-10s running (pid %s)\n' "$d" "$pid"
         else
@@ -469,18 +626,23 @@ cmd_status() {
         fi
     done
     echo "state dir: ${STATE_DIR}   logs: ${LOG_DIR}"
+    if ((NODES > 1)); then
+        echo "nodes: $(node_names | while read -r n; do printf '%s=%s (netns %s) ' "$n" "$(addr_of "$n")" "$(netns_of "$n")"; done)controller ${CONTROLLER_ADDR} on ${BRIDGE}"
+    fi
     print_env
     return "$rc"
 }
 
 main() {
-    case "${1:-}" in
-        up) cmd_up ;;
+    local action="${1:-}"
+    (($# == 0)) || shift
+    case "$action" in
+        up) cmd_up "$@" ;;
         down) cmd_down ;;
         status) cmd_status ;;
         env) print_env ;;
         *)
-            echo "usage: $0 up|down|status|env" >&2
+            echo "usage: $0 up [--nodes N]|down|status|env" >&2
             exit 2
             ;;
     esac

@@ -1,11 +1,15 @@
-"""Session fixture `slurm_cluster`: the single-node Slurm cluster of slurm/local-cluster.sh.
+"""Session fixtures `slurm_cluster` (the single-node Slurm cluster of slurm/local-cluster.sh) and
+`slurm_cluster_2n` (its two-node cluster, `up --nodes 2`: node1 and node2 in their own network
+namespaces).
 
-Registered in tests/conftest.py. A test that needs Slurm takes `slurm_cluster` and passes
-`slurm_cluster.env` to every subprocess (sbatch, srun, sacct, ...): that env carries SLURM_CONF,
-without which the clients look for /etc/slurm/slurm.conf and fail.
+Registered in tests/conftest.py. A test that needs Slurm takes a fixture and passes its `.env` to
+every subprocess (sbatch, srun, sacct, ...): that env carries SLURM_CONF, without which the clients
+look for /etc/slurm/slurm.conf and fail.
 
-The fixture starts the cluster only if it is not already running, and stops it at the end only
-if it started it, so a cluster a developer brought up by hand survives the test run.
+The two clusters may be up at once: the two-node one lives in `<CONVBENCH_CLUSTER_DIR>-2n` with
+every port (slurmctld, slurmd, slurmdbd, mariadb) PORT_OFFSET_2N above the single-node one's and
+its own cluster name. Each fixture starts its cluster only if it is not already running, and
+stops it at the end only if it started it, so a cluster a developer brought up by hand survives.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "slurm" / "local-cluster.sh"
 DEFAULT_STATE_DIR = "/tmp/convbench-cluster"
+PORT_OFFSET_2N = 100
+_PORTS = {  # the knobs of slurm/local-cluster.sh and their defaults
+    "CONVBENCH_SLURMCTLD_PORT": 6817, "CONVBENCH_SLURMD_PORT": 6818, "CONVBENCH_SLURMDBD_PORT": 6819,
+    "CONVBENCH_CLUSTER_DB_PORT": 3316,
+}  # fmt: skip
 
 # Daemons live in /usr/sbin, which is not on every PATH.
 _PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -39,6 +48,7 @@ class SlurmCluster:
     state_dir: Path
     env: dict[str, str]  # pass to subprocesses: has SLURM_CONF, CONVBENCH_CLUSTER_DIR, PATH
     started_here: bool  # True if the fixture ran `up` (and will run `down`)
+    nodes: int = 1
 
     @property
     def slurm_conf(self) -> Path:
@@ -54,9 +64,9 @@ class SlurmCluster:
             [str(c) for c in cmd], env=self.env, capture_output=True, text=True, timeout=timeout, **kwargs
         )
 
-    def script(self, action: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    def script(self, action: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
         """slurm/local-cluster.sh ACTION (up, down, status, env)."""
-        return self.run(SCRIPT, action, timeout=timeout)
+        return self.run(SCRIPT, action, *args, timeout=timeout)
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of every daemon log, for failure messages."""
@@ -67,12 +77,13 @@ class SlurmCluster:
         return "\n".join(parts) or f"(no logs under {self.log_dir})"
 
 
-def _cluster_env(state_dir: Path) -> dict[str, str]:
+def _cluster_env(state_dir: Path, **knobs: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_JOB_ENV_PREFIXES)}
     env.update(
         CONVBENCH_CLUSTER_DIR=str(state_dir),
         SLURM_CONF=str(state_dir / "etc" / "slurm.conf"),
         PATH=_PATH,
+        **knobs,
     )
     return env
 
@@ -81,8 +92,7 @@ def _describe(proc: subprocess.CompletedProcess) -> str:
     return f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[SlurmCluster]:
+def _session_cluster(state_dir: Path, env: dict[str, str], nodes: int) -> Iterator[SlurmCluster]:
     missing = [b for b in _REQUIRED if shutil.which(b, path=_PATH) is None]
     if missing:
         pytest.skip(
@@ -92,13 +102,11 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     if os.geteuid() != 0:
         pytest.skip("slurm/local-cluster.sh must run as root (it starts munged, mariadbd and the Slurm daemons)")
 
-    state_dir = Path(os.environ.get("CONVBENCH_CLUSTER_DIR", DEFAULT_STATE_DIR)).resolve()
-    env = _cluster_env(state_dir)
-    already_running = SlurmCluster(state_dir, env, False).script("status").returncode == 0
-    cluster = SlurmCluster(state_dir, env, started_here=not already_running)
+    already_running = SlurmCluster(state_dir, env, False, nodes).script("status").returncode == 0
+    cluster = SlurmCluster(state_dir, env, started_here=not already_running, nodes=nodes)
 
     if not already_running:
-        up = cluster.script("up")
+        up = cluster.script("up", *(["--nodes", str(nodes)] if nodes > 1 else []))
         if up.returncode != 0:
             # The binaries are there, so a cluster that does not come up is a bug, not a skip.
             logs = cluster.log_tail()
@@ -116,3 +124,18 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
                 f"status: {_describe(status)}",
                 pytrace=False,
             )
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    state_dir = Path(os.environ.get("CONVBENCH_CLUSTER_DIR", DEFAULT_STATE_DIR)).resolve()
+    yield from _session_cluster(state_dir, _cluster_env(state_dir), nodes=1)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster_2n() -> Iterator[SlurmCluster]:
+    """node1 and node2, one CPU set shared, a network namespace each (see slurm/local-cluster.sh)."""
+    state_dir = Path(os.environ.get("CONVBENCH_CLUSTER_DIR", DEFAULT_STATE_DIR) + "-2n").resolve()
+    ports = {k: str(int(os.environ.get(k, default)) + PORT_OFFSET_2N) for k, default in _PORTS.items()}
+    name = os.environ.get("CONVBENCH_CLUSTER_NAME", "convbench") + "2n"
+    yield from _session_cluster(state_dir, _cluster_env(state_dir, CONVBENCH_CLUSTER_NAME=name, **ports), nodes=2)

@@ -3,7 +3,7 @@ interval, the run's record unchanged by taking work off it, and divergence still
 
 On CPU nothing waits, so the sync test counts the calls that would wait for the device under CUDA:
 reading a tensor's value (`item`, `tolist`, `numpy`, `bool()`, `float()`, `int()`, `operator.index`,
-`.cpu()`) and the strategy's `reduce_boolean_decision` (an all-reduce read back on the host under
+`.cpu()`) and the strategy's `reduce` (harness.preemption's all-reduce of the ranks' flags, read back on the host under
 DDP), during a real `harness.train.train` run, per training step. Validation, epoch starts and ends
 may read values (the epoch's metrics are fetched there anyway)."""
 from __future__ import annotations
@@ -42,7 +42,7 @@ class SyncCounter(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         strategy = trainer.strategy
-        strategy.reduce_boolean_decision = self.count(strategy.reduce_boolean_decision, "reduce_boolean_decision")  # type: ignore[method-assign]
+        strategy.reduce = self.count(strategy.reduce, "reduce")  # type: ignore[method-assign]
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.phase = "epoch start"  # the first batch is fetched after this hook, before its batch_start
@@ -86,7 +86,7 @@ def test_no_host_sync_between_logging_steps(tmp_path: Path, monkeypatch: pytest.
     assert not off_interval, f"host syncs in steps off the logging interval (every {EVERY}): {off_interval}"
     # the counter sees reads where they are expected: the logged step loss, the checks and the epoch's metrics
     assert all(reads.get(step, 0) > 0 for step in range(EVERY, 17, EVERY)), reads
-    assert counter.counts["epoch end"] > 0 and counter.what[(("step", EVERY), "reduce_boolean_decision")] == 1
+    assert counter.counts["epoch end"] > 0 and counter.what[(("step", EVERY), "reduce")] == 1
     if tty:  # the bar still shows the step loss and the epoch's metrics
         assert counter.bar_metrics is not None and {"train/loss_step", "train/acc1", "train/loss"} <= counter.bar_metrics.keys()
 

@@ -87,7 +87,7 @@ def test_ddp_array_requeue_and_no_secret(slurm_cluster: SlurmCluster, tmp_path: 
     if interrupted:
         wait_for(lambda: "requeued" in cli(slurm_cluster, "status", str(p)).stdout.split("\n")[0]
                  or (first.run_dir / "metrics" / "version_1").exists(), 60, "status requeued", sweep.dir)
-    wait_for(lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), 200, "4 results", sweep.dir)
+    wait_for(lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), 300, "4 results", sweep.dir)  # 4 runs in turn, 30-50 s of start-up each on 2 busy cores
     print(f"4-run DDP array incl. requeue: {time.monotonic() - t0:.1f}s")
     results = [json.loads((r.run_dir / "result.json").read_text()) for r in sweep.runs]
     assert [(r["status"], r["world_size"]) for r in results] == [("completed", 2)] * 4
@@ -140,7 +140,7 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: Slurm
     assert not (run.run_dir / "result.json").exists(), "the run ended before it could be signalled: raise its epochs"
     signal = slurm_cluster.run("scancel", "--signal=USR1", task)
     assert signal.returncode == 0, signal.stderr
-    wait_for(lambda: any(run.run_dir.glob("hpc_ckpt_*.ckpt")), 60, "the hpc checkpoint", sweep.dir)
+    wait_for(lambda: any(run.run_dir.glob("checkpoints/hpc_ckpt_*.ckpt")), 60, "the hpc checkpoint", sweep.dir)
     wait_for(lambda: (run.run_dir / "result.json").is_file(), 240, "the result", sweep.dir)
     result = json.loads((run.run_dir / "result.json").read_text())
     assert (result["status"], result["epochs"], result["world_size"]) == ("completed", 6, 2)

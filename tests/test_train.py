@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from harness.config import TrainConfig, merge, resolve
 from harness.module import lr_factor
 from harness.preemption import Preempted
 from harness.recipes import OptimConfig
-from harness.train import train
+from harness.train import build_data, train
 from harness.wandb_run import complete_export
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -105,11 +106,12 @@ def test_preemption_signal_checkpoints_and_the_resume_finishes(tmp_path: Path, c
     with pytest.raises(Preempted, match="SIGUSR1 at step 5"):
         train(c, extra_callbacks=[SignalAt(4)])
     run = tmp_path / "results" / c.run_id()
-    assert (run / "hpc_ckpt_1.ckpt").is_file() and not (run / "result.json").exists()
-    assert torch.load(run / "hpc_ckpt_1.ckpt", weights_only=False)["global_step"] == 5
+    hpc = run / "checkpoints" / "hpc_ckpt_1.ckpt"
+    assert hpc.is_file() and not (run / "result.json").exists()
+    assert torch.load(hpc, weights_only=False)["global_step"] == 5
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handler is the run's only
     resumed = train(c, resume=True)
-    assert f"resuming from {run / 'hpc_ckpt_1.ckpt'}" in capsys.readouterr().err
+    assert f"resuming from {hpc} at step 5 (epoch 1/2, batch 6/6)" in capsys.readouterr().err
     assert resumed.status == "completed" and resumed.global_step >= 5
     v1 = (run / "metrics" / "version_1" / "metrics.csv").read_text().splitlines()
     assert int(v1[1].split(",")[1]) >= 5  # the second attempt logged on from the checkpoint's step
@@ -226,6 +228,73 @@ def test_plain_epoch_lines_when_not_a_terminal(tmp_path: Path, capsys: pytest.Ca
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch ")]
     assert [l.split()[1] for l in lines] == ["1/2", "2/2"]
     assert all("train/loss" in l and "val/acc1" in l for l in lines)
+
+
+class KilledAt(pl.Callback):
+    """A kill without warning (SIGKILL, a node lost) just before a training step: nothing more is saved."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def merged_curve(run: Path) -> list[tuple[int, float]]:
+    from harness.report.collect import read_metrics
+
+    return [(int(r["step"]), r["train/loss_step"]) for r in read_metrics(run) if r.get("train/loss_step") is not None]
+
+
+@pytest.mark.parametrize("how", ["sigterm", "interval"])
+def test_mid_epoch_resume_continues_the_curve_exactly(tmp_path: Path, how: str) -> None:
+    """A checkpoint mid-epoch (on SIGTERM, or trainer.checkpoint_every_min) resumes at the next batch
+    of the same order: the merged per-step loss curve has every step once and equals the
+    uninterrupted run's, and so do the final weights' val/test figures (6 steps an epoch;
+    interrupted in epoch 2 at step 9)."""
+    values = dict(arch="vggp4", epochs=2, hidden_noise_std=0.05, data={"input_size": [3, 32, 32], "augment": {"flip": True}})
+    a = config(tmp_path / "a", **values)
+    straight = train(a)
+    c = config(tmp_path / "b", **values, trainer={"log_every_n_steps": 1, "checkpoint_every_min": 1e-9 if how == "interval" else 0.0})
+    run = tmp_path / "b" / "results" / c.run_id()
+    if how == "sigterm":
+        with pytest.raises(Preempted, match="SIGTERM at step 9"):
+            train(c, extra_callbacks=[TerminatedAt(8, then_fail=False)])
+    else:  # interval checkpoints every step; then a kill before step 10 trains
+        with pytest.raises(SystemExit):
+            train(c, extra_callbacks=[KilledAt(9)])
+    ckpt = torch.load(run / "checkpoints" / "step.ckpt", weights_only=False)
+    assert (ckpt["global_step"], ckpt[type(build_data(c)).__qualname__]) == (9, {"epoch": 1, "batches": 3})
+    resumed = train(c, resume=True)
+    for key in ("val_acc1", "val_loss", "test_acc1", "test_loss", "global_step"):
+        assert getattr(resumed, key) == getattr(straight, key), key
+    curve = merged_curve(run)
+    assert [s for s, _ in curve] == list(range(12))
+    assert curve == merged_curve(tmp_path / "a" / "results" / a.run_id())
+
+
+def test_sigterm_to_the_process_group_with_workers_checkpoints(tmp_path: Path) -> None:
+    """Slurm signals every process of the job (proctrack/pgid): with DataLoader workers in the group
+    the run still checkpoints at a step and exits as preempted (4): the workers ignore SIGTERM."""
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "harness.cli", "train", "--arch", "lenet5", "--data", "synthetic", "--epochs", "50",
+            "--results", str(tmp_path), "--set", "data.input_size=[1,32,32]", "--set", "data.num_samples=4096",
+            "--set", "data.num_workers=2", "--set", "wandb.mode=disabled", "--set", "trainer.accelerator=cpu"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    for line in proc.stderr:  # the attempt's first line: training has begun
+        if "starting at step 0" in line:
+            break
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 4, err
+    assert re.search(r"SIGTERM at step \d+: saved \S+/checkpoints/step\.ckpt", err), err
+    (run,) = tmp_path.iterdir()
+    assert (run / "checkpoints" / "step.ckpt").is_file() and not (run / "result.json").exists()
 
 
 def test_ddp_record_gives_the_job_rate_and_each_rank(tmp_path: Path) -> None:

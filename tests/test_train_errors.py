@@ -62,6 +62,7 @@ def assert_one_line(r: Outcome, *fragments: str) -> None:
     (["--arch", "unet", *SYNTH], ["segmentation"]),
     (["--arch", "alexnet", *SYNTH], ["cannot run on synthetic images of 1x32x32"]),
     (["--arch", "lenet5", *SYNTH, "--config", "missing.yaml"], ["missing.yaml does not exist"]),
+    (["--arch", "lenet5", *SYNTH, "--set", "trainer.checkpoint_every_min=-1"], ["trainer.checkpoint_every_min=-1", ">= 0"]),
 ])
 def test_bad_input(train: Callable[..., Outcome], tmp_path: Path, args: list[str], fragments: list[str]) -> None:
     assert_one_line(train(*args), *fragments)

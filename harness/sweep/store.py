@@ -115,4 +115,4 @@ def add_job(sweep: Sweep, job: ArrayJob) -> ArrayJob:
 
 def started(run: Run) -> bool:
     """The run has trained before (a checkpoint exists): a restart resumes it."""
-    return (run.run_dir / "checkpoints" / "last.ckpt").is_file() or any(run.run_dir.glob("hpc_ckpt_*.ckpt"))
+    return any((run.run_dir / "checkpoints").glob("*.ckpt"))

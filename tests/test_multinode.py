@@ -1,0 +1,176 @@
+"""Two Slurm nodes for real (slurm/local-cluster.sh up --nodes 2: node1 and node2 in their own network
+namespaces): a `trainer.num_nodes: 2` sweep run (one rank a node, gloo) that is requeued by
+`scontrol requeue` (SIGTERM: checkpoint at an agreed step, stop, Slurm restarts it) and then
+preempted by the SIGUSR1 path, and finishes with one result from both nodes, one W&B run and a
+merged curve with every logged step once."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.report.collect import read_metrics
+from harness.sweep.spec import load
+from tests.slurm_fixtures import SlurmCluster
+from tests.test_sweep_slurm import cli, sweep_file, wait_for
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+LOG_EVERY = 5
+
+
+def two_node_sweep(epochs: int, train_limit: int, every_min: float) -> str:
+    return f"""
+    method: grid
+    parameters:
+      arch: {{value: lenet5}}
+      dataset: {{value: fashion-mnist}}
+      epochs: {{value: {epochs}}}
+      data.train_limit: {{value: {train_limit}}}
+      data.val_size: {{value: 500}}
+      data.num_workers: {{value: 0}}
+      data.batch_size: {{value: 64}}
+      trainer.accelerator: {{value: cpu}}
+      trainer.devices: {{value: 1}}
+      trainer.num_nodes: {{value: 2}}
+      trainer.strategy: {{value: ddp}}
+      trainer.log_every_n_steps: {{value: {LOG_EVERY}}}
+      trainer.checkpoint_every_min: {{value: {every_min}}}
+      wandb.mode: {{value: offline}}
+    convbench:
+      name: NAME
+      results: RESULTS
+      seeds: [0]
+      slurm: {{cpus_per_task: 1, time: "00:10:00"}}
+"""
+
+
+def logged_steps(run_dir: Path) -> list[int]:
+    return [int(r["step"]) for r in read_metrics(run_dir) if r.get("train/loss_step") is not None]
+
+
+def check_one_run(run_dir: Path, result: dict) -> None:
+    """One result from both nodes, one W&B run id, every logged step once and none missing."""
+    assert (result["status"], result["world_size"], result["num_nodes"]) == ("completed", 2, 2)
+    assert sorted(result["hosts"]) == ["node1", "node2"], result["hosts"]
+    wandb_id = (run_dir / "wandb_id").read_text().strip()
+    deadline = time.monotonic() + 60  # offline, the one W&B run is exported after result.json (harness.wandb_run)
+    while not any((run_dir / "wandb").glob("offline-run-*")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert {d.name.rsplit("-", 1)[1] for d in (run_dir / "wandb").glob("offline-run-*")} == {wandb_id}
+    steps = logged_steps(run_dir)
+    assert steps == list(range(steps[0], steps[-1] + 1, LOG_EVERY)) and steps[0] < LOG_EVERY, steps
+    assert steps[-1] > result["global_step"] - LOG_EVERY - 1, (steps[-1], result["global_step"])
+
+
+def namespaces_and_links(cluster: SlurmCluster) -> tuple[set[str], set[str]]:
+    """This cluster's network namespaces and links, from `status` (it names the tag they carry)."""
+    tag = re.search(r"\(netns (\w+)-node1\)", cluster.script("status").stdout).group(1)
+    netns = {line.split()[0] for line in cluster.run("ip", "netns", "list").stdout.splitlines() if line.startswith(tag)}
+    links = {line.split()[0].split("@")[0] for line in cluster.run("ip", "-br", "link").stdout.splitlines() if line.startswith(tag)}
+    return netns, links
+
+
+def test_two_nodes_have_their_own_hostnames_and_addresses(slurm_cluster_2n: SlurmCluster, tmp_path: Path) -> None:
+    status = slurm_cluster_2n.script("status")
+    assert status.returncode == 0 and re.search(r"(?m)^slurmd-node1\s+running", status.stdout) and "slurmd-node2" in status.stdout
+    netns, links = namespaces_and_links(slurm_cluster_2n)
+    assert len(netns) == 2 and len(links) == 3, (netns, links)  # a bridge and a veth per node
+    script = tmp_path / "where.sh"
+    script.write_text("#!/bin/bash\nsrun bash -c 'echo $(hostname) $(hostname -i)'\n")
+    out = tmp_path / "where.out"
+    sub = slurm_cluster_2n.run("sbatch", "--wait", "--nodes=2", "--ntasks-per-node=1", f"--output={out}", script, timeout=60)
+    assert sub.returncode == 0, sub.stderr
+    rows = sorted(out.read_text().split("\n")[:2])
+    assert [r.split()[0] for r in rows] == ["node1", "node2"] and rows[0].split()[1] != rows[1].split()[1], rows
+
+
+def test_two_node_run_survives_a_requeue_and_a_preemption(slurm_cluster_2n: SlurmCluster, tmp_path: Path) -> None:
+    cluster = slurm_cluster_2n
+    p = sweep_file(tmp_path, "twonode", two_node_sweep(epochs=10, train_limit=4000, every_min=0.02))
+    sweep = load(p)
+    (run,) = sweep.runs
+    t0 = time.monotonic()
+    assert cli(cluster, str(p), "--backend", "slurm").returncode == 0
+    job = json.loads((sweep.dir / "jobs.json").read_text())[0]
+    assert "--nodes=2" in Path(job["script"]).read_text()
+    task = f"{job['job_id']}_0"
+    step_ckpt = run.run_dir / "checkpoints" / "step.ckpt"
+    wait_for(step_ckpt.is_file, 180, "the first interval checkpoint", sweep.dir)
+    print(f"submit -> first interval checkpoint: {time.monotonic() - t0:.1f}s")
+    assert not (run.run_dir / "result.json").exists(), "the run ended before the requeue: raise its epochs"
+    assert cluster.run("scontrol", "requeue", task).returncode == 0
+    wait_for(lambda: (run.run_dir / "metrics" / "version_1").is_dir(), 120, "the second attempt", sweep.dir)
+    wait_for(lambda: re.search(r"(?m)^convbench: resuming from .* at step \d+", next((sweep.dir / "logs").glob("*.out")).read_text()),
+             120, "the second attempt's first step", sweep.dir)
+    assert not (run.run_dir / "result.json").exists(), "the run ended before the preemption signal: raise its epochs"
+    assert cluster.run("scancel", "--signal=USR1", task).returncode == 0
+    wait_for(lambda: (run.run_dir / "result.json").is_file(), 300, "the result", sweep.dir)
+    print(f"two-node run with a requeue and a preemption: {time.monotonic() - t0:.1f}s")
+    check_one_run(run.run_dir, json.loads((run.run_dir / "result.json").read_text()))
+    log = next((sweep.dir / "logs").glob("*.out")).read_text()
+    assert re.search(r"SIGTERM at step (\d+): saved \S+/checkpoints/step\.ckpt", log), log[-3000:]
+    assert re.search(r"SIGUSR1 at step \d+: saved \S+/hpc_ckpt_1\.ckpt; requeued " + task, log), log[-3000:]
+    assert len(re.findall(r"(?m)^convbench: resuming from \S+ at step \d+ \(epoch \d+/10", log)) == 2, log[-3000:]
+    assert "(restart 2)" in log
+
+
+ATTEMPT = re.compile(r"(?m)^convbench: (?:starting at step (\d+)|resuming from \S+ at step (\d+))")
+STOPPED = re.compile(r"(?m)^convbench: SIGTERM at step (\d+): saved")
+
+
+def test_ten_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmCluster, tmp_path: Path) -> None:
+    """`scontrol requeue` ten times, each at a random moment of an attempt (seeded: 4 of the 10 in
+    training, 0-10 s after its first step, 6 in its start-up): one result, one W&B run, every logged
+    step once, and no step trained twice beyond what one checkpoint interval bounds per requeue (with
+    the SIGTERM checkpoint: none; measured: 640 steps trained for 640). About 8 min on 2 busy cores,
+    most of it the attempts' start-up (20-40 s each here)."""
+    import random
+
+    cluster, rng, every_min = slurm_cluster_2n, random.Random(12), 0.1
+    p = sweep_file(tmp_path, "storm", two_node_sweep(epochs=30, train_limit=4000, every_min=every_min))
+    sweep = load(p)
+    (run,) = sweep.runs
+    t0 = time.monotonic()
+    assert cli(cluster, str(p), "--backend", "slurm").returncode == 0
+    task = f"{json.loads((sweep.dir / 'jobs.json').read_text())[0]['job_id']}_0"
+    log = lambda: "\n".join(f.read_text() for f in (sweep.dir / "logs").glob("*.out"))  # noqa: E731
+    for n in range(10):
+        wait_for(lambda: f"(restart {n})" in log(), 120, f"attempt {n + 1}", sweep.dir)
+        if rng.random() > 0.3:  # mostly in training (after the attempt's first line), else in its start-up
+            wait_for(lambda: len(ATTEMPT.findall(log().split(f"(restart {n})")[-1])) > 0, 120, f"attempt {n + 1}'s training",
+                     sweep.dir)
+        time.sleep(rng.uniform(0, 10))
+        assert not (run.run_dir / "result.json").exists(), f"finished before requeue {n + 1}: raise its epochs"
+        assert cluster.run("scontrol", "requeue", task).returncode == 0
+    wait_for(lambda: (run.run_dir / "result.json").is_file(), 300, "the result", sweep.dir)
+    print(f"ten requeues: {time.monotonic() - t0:.1f}s")
+    result = json.loads((run.run_dir / "result.json").read_text())
+    check_one_run(run.run_dir, result)
+    attempts = log().split("convbench: task ")[1:]
+    assert len(attempts) == 11
+    # the attempts that reached training: where each started and where its SIGTERM checkpoint stopped it
+    spans = []
+    for i, a in enumerate(attempts):
+        if (m := ATTEMPT.search(a)) is not None:
+            start = int(next(g for g in m.groups() if g))
+            stop = STOPPED.search(a)
+            spans.append((start, result["global_step"] if i == 10 else int(stop.group(1)) if stop else start))
+    trained = sum(end - start for start, end in spans)
+    per_interval = 1 + int(every_min * 60 * 10)  # generous: at most 10 steps/s here
+    print(f"attempts (start, end): {spans}; trained {trained} steps for {result['global_step']}")
+    assert spans[0][0] == 0 and all(later[0] >= end - per_interval for (_, end), later in zip(spans, spans[1:])), spans
+    assert trained - result["global_step"] <= 10 * per_interval
+
+
+def test_down_removes_the_namespaces_then_up_restores(slurm_cluster_2n: SlurmCluster) -> None:
+    """Last: restarts the session's two-node cluster."""
+    netns, links = namespaces_and_links(slurm_cluster_2n)
+    assert slurm_cluster_2n.script("down").returncode == 0
+    listed = slurm_cluster_2n.run("ip", "netns", "list").stdout + slurm_cluster_2n.run("ip", "-br", "link").stdout
+    assert not any(name in listed for name in netns | links), listed
+    up = slurm_cluster_2n.script("up", "--nodes", "2")
+    assert up.returncode == 0, up.stderr
+    assert namespaces_and_links(slurm_cluster_2n) == (netns, links)
