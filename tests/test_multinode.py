@@ -2,11 +2,14 @@
 namespaces): a `trainer.num_nodes: 2` sweep run (one rank a node, gloo) that is requeued by
 `scontrol requeue` (SIGTERM: checkpoint at an agreed step, stop, Slurm restarts it) and then
 preempted by the SIGUSR1 path, and finishes with one result from both nodes, one W&B run and a
-merged curve with every logged step once."""
+merged curve with every logged step once; requeues at random moments that lose no work; and
+`convbench bench --devices 1 --nodes 2` under srun, one rank a node."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -118,26 +121,28 @@ def test_two_node_run_survives_a_requeue_and_a_preemption(slurm_cluster_2n: Slur
 
 
 ATTEMPT = re.compile(r"(?m)^convbench: (?:starting at step (\d+)|resuming from \S+ at step (\d+))")
+REQUEUES = int(os.environ.get("CONVBENCH_REQUEUES", "3"))  # `make bench`: 10
 STOPPED = re.compile(r"(?m)^convbench: SIGTERM at step (\d+): saved")
 
 
-def test_ten_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmCluster, tmp_path: Path) -> None:
-    """`scontrol requeue` ten times, each at a random moment of an attempt (seeded: 4 of the 10 in
-    training, 0-10 s after its first step, 6 in its start-up): one result, one W&B run, every logged
-    step once, and no step trained twice beyond what one checkpoint interval bounds per requeue (with
-    the SIGTERM checkpoint: none; measured: 640 steps trained for 640). About 8 min on 2 busy cores,
-    most of it the attempts' start-up (20-40 s each here)."""
+def test_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmCluster, tmp_path: Path) -> None:
+    """`scontrol requeue` REQUEUES times in a row (ten under `make bench`, three in `make test`), each at
+    a random moment of an attempt (seeded: most in training, 0-10 s after its first step, the rest in
+    its start-up): one result, one W&B run, every logged step once, and no step trained twice beyond
+    what one checkpoint interval bounds per requeue (with the SIGTERM checkpoint: none; measured at
+    ten: 640 steps trained for 640). Ten take about 8 min on 2 busy cores, most of it the attempts'
+    start-up (20-40 s each here)."""
     import random
 
     cluster, rng, every_min = slurm_cluster_2n, random.Random(12), 0.1
-    p = sweep_file(tmp_path, "storm", two_node_sweep(epochs=30, train_limit=4000, every_min=every_min))
+    p = sweep_file(tmp_path, "storm", two_node_sweep(epochs=3 * REQUEUES, train_limit=4000, every_min=every_min))
     sweep = load(p)
     (run,) = sweep.runs
     t0 = time.monotonic()
     assert cli(cluster, str(p), "--backend", "slurm").returncode == 0
     task = f"{json.loads((sweep.dir / 'jobs.json').read_text())[0]['job_id']}_0"
     log = lambda: "\n".join(f.read_text() for f in (sweep.dir / "logs").glob("*.out"))  # noqa: E731
-    for n in range(10):
+    for n in range(REQUEUES):
         wait_for(lambda: f"(restart {n})" in log(), 120, f"attempt {n + 1}", sweep.dir)
         if rng.random() > 0.3:  # mostly in training (after the attempt's first line), else in its start-up
             wait_for(lambda: len(ATTEMPT.findall(log().split(f"(restart {n})")[-1])) > 0, 120, f"attempt {n + 1}'s training",
@@ -146,23 +151,41 @@ def test_ten_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmClus
         assert not (run.run_dir / "result.json").exists(), f"finished before requeue {n + 1}: raise its epochs"
         assert cluster.run("scontrol", "requeue", task).returncode == 0
     wait_for(lambda: (run.run_dir / "result.json").is_file(), 300, "the result", sweep.dir)
-    print(f"ten requeues: {time.monotonic() - t0:.1f}s")
+    print(f"{REQUEUES} requeues: {time.monotonic() - t0:.1f}s")
     result = json.loads((run.run_dir / "result.json").read_text())
     check_one_run(run.run_dir, result)
     attempts = log().split("convbench: task ")[1:]
-    assert len(attempts) == 11
+    assert len(attempts) == REQUEUES + 1
     # the attempts that reached training: where each started and where its SIGTERM checkpoint stopped it
     spans = []
     for i, a in enumerate(attempts):
         if (m := ATTEMPT.search(a)) is not None:
             start = int(next(g for g in m.groups() if g))
             stop = STOPPED.search(a)
-            spans.append((start, result["global_step"] if i == 10 else int(stop.group(1)) if stop else start))
+            spans.append((start, result["global_step"] if i == REQUEUES else int(stop.group(1)) if stop else start))
     trained = sum(end - start for start, end in spans)
     per_interval = 1 + int(every_min * 60 * 10)  # generous: at most 10 steps/s here
     print(f"attempts (start, end): {spans}; trained {trained} steps for {result['global_step']}")
     assert spans[0][0] == 0 and all(later[0] >= end - per_interval for (_, end), later in zip(spans, spans[1:])), spans
-    assert trained - result["global_step"] <= 10 * per_interval
+    assert trained - result["global_step"] <= REQUEUES * per_interval
+
+
+def test_bench_across_two_nodes_under_srun(slurm_cluster_2n: SlurmCluster, tmp_path: Path) -> None:
+    """`convbench bench lenet5 --devices 1 --nodes 2` as two Slurm tasks, one a node: the world comes
+    from Slurm, the 1-rank row runs on node1 alone, the 2-rank row on both nodes over gloo."""
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.json"
+    script = tmp_path / "bench.sh"
+    script.write_text(f"#!/bin/bash\ncd {repo}\nexport NO_ALBUMENTATIONS_UPDATE=1\n"
+                      f"srun {sys.executable} -m harness.cli bench lenet5 --devices 1 --nodes 2 --batch-size 16 --json "
+                      f"--iters 3 --warmup 1 --repeats 2 --min-block 0.001 > {out}\n")
+    sub = slurm_cluster_2n.run("sbatch", "--wait", "--nodes=2", "--ntasks-per-node=1", "--job-name=convbench-bench",
+                               f"--output={tmp_path / 'bench.log'}", script, timeout=300)
+    assert sub.returncode == 0, sub.stderr + (tmp_path / "bench.log").read_text()[-3000:]
+    one, two = json.loads(out.read_text())
+    assert (one["world_size"], one["nodes"], one["hosts"]) == (1, 1, ["node1"])
+    assert (two["world_size"], two["nodes"], two["hosts"], two["backend"]) == (2, 2, ["node1", "node2"], "gloo")
+    assert two["raw_allreduce_busbw"] > 0 and two["scaling_efficiency"] == pytest.approx(two["samples_per_s"] / (2 * one["samples_per_s"]))
 
 
 def test_down_removes_the_namespaces_then_up_restores(slurm_cluster_2n: SlurmCluster) -> None:
