@@ -18,7 +18,7 @@ from harness.cadence import STEP_LOSS, logging_step
 
 class Throughput(pl.Callback):
     """Train samples/s over the training batches only (data loading included, validation and
-    checkpointing excluded), test samples/s over the test loop, and when (wall clock) this attempt's
+    checkpointing excluded), test samples/s over the test loop (summed over ranks), and when (wall clock) this attempt's
     first training step began: start-up cost is submit or launch -> first step.
 
     Under DDP each rank times its own batches; at the end of fit one gather brings every rank's
@@ -33,6 +33,7 @@ class Throughput(pl.Callback):
         self.test_samples = 0
         self._clock = 0.0
         self.ranks: list[tuple[int, float, str]] | None = None  # (train samples, seconds, host) of each rank
+        self.eval_samples_per_s: float | None = None  # the test loop's, over all ranks
 
     def _restart(self, *_: Any) -> None:
         self._clock = time.perf_counter()
@@ -58,6 +59,17 @@ class Throughput(pl.Callback):
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.test_time += time.perf_counter() - self._test_start
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Each rank tested its shard of the test set: the job's rate is the sum of the ranks' (one gather)."""
+        mine = (self.test_samples, self.test_time)
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            ranks: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(ranks, mine)
+            rates = [self.rate(samples, seconds) for samples, seconds in ranks]
+            self.eval_samples_per_s = sum(rates) if None not in rates else None
+        else:
+            self.eval_samples_per_s = self.rate(*mine)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         mine = (self.train_samples, self.train_time, socket.gethostname())
@@ -87,13 +99,17 @@ class Throughput(pl.Callback):
         return samples / seconds if seconds > 0 else None
 
 
+NEVER = 2**62  # the first non-finite step of a rank whose losses were all finite
+
+
 class Divergence(pl.Callback):
     """Stops the run after a non-finite training loss: nothing after it is meaningful.
 
     Without a host-device sync per step: each step appends its on-device `isfinite` flag, and the
     flags are read together at the logging interval (harness.cadence) and at the epoch's end. The
     run stops at most `cadence.interval(trainer)` steps after the first non-finite loss, and
-    `diverged_at` is that loss's step, exactly as a per-step check would record it."""
+    `diverged_at` is that loss's step, exactly as a per-step check would record it. Under DDP the
+    ranks agree on it (the earliest over ranks), so all of them stop at the same step."""
 
     def __init__(self) -> None:
         self.diverged_at: int | None = None
@@ -115,8 +131,11 @@ class Divergence(pl.Callback):
         steps, flags = zip(*self._pending)
         self._pending = []
         finite = torch.stack(flags).tolist()  # the one read-back
-        if self.diverged_at is None and not all(finite):
-            self.diverged_at = steps[finite.index(False)]
+        first = steps[finite.index(False)] if not all(finite) else NEVER
+        if trainer.world_size > 1:  # every rank stops at the same step, or the others' next all-reduce waits forever
+            first = int(trainer.strategy.reduce(torch.tensor(first, device=trainer.strategy.root_device), reduce_op="min"))
+        if self.diverged_at is None and first != NEVER:
+            self.diverged_at = first
             trainer.should_stop = True
 
 

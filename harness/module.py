@@ -24,14 +24,6 @@ def classifier_of(model: nn.Module) -> tuple[str, nn.Linear]:
     return name, layer
 
 
-def replace_classifier(model: nn.Module, num_classes: int) -> nn.Linear:
-    name, old = classifier_of(model)
-    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-    fresh = nn.Linear(old.in_features, num_classes)
-    setattr(parent, name.rpartition(".")[2], fresh)
-    return fresh
-
-
 def lr_factor(o: OptimConfig, step: int, total: int, warmup: int) -> float:
     """The lr multiplier at an iteration: linear warm-up from 1/100, then the schedule, whose
     milestones are fractions of the whole run (He et al.'s 32k and 48k of 64k = 0.5 and 0.75)."""

@@ -66,7 +66,7 @@ class RunResult:
     num_nodes: int | None = None  # distinct hosts among the ranks
     hosts: list[str] | None = None  # each rank's host, in rank order
     wall_time_s: float | None = None
-    first_step_at: float | None = None  # seconds from the start to the first optimiser step
+    first_step_at: float | None = None  # wall clock (Unix time) of this attempt's first optimiser step
     diverged_at_step: int | None = None
     error: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # the resolved TrainConfig

@@ -262,7 +262,7 @@ def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trai
         train_acc1=m.get("train/acc1"), train_loss=m.get("train/loss"), val_acc1=m.get("val/acc1"),
         val_loss=m.get("val/loss"), test_acc1=m.get("test/acc1"), test_acc5=m.get("test/acc5"), test_loss=m.get("test/loss"),
         **throughput.train_record(trainer.world_size),  # the sum over ranks, their spread, num_nodes, hosts
-        eval_samples_per_s=Throughput.rate(throughput.test_samples, throughput.test_time),
+        eval_samples_per_s=throughput.eval_samples_per_s,
         peak_memory_bytes=peak_bytes(device), device=str(device), world_size=trainer.world_size,
         wall_time_s=time.time() - started, first_step_at=throughput.first_step_at, diverged_at_step=diverged_at, error=error,
         config=config.to_dict(),

@@ -224,7 +224,8 @@ def test_bench_sweep_file_renders_one_array_task_per_model(tmp_path: Path) -> No
     ("bench: {models: [lenet5], devices: 0}", "bench.devices=0: must be >= 1"),
     ("bench: {models: [lenet5], precision: [fp8]}", "bench.precision: 'fp8' is not one of 32, bf16-mixed, 16-mixed"),
     ("bench: {models: [lenet5], gpus: 8}", "unknown config key bench.gpus"),
-    ("bench: {models: [lenet5]}\nslurm: {signal: USR1}", "slurm.signal: a bench has nothing to checkpoint"),
+    ("bench: {models: [lenet5]}\nslurm: {signal: USR1@60}", "slurm.signal: a bench has nothing to checkpoint"),
+    ("bench: {models: [lenet5]}\nslurm: {array_parallelism: 2}", "slurm.array_parallelism: a bench sweep's tasks are not throttled"),
     ("method: grid\nparameters: {}", "a bench sweep needs a `bench:` mapping"),
 ])
 def test_bench_sweep_mistakes_are_one_line(tmp_path: Path, body: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:

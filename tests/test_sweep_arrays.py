@@ -95,6 +95,17 @@ def test_array_parallelism_must_be_positive(tmp_path: Path) -> None:
         load(sweep_file(tmp_path, [0], "\n            array_parallelism: 0"))
 
 
+def test_signal_must_be_the_one_preemption_listens_for(tmp_path: Path) -> None:
+    assert load(sweep_file(tmp_path, [0], "\n            signal: B:USR1@60")).slurm.signal == "B:USR1@60"
+    with pytest.raises(UserError, match=r"line 1[56]: convbench.slurm.signal='SIGUSR2@90': accepted \[B:\]\[SIG\]USR1@SECONDS"):
+        load(sweep_file(tmp_path, [0], "\n            signal: SIGUSR2@90"))
+
+
+def test_a_cluster_without_arrays_is_a_one_line_error() -> None:
+    with pytest.raises(UserError, match=r"MaxArraySize=0: job arrays are disabled"):
+        Limits(0, 10_000)
+
+
 def test_jobs_json_in_ranges_and_old_files_read(tmp_path: Path) -> None:
     sweep = load(sweep_file(tmp_path, list(range(4))))
     store.prepare(sweep)

@@ -1,5 +1,6 @@
 """`convbench train`: one run of any registered classifier on any dataset, recorded under
-``results/<run id>/``. Exit codes: 0 completed, 2 a user mistake, 3 diverged (NaN/inf loss)."""
+``results/<run id>/``. Exit codes: 0 completed, 1 failed, 2 a user mistake, 3 diverged (NaN/inf loss), 4 preempted
+(checkpointed on SIGUSR1 or SIGTERM: `--resume` continues it)."""
 from __future__ import annotations
 
 import argparse

@@ -77,6 +77,9 @@ class BenchSweepFile:
     def __post_init__(self) -> None:
         if self.slurm.signal != SlurmConfig.signal:
             raise ConfigError(("slurm", "signal"), "slurm.signal: a bench has nothing to checkpoint on a signal; leave it out")
+        if self.slurm.array_parallelism is not None:
+            raise ConfigError(("slurm", "array_parallelism"), "slurm.array_parallelism: a bench sweep's tasks are not throttled; "
+                              "leave it out (each task holds whole nodes: --exclusive in slurm.extra)")
 
 
 @dataclass

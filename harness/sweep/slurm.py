@@ -55,6 +55,11 @@ class Limits:
     max_array_size: int  # array task ids must be < this
     max_job_count: int  # slurmctld holds at most this many job records; every array task is one
 
+    def __post_init__(self) -> None:
+        if self.max_array_size < 1:
+            raise UserError(f"the cluster's MaxArraySize={self.max_array_size}: job arrays are disabled there, and a sweep is "
+                            "submitted as arrays (ask for MaxArraySize >= 1 in slurm.conf)")
+
     @property
     def block(self) -> int:
         """Run indices per array: MaxArraySize rounded down to two significant digits (1001 -> 1000, 50 -> 50)."""

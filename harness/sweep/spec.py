@@ -64,6 +64,11 @@ class SlurmConfig:
     setup: list[str] = field(default_factory=list)  # shell lines run before the task (module load ...)
     array_parallelism: Annotated[int, Ge(1)] | None = None  # --array=...%N: at most N tasks of each array at once
 
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"(B:)?(SIG)?USR1@\d+", self.signal):
+            raise ValueError(f"convbench.slurm.signal={self.signal!r}: accepted [B:][SIG]USR1@SECONDS (harness.preemption "
+                             "checkpoints and requeues on SIGUSR1; SIGTERM needs no --signal)")
+
 
 @dataclass
 class Options:

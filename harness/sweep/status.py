@@ -48,8 +48,8 @@ def statuses(sweep: Sweep) -> list[dict[str, Any]]:
             status = "pending"
         elif state == "CANCELLED":
             status = "cancelled"
-        elif state in SLURM_FAILED:
-            status = "failed"
+        elif state in SLURM_FAILED:  # the job ended without a result; a checkpoint means `sweep run` resumes it
+            status = "interrupted" if store.started(run) else "failed"
         elif _locked(sweep.dir / "locks" / f"{run.index}.lock"):
             status = "running"
         elif store.started(run):
