@@ -41,6 +41,9 @@ _REQUIRED = (
 # Variables of an enclosing Slurm job (tests run inside a job on a real cluster) would make
 # sbatch/srun talk about the wrong job; the local cluster gets a clean slate.
 _JOB_ENV_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "SQUEUE_", "SACCT_")
+# torch.distributed's env:// world, set in os.environ by any in-process DDP test before (Lightning does):
+# sbatch exports it, and a job's ranks would meet at that address (127.0.0.1) instead of their first node
+_TORCH_WORLD = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +81,7 @@ class SlurmCluster:
 
 
 def _cluster_env(state_dir: Path, **knobs: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_JOB_ENV_PREFIXES)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_JOB_ENV_PREFIXES) and k not in _TORCH_WORLD}
     env.update(
         CONVBENCH_CLUSTER_DIR=str(state_dir),
         SLURM_CONF=str(state_dir / "etc" / "slurm.conf"),

@@ -96,7 +96,8 @@ def test_two_node_run_survives_a_requeue_and_a_preemption(slurm_cluster_2n: Slur
     sweep = load(p)
     (run,) = sweep.runs
     t0 = time.monotonic()
-    assert cli(cluster, str(p), "--backend", "slurm").returncode == 0
+    # a torch.distributed world left in the submitting shell (sbatch exports it) must not reach the ranks
+    assert cli(cluster, str(p), "--backend", "slurm", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500").returncode == 0
     job = json.loads((sweep.dir / "jobs.json").read_text())[0]
     assert "--nodes=2" in Path(job["script"]).read_text()
     task = f"{job['job_id']}_0"

@@ -30,8 +30,8 @@ def sweep_file(tmp_path: Path, name: str, body: str) -> Path:
     return p
 
 
-def cli(cluster: SlurmCluster, *args: str) -> subprocess.CompletedProcess:
-    env = {**cluster.env, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_API_KEY": SECRET, "WANDB_MODE": "offline"}
+def cli(cluster: SlurmCluster, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**cluster.env, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_API_KEY": SECRET, "WANDB_MODE": "offline", **extra_env}
     return subprocess.run([sys.executable, "-m", "harness.cli", "sweep", *args], capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=120)
 
