@@ -45,12 +45,11 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-import architectures
 from harness.errors import UserError
 from harness.memory import peak_bytes, peak_reserved_bytes, reset_peak
 
 from .jobs import WORKER, DistributedJob, to_json, worker_output
-from .measure import TRAIN_FLOPS_FACTOR, Stamps, StepTimes, device_name, load_average, synchronize, synthetic_batch, train_step
+from .measure import TRAIN_FLOPS_FACTOR, Stamps, StepTimes, build_model, device_name, load_average, synchronize, synthetic_batch, train_step
 from .results import Result
 
 INIT_TIMEOUT = timedelta(minutes=5)  # a rank that never comes (or died) fails the measurement, not the allocation
@@ -193,15 +192,7 @@ def measure_ddp(job: DistributedJob) -> Result | None:
 
 
 def _measure(job: DistributedJob, device: torch.device, backend: str, rank: int, world: int) -> Result | None:
-    model = architectures.create(job.name, num_classes=job.num_classes, in_chans=job.input_size[0])
-    try:
-        profile = architectures.profile(model, job.input_size)
-    except RuntimeError as err:
-        size = "x".join(map(str, job.input_size))
-        raise UserError(f"{job.name} cannot run on input {size}: {str(err).splitlines()[0]}") from None
-    model.to(device)
-    if job.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model, profile = build_model(job, device)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     comm = TimedAllReduce(device)
     ddp.register_comm_hook(None, comm.hook)

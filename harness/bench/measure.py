@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, TypeVar
 
+import architectures
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,7 +30,7 @@ from torch.utils.benchmark import Timer
 
 from harness.errors import UserError
 
-from .jobs import Timing
+from .jobs import DistributedJob, ModelJob, Timing
 from .peak import DTYPES
 
 T = TypeVar("T")
@@ -260,3 +261,18 @@ def with_halving(measure: Callable[[int], T], batch_size: int, on_oom: Callable[
                 raise UserError(f"out of memory even at batch size 1: {str(err).splitlines()[0]}") from None
         on_oom()
         batch_size //= 2
+
+
+def build_model(job: ModelJob | DistributedJob, device: torch.device) -> tuple[nn.Module, architectures.Profile]:
+    """The job's model on ``device`` (channels_last if asked) and its profile, taken on CPU before the
+    move (batch 1, eval); a net that cannot run on the input size is a one-line error."""
+    model = architectures.create(job.name, num_classes=job.num_classes, in_chans=job.input_size[0])
+    try:
+        profile = architectures.profile(model, job.input_size)
+    except RuntimeError as err:
+        size = "x".join(map(str, job.input_size))
+        raise UserError(f"{job.name} cannot run on input {size}: {str(err).splitlines()[0]}") from None
+    model.to(device)
+    if job.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model, profile

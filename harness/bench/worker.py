@@ -22,13 +22,12 @@ from typing import Iterator
 
 import torch
 
-import architectures
 import datamodules
-from harness.errors import UserError, user_errors
+from harness.errors import user_errors
 from harness.memory import peak_bytes, peak_reserved_bytes, peak_rss_bytes, reset_peak
 
 from .jobs import DataJob, DistributedJob, Job, ModelJob, from_json
-from .measure import (TRAIN_FLOPS_FACTOR, Step, StepTimes, TimerCheck, device_name, infer_step, load_average, synthetic_batch,
+from .measure import (TRAIN_FLOPS_FACTOR, Step, StepTimes, TimerCheck, build_model, device_name, infer_step, load_average, synthetic_batch,
                       time_phases, time_steps, train_step, with_halving)
 from .results import Result
 
@@ -57,15 +56,7 @@ def pin_thresholds() -> bool:
 def measure_model(job: ModelJob) -> Result:
     torch.set_num_threads(job.threads)
     device = torch.device(job.device)
-    model = architectures.create(job.name, num_classes=job.num_classes, in_chans=job.input_size[0])
-    try:
-        profile = architectures.profile(model, job.input_size)  # on CPU, before the move: batch 1, eval
-    except RuntimeError as err:
-        size = "x".join(map(str, job.input_size))
-        raise UserError(f"{job.name} cannot run on input {size}: {str(err).splitlines()[0]}") from None
-    model.to(device)
-    if job.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model, profile = build_model(job, device)
     runner = torch.compile(model) if job.compile else model
 
     def measure(batch_size: int) -> tuple[Step, StepTimes, TimerCheck | None, int, int | None]:
