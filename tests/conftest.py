@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.slurm_fixtures import slurm_cluster, slurm_cluster_2n  # noqa: F401  (session fixtures: local Slurm clusters)
+from tests.slurm_fixtures import slurm_cluster, slurm_cluster_2n, slurm_cluster_arrays  # noqa: F401  (local Slurm clusters)
 
 
 @pytest.fixture(autouse=True)

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "slurm" / "local-cluster.sh"
 DEFAULT_STATE_DIR = "/tmp/convbench-cluster"
 PORT_OFFSET_2N = 100
+PORT_OFFSET_ARRAYS = 200  # slurm_cluster_arrays
 _PORTS = {  # the knobs of slurm/local-cluster.sh and their defaults
     "CONVBENCH_SLURMCTLD_PORT": 6817, "CONVBENCH_SLURMD_PORT": 6818, "CONVBENCH_SLURMDBD_PORT": 6819,
     "CONVBENCH_CLUSTER_DB_PORT": 3316,
@@ -142,3 +143,17 @@ def slurm_cluster_2n() -> Iterator[SlurmCluster]:
     ports = {k: str(int(os.environ.get(k, default)) + PORT_OFFSET_2N) for k, default in _PORTS.items()}
     name = os.environ.get("CONVBENCH_CLUSTER_NAME", "convbench") + "2n"
     yield from _session_cluster(state_dir, _cluster_env(state_dir, CONVBENCH_CLUSTER_NAME=name, **ports), nodes=2)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster_arrays() -> Iterator[SlurmCluster]:
+    """A fresh single-node cluster of the module's own, for tests that lower MaxArraySize with `scontrol
+    reconfigure` and raise it again. Seen on the shared cluster after test_local_cluster's down + up
+    (slurmctld restarted over its saved state): once lowered, arrays stayed rejected ("Invalid job
+    array specification") after the limit was raised back, and every later test's arrays with them."""
+    state_dir = Path(os.environ.get("CONVBENCH_CLUSTER_DIR", DEFAULT_STATE_DIR) + "-arrays").resolve()
+    ports = {k: str(int(os.environ.get(k, default)) + PORT_OFFSET_ARRAYS) for k, default in _PORTS.items()}
+    name = os.environ.get("CONVBENCH_CLUSTER_NAME", "convbench") + "arrays"
+    shutil.rmtree(state_dir, ignore_errors=True)  # fresh: no saved state from an earlier session
+    yield from _session_cluster(state_dir, _cluster_env(state_dir, CONVBENCH_CLUSTER_NAME=name, **ports), nodes=1)
+

@@ -82,75 +82,75 @@ def wait_for(cond, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def test_split_arrays_throttle_complete_cancel_and_rerun(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+def test_split_arrays_throttle_complete_cancel_and_rerun(slurm_cluster_arrays: SlurmCluster, tmp_path: Path) -> None:
     p = sweep_file(tmp_path, "split", 6, "{cpus_per_task: 1, array_parallelism: 1}")
     sweep = load(p)
-    with max_array_size(slurm_cluster, 2):
-        sub = cli(slurm_cluster, str(p), "--backend", "slurm")
+    with max_array_size(slurm_cluster_arrays, 2):
+        sub = cli(slurm_cluster_arrays, str(p), "--backend", "slurm")
     jobs = json.loads((sweep.dir / "jobs.json").read_text())
     ids = [j["job_id"] for j in jobs]
     assert f"submitted 6 runs as 3 array jobs (0-1, 2-3, 4-5): jobs {', '.join(ids)}" in sub.stdout, sub.stdout
     assert [(j["runs"], j["offset"]) for j in jobs] == [("0-1", 0), ("2-3", 2), ("4-5", 4)]
     assert [re.search(r"--array=(\S+)", Path(j["script"]).read_text()).group(1) for j in jobs] == ["0-1%1"] * 3
-    assert "ArrayTaskThrottle=1" in slurm_cluster.run("scontrol", "show", "job", ids[1]).stdout
+    assert "ArrayTaskThrottle=1" in slurm_cluster_arrays.run("scontrol", "show", "job", ids[1]).stdout
     # the throttle, watched: never two tasks of one array running at once
     most, deadline = 0, time.monotonic() + 180
     while not ((sweep.runs[0].run_dir / "result.json").is_file() and (sweep.runs[2].run_dir / "result.json").is_file()):
-        queue = slurm_cluster.run("squeue", "-h", "-r", "-t", "RUNNING", "-o", "%F", "-j", ",".join(ids)).stdout.split()
+        queue = slurm_cluster_arrays.run("squeue", "-h", "-r", "-t", "RUNNING", "-o", "%F", "-j", ",".join(ids)).stdout.split()
         most = max([most, *(queue.count(i) for i in ids)])
         assert time.monotonic() < deadline, "runs 0 and 2 never completed"
         time.sleep(0.2)
     assert most <= 1
-    cli(slurm_cluster, "cancel", str(p))
-    wait_for(lambda: not slurm_cluster.run("squeue", "-h", "-j", ",".join(ids)).stdout.strip(), 60, "the cancelled arrays to leave the queue")
-    first = statuses(slurm_cluster, p)
+    cli(slurm_cluster_arrays, "cancel", str(p))
+    wait_for(lambda: not slurm_cluster_arrays.run("squeue", "-h", "-j", ",".join(ids)).stdout.strip(), 60, "the cancelled arrays to leave the queue")
+    first = statuses(slurm_cluster_arrays, p)
     assert first[0][0] == first[2][0] == "completed"
     assert first[5][1] == f"{ids[2]}_1", first  # run 5 = task 1 of the third array (offset 4)
     assert "cancelled" in {s for s, _ in first.values()}, first
     left = sorted(i for i, (s, _) in first.items() if s != "completed")
-    again = cli(slurm_cluster, str(p), "--backend", "slurm").stdout  # MaxArraySize back at 1001: one array
+    again = cli(slurm_cluster_arrays, str(p), "--backend", "slurm").stdout  # MaxArraySize back at 1001: one array
     jobs = json.loads((sweep.dir / "jobs.json").read_text())
     resubmitted = jobs[len(ids):]
     assert [(j["runs"], j["offset"]) for j in resubmitted] == [(ranges.compact(left), 0)]
     assert f"submitted {len(left)} runs as 1 array job" in again, again
     wait_for(lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), 240, "every run's result")
-    wait_for(lambda: all(s == "completed" for s, _ in statuses(slurm_cluster, p).values()), 60, "status: all completed")
-    assert "nothing to submit" in cli(slurm_cluster, str(p), "--backend", "slurm").stdout
+    wait_for(lambda: all(s == "completed" for s, _ in statuses(slurm_cluster_arrays, p).values()), 60, "status: all completed")
+    assert "nothing to submit" in cli(slurm_cluster_arrays, str(p), "--backend", "slurm").stdout
 
 
-def test_120_held_runs_split_at_max_array_size_50(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+def test_120_held_runs_split_at_max_array_size_50(slurm_cluster_arrays: SlurmCluster, tmp_path: Path) -> None:
     p = sweep_file(tmp_path, "held120", 120, "{cpus_per_task: 1, array_parallelism: 4, extra: [--hold]}")
     sweep = load(p)
-    with max_array_size(slurm_cluster, 50):
-        sub = cli(slurm_cluster, str(p), "--backend", "slurm")
+    with max_array_size(slurm_cluster_arrays, 50):
+        sub = cli(slurm_cluster_arrays, str(p), "--backend", "slurm")
         jobs = json.loads((sweep.dir / "jobs.json").read_text())
         ids = [j["job_id"] for j in jobs]
         assert f"submitted 120 runs as 3 array jobs (0-49, 50-99, 100-119): jobs {', '.join(ids)}" in sub.stdout, sub.stdout
-        tasks = slurm_cluster.run("squeue", "-h", "-r", "-o", "%i %r", "-j", ",".join(ids)).stdout.split("\n")
+        tasks = slurm_cluster_arrays.run("squeue", "-h", "-r", "-o", "%i %r", "-j", ",".join(ids)).stdout.split("\n")
         assert len([t for t in tasks if t]) == 120 and all("JobHeld" in t for t in tasks if t), tasks[:3]
-        status = statuses(slurm_cluster, p)
+        status = statuses(slurm_cluster_arrays, p)
         assert status[0] == ("pending", f"{ids[0]}_0") and status[57] == ("pending", f"{ids[1]}_7")
         assert status[119] == ("pending", f"{ids[2]}_19")
         # a second submission sees every run queued, across the three arrays
-        assert "nothing to submit" in cli(slurm_cluster, str(p), "--backend", "slurm").stdout
-        cli(slurm_cluster, "cancel", str(p))
-    wait_for(lambda: all(s == "cancelled" for s, _ in statuses(slurm_cluster, p).values()), 60, "status: all cancelled")
+        assert "nothing to submit" in cli(slurm_cluster_arrays, str(p), "--backend", "slurm").stdout
+        cli(slurm_cluster_arrays, "cancel", str(p))
+    wait_for(lambda: all(s == "cancelled" for s, _ in statuses(slurm_cluster_arrays, p).values()), 60, "status: all cancelled")
     assert not any(r.run_dir.exists() for r in sweep.runs)
 
 
-def test_1100_held_runs_submit_at_the_default_max_array_size(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
-    assert re.search(r"MaxArraySize\s*=\s*1001\n", slurm_cluster.run("scontrol", "show", "config").stdout)
+def test_1100_held_runs_submit_at_the_default_max_array_size(slurm_cluster_arrays: SlurmCluster, tmp_path: Path) -> None:
+    assert re.search(r"MaxArraySize\s*=\s*1001\n", slurm_cluster_arrays.run("scontrol", "show", "config").stdout)
     p = sweep_file(tmp_path, "held1100", 1100, "{cpus_per_task: 1, extra: [--hold]}")
     sweep = load(p)
-    sub = cli(slurm_cluster, str(p), "--backend", "slurm")
+    sub = cli(slurm_cluster_arrays, str(p), "--backend", "slurm")
     jobs = json.loads((sweep.dir / "jobs.json").read_text())
     ids = [j["job_id"] for j in jobs]
     assert sub.stdout.strip() == f"submitted 1,100 runs as 2 array jobs (0-999, 1000-1099): jobs {', '.join(ids)}"
     assert [(j["runs"], j["offset"]) for j in jobs] == [("0-999", 0), ("1000-1099", 1000)]
-    shown = slurm_cluster.run("scontrol", "show", "job", ids[1]).stdout
+    shown = slurm_cluster_arrays.run("scontrol", "show", "job", ids[1]).stdout
     assert "ArrayTaskId=0-99" in shown and "JobHeld" in shown
-    status = statuses(slurm_cluster, p)
+    status = statuses(slurm_cluster_arrays, p)
     assert len(status) == 1100 and status[1099] == ("pending", f"{ids[1]}_99")
-    cli(slurm_cluster, "cancel", str(p))
-    wait_for(lambda: not slurm_cluster.run("squeue", "-h", "-j", ",".join(ids)).stdout.strip(), 60, "the arrays to leave the queue")
-    assert statuses(slurm_cluster, p)[1050] == ("cancelled", f"{ids[1]}_50")
+    cli(slurm_cluster_arrays, "cancel", str(p))
+    wait_for(lambda: not slurm_cluster_arrays.run("squeue", "-h", "-j", ",".join(ids)).stdout.strip(), 60, "the arrays to leave the queue")
+    assert statuses(slurm_cluster_arrays, p)[1050] == ("cancelled", f"{ids[1]}_50")
