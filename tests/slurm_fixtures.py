@@ -145,12 +145,12 @@ def slurm_cluster_2n() -> Iterator[SlurmCluster]:
     yield from _session_cluster(state_dir, _cluster_env(state_dir, CONVBENCH_CLUSTER_NAME=name, **ports), nodes=2)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def slurm_cluster_arrays() -> Iterator[SlurmCluster]:
-    """A fresh single-node cluster of the module's own, for tests that lower MaxArraySize with `scontrol
-    reconfigure` and raise it again. Seen on the shared cluster after test_local_cluster's down + up
-    (slurmctld restarted over its saved state): once lowered, arrays stayed rejected ("Invalid job
-    array specification") after the limit was raised back, and every later test's arrays with them."""
+    """A fresh single-node cluster for one test, which may lower MaxArraySize with `scontrol reconfigure`
+    for the rest of the cluster's life. Raising it back was not enough here (Slurm 22.05): arrays stayed
+    rejected ("Invalid job array specification") on that slurmctld, and on a shared cluster every later
+    test's arrays with them."""
     state_dir = Path(os.environ.get("CONVBENCH_CLUSTER_DIR", DEFAULT_STATE_DIR) + "-arrays").resolve()
     ports = {k: str(int(os.environ.get(k, default)) + PORT_OFFSET_ARRAYS) for k, default in _PORTS.items()}
     name = os.environ.get("CONVBENCH_CLUSTER_NAME", "convbench") + "arrays"
