@@ -150,6 +150,14 @@ def summary_of(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if isinstance(v, (int, float, str))}
 
 
+def require_written(offline_dir: Path, wandb_id: str) -> Path:
+    """``offline_dir`` once its run is complete on disk (:func:`wait_written`), else a RuntimeError."""
+    why = wait_written(offline_dir, wandb_id)
+    if why is not None:
+        raise RuntimeError(f"W&B wrote no complete run to {offline_dir} ({why})")
+    return offline_dir
+
+
 def wait_written(offline_dir: Path, wandb_id: str, timeout: float = 60) -> str | None:
     """Wait until the run's ``.wandb`` file holds its exit record; None when it does, else what is
     missing. In offline mode ``finish()`` returns before wandb-core has written the file's tail

@@ -298,7 +298,7 @@ def log_results(results: Sequence[Result], mode: str, results_dir: Path, config:
     summary, each row's figures. Returns the run's local folder."""
     import wandb
 
-    from harness.wandb_run import wait_written
+    from harness.wandb_run import require_written
 
     results_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project="convbench", job_type="bench", dir=str(results_dir), mode=mode, config=config,
@@ -323,10 +323,7 @@ def log_results(results: Sequence[Result], mode: str, results_dir: Path, config:
                 run.summary[f"{key}/{name}"] = getattr(r, name)
     folder = Path(run.dir).parent
     run.finish()
-    why = wait_written(folder, run.id)
-    if why is not None:
-        raise RuntimeError(f"W&B wrote no complete run to {folder} ({why})")
-    return folder
+    return require_written(folder, run.id)
 
 
 def _cell(value: Any) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 
 from harness.report import Report
 from harness.report.tables import chart_variants, main_rows, table
-from harness.wandb_run import wait_written
+from harness.wandb_run import require_written
 
 
 def _common(reps: Report, key: str) -> Any:
@@ -49,10 +49,7 @@ def log(rep: Report, mode: str) -> Path:
         path = Path(run.dir).parent  # .../wandb/<offline-run-...>/files -> the run directory
     finally:
         run.finish()
-    why = wait_written(path, run.id)
-    if why is not None:
-        raise RuntimeError(f"W&B wrote no complete run to {path} ({why})")
-    return path
+    return require_written(path, run.id)
 
 
 def _cell(v: Any) -> Any:
