@@ -8,7 +8,7 @@ DEB_PACKAGES := dataset-fashion-mnist slurm-wlm munge slurmdbd mariadb-server
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: demo test bench study study-budget setup system-packages
+.PHONY: demo test bench study setup system-packages
 
 # The main job on embedded defaults: LeNet-5, one epoch of the real Fashion-MNIST, W&B offline.
 demo: setup
@@ -26,24 +26,19 @@ bench: setup
 	CONVBENCH_SCALE_RUNS=10000 CONVBENCH_REQUEUES=10 $(PY) -m pytest tests/benchmarks tests/test_multinode.py --benchmark-min-rounds=15 --benchmark-max-time=5 --benchmark-warmup=on \
 		--benchmark-json=results/bench/benchmarks.json
 
-# The depth and transfer studies on the real Fashion-MNIST (about 45 min on 2 cores), their reports
-# into docs/results/. Finished runs are kept in results/study/ and skipped when run again.
+# The seeds' studies on the real Fashion-MNIST, their reports into docs/results/ (see README, Studies):
+# bf16-mixed against fp32, the depth ladder (plain vs residual 20-56) and its zero-init variant, and
+# transfer on a dissimilar and a similar split at equal steps. Finished runs are kept in results/study/
+# and skipped when run again.
 STUDY := results/study
+SWEEPS := $(STUDY)/sweeps
 study: setup
-	$(CONVBENCH) sweep sweeps/fashion-depth.yaml --parallel $$(nproc) --results $(STUDY)
-	$(CONVBENCH) sweep sweeps/transfer.yaml --parallel $$(nproc) --results $(STUDY)
-	rm -rf docs/results/depth docs/results/transfer
-	$(CONVBENCH) report $(STUDY)/sweeps/fashion-depth --out docs/results/depth
-	$(CONVBENCH) report $(STUDY)/sweeps/transfer --out docs/results/transfer
-	cp docs/results/depth/runs.json docs/results/depth-study.json
-	cp docs/results/transfer/runs.json docs/results/transfer-study.json
-
-# The residual nets of the depth study at a longer schedule (about 31 min on 2 cores): where does every
-# residual net train at least as well as its shallower siblings?
-study-budget: setup
-	$(CONVBENCH) sweep sweeps/fashion-residual-budget.yaml --parallel $$(nproc) --results $(STUDY)
-	rm -rf docs/results/residual-budget
-	$(CONVBENCH) report $(STUDY)/sweeps/fashion-residual-budget --out docs/results/residual-budget
+	for s in fashion-precision fashion-depth fashion-depth-zero-init transfer transfer-similar; do \
+		$(CONVBENCH) sweep sweeps/$$s.yaml --parallel $$(nproc) --results $(STUDY) || exit; done
+	rm -rf docs/results/precision docs/results/depth docs/results/transfer
+	$(CONVBENCH) report $(SWEEPS)/fashion-precision --out docs/results/precision
+	$(CONVBENCH) report $(SWEEPS)/fashion-depth $(SWEEPS)/fashion-depth-zero-init --out docs/results/depth
+	$(CONVBENCH) report $(SWEEPS)/transfer $(SWEEPS)/transfer-similar --out docs/results/transfer
 
 setup: system-packages $(STAMP)
 

@@ -48,6 +48,8 @@ class TrainerConfig:
     channels_last: bool = False
     limit_train_batches: Annotated[float, Ge(0)] = 1.0  # a fraction (<= 1.0) or a number of batches (> 1)
     deterministic: bool = False
+    # train this many optimiser steps instead of `epochs` epochs (0: epochs decide); the schedule spans them
+    max_steps: Annotated[int, Ge(0)] = field(default=0, metadata={"identity": "non-default"})
     log_every_n_steps: Annotated[int, Ge(1)] = 10  # per-step loss curve resolution in metrics.csv and W&B
     threads: Annotated[int, Ge(0)] = 0  # torch CPU threads per process; 0 = auto (see harness.train.cpu_threads)
     # also checkpoint mid-epoch every this many minutes (0: at epoch ends only); where, not what, is computed
@@ -98,6 +100,11 @@ class TrainConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig, metadata=NOT_IDENTITY)
     results: str = field(default="results", metadata=NOT_IDENTITY)
 
+    def __post_init__(self) -> None:
+        if self.trainer.max_steps and self.epochs != 1:
+            raise ConfigError(("epochs",), f"epochs={self.epochs} and trainer.max_steps={self.trainer.max_steps}: give one "
+                              "budget (max_steps trains that many steps, however many epochs they take)")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -135,14 +142,23 @@ def role(key: str) -> str:
     return "ignored" if f.metadata.get("identity") is False else "replicate" if f.metadata.get("replicate") else "identity"
 
 
+def default(key: str) -> Any:
+    """A dotted key's default; None for free keys (model.*), which architectures default themselves."""
+    f = _field(tuple(key.split(".")))
+    if f is None:
+        return None
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def is_default(key: str, value: Any) -> bool:
+    return json.dumps(value, default=str) == json.dumps(default(key), default=str)
+
+
 def _at_default(key: str, value: Any) -> bool:
     """A key marked ``identity: "non-default"`` (added after runs were recorded) that holds its default:
     left out of the hash, so the runs recorded before it existed keep their ids."""
     f = _field(tuple(key.split(".")))
-    if f is None or f.metadata.get("identity") != "non-default":
-        return False
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    return json.dumps(value, default=str) == json.dumps(default, default=str)
+    return f is not None and f.metadata.get("identity") == "non-default" and is_default(key, value)
 
 
 def identity_items(config: dict[str, Any]) -> dict[str, Any]:

@@ -163,7 +163,7 @@ class ClassifierModule(pl.LightningModule):
         # not trainer.estimated_stepping_batches: it builds the train loader before a resumed run's
         # epoch is restored, and Lightning then keeps that loader (epoch 0's order)
         steps_per_epoch = self.hparams.steps_per_epoch
-        total = max(1, steps_per_epoch * (self.trainer.max_epochs or 1))
+        total = max(1, self.trainer.max_steps if self.trainer.max_steps > 0 else steps_per_epoch * (self.trainer.max_epochs or 1))
         warmup = int(o.warmup_epochs * steps_per_epoch)
         if o.schedule == "plateau":
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=o.gamma, patience=o.patience)

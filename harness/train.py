@@ -77,6 +77,11 @@ def steps_per_epoch(config: TrainConfig, dm: datamodules.ConvDataModule) -> int:
     return max(1, int(steps * limit) if limit <= 1 else min(steps, int(limit)))
 
 
+def planned_epochs(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The epochs the run trains: `epochs`, or as many as trainer.max_steps takes (the last one partly)."""
+    return math.ceil(config.trainer.max_steps / steps_per_epoch) if config.trainer.max_steps else config.epochs
+
+
 def build_model(config: TrainConfig, dm: datamodules.ConvDataModule) -> tuple[torch.nn.Module, architectures.Profile]:
     info = architectures.info(config.arch)
     if info.task != "classification":
@@ -197,8 +202,10 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     run.write_config(config.to_dict())
     has_val = bool(dm.config.val_size)
     monitor = "val/acc1" if has_val else "train/acc1"
+    spe = steps_per_epoch(config, dm)
+    epochs = planned_epochs(config, spe)
     module = ClassifierModule(model, dm.num_classes, config.optim, config.arch, config.transfer.mode, config.hidden_noise_std,
-                              config.trainer.channels_last, plateau_monitor=monitor, steps_per_epoch=steps_per_epoch(config, dm))
+                              config.trainer.channels_last, plateau_monitor=monitor, steps_per_epoch=spe)
     throughput, divergence = Throughput(), Divergence()
     preemption = Preemption(run.path, config.trainer.checkpoint_every_min, resumed_from=ckpt)
     tty = sys.stdout.isatty()
@@ -211,9 +218,9 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     ] + ([LoggingIntervalBar()] if tty else [])
     t = config.trainer
     trainer = pl.Trainer(
-        max_epochs=config.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        max_epochs=epochs, max_steps=t.max_steps or -1, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, deterministic=t.deterministic, limit_train_batches=t.limit_train_batches,
-        logger=build_loggers(config, run) + ([] if tty else [EpochLines(config.epochs)]), callbacks=callbacks, default_root_dir=str(run.path),
+        logger=build_loggers(config, run) + ([] if tty else [EpochLines(epochs)]), callbacks=callbacks, default_root_dir=str(run.path),
         enable_progress_bar=tty, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
         use_distributed_sampler=False,  # the data module shards by rank itself, deterministically per epoch
         # under Slurm, DDP comes from the environment; requeue on the signal is harness.preemption's, not Lightning's
@@ -257,7 +264,7 @@ def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trai
     result = RunResult(
         run_id=run.path.name, arch=config.arch, family=info.family, residual=info.residual, dataset=config.dataset,
         depth=profile.depth, params=profile.params, macs=profile.macs, input_size=list(profile.input_size),
-        seed=config.seed, recipe=config.recipe, transfer=config.transfer.mode, epochs=config.epochs,
+        seed=config.seed, recipe=config.recipe, transfer=config.transfer.mode, epochs=trainer.max_epochs,
         epochs_completed=trainer.current_epoch, global_step=trainer.global_step, status=status,  # type: ignore[arg-type]
         train_acc1=m.get("train/acc1"), train_loss=m.get("train/loss"), val_acc1=m.get("val/acc1"),
         val_loss=m.get("val/loss"), test_acc1=m.get("test/acc1"), test_acc5=m.get("test/acc5"), test_loss=m.get("test/loss"),

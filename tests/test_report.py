@@ -39,10 +39,10 @@ ARCHS = {
 def write_run(root: Path, arch: str, seed: int, test_acc1: float | None, train_acc1: float | None, train_loss: float | None,
               status: str = "completed", dataset: str = "cifar10", transfer: str = "scratch", lpc: int | None = None,
               lr: float | None = None, epochs: int = 3, wall: float = 100.0, group: str | None = "study",
-              classes: list[int] | None = None, devices: int = 1) -> Path:
+              classes: list[int] | None = None, devices: int = 1, extra: dict[str, Any] | None = None) -> Path:
     """A result.json in the real format (config resolved by harness.config) and a metrics.csv."""
     values: dict[str, Any] = {"arch": arch, "dataset": dataset, "epochs": epochs, "seed": seed, "results": str(root),
-                              "wandb": {"mode": "disabled", "group": group}, "data": {"num_workers": 2}}
+                              "wandb": {"mode": "disabled", "group": group}, "data": {"num_workers": 2}, **(extra or {})}
     if lpc is not None:
         values["data"]["labels_per_class"] = lpc
     if classes is not None:
@@ -201,13 +201,49 @@ def test_findings_state_degradation_and_the_transfer_winner(report: tuple[Path, 
     # vgg: plain only, one seed at depth 11 (error 20) and two at 16 (17 ± 1.41): no residual verdict
     assert "training error 20.00% at depth 11 -> 17.00% at depth 16 (-3.00 points from depth 11, seeds' spread 1.41): it does not rise" in text
     # transfer: finetune 41 vs linear probe 32 at 10 labels (+9.00), 57 vs 46 at 100 (+11.00)
-    assert "| resnet20 | cifar100 | 10 | 11.00 ± 1.41 | 32.00 ± 2.83 | 41.00 ± 1.41 | finetune | +9.00 |" in text
-    assert "| resnet20 | cifar100 | 100 | 31.00 ± 1.41 | 46.00 ± 1.41 | 57.00 ± 2.83 | finetune | +11.00 |" in text
+    # and each mode over scratch (the seeds' table): linear probe +21 and +15, finetune +30 and +26
+    assert "| resnet20 | cifar100 | 10 | 11.00 ± 1.41 | 32.00 ± 2.83 | 41.00 ± 1.41 | +21.00 | +30.00 | finetune | +9.00 |" in text
+    assert "| resnet20 | cifar100 | 100 | 31.00 ± 1.41 | 46.00 ± 1.41 | 57.00 ± 2.83 | +15.00 | +26.00 | finetune | +11.00 |" in text
+    assert ("- resnet20 on cifar100 (labels/class 10, 100): linear probe over scratch +21.00, +15.00; finetune over linear probe "
+            "+9.00, +11.00; at 10 labels/class finetune over scratch +30.00 points.") in text
     found = json.loads((out / "report.json").read_text())["findings"]
     deg, vgg = found["degradation"]
     assert deg["plain"]["rise"] == pytest.approx(6.0) and deg["residual"]["rise"] == pytest.approx(-5.0)
     assert deg["residual"]["spread"] == pytest.approx(2.0) and vgg["residual"] is None
     assert [(f["labels_per_class"], f["winner"]) for f in found["transfer"]] == [(10, "finetune"), (100, "finetune")]
+
+
+def test_budget_along_the_curves_and_variants_against_the_defaults(tmp_path: Path) -> None:
+    """Train top-1 grows linearly over 3 epochs of 10 steps (write_run), so the training error at step 10e
+    is 1 - acc * e / 3. Paper init: resnet56 ends at 15% against resnet20's 9%, never better. Zero-init
+    residual branches: resnet56 at 4%, below resnet20 at every step, and plain56 above plain20 at every
+    step: the ordering holds from step 10. bf16 resnet20 trains 1 point better, within the spread (1.41)."""
+    from harness.report import build
+
+    zero = {"model": {"zero_init_residual": True}}
+    for arch, accs, extra in (("plain20", (0.88, 0.90), None), ("plain56", (0.70, 0.72), None), ("resnet20", (0.90, 0.92), None),
+                              ("resnet56", (0.84, 0.86), None), ("resnet20", (0.90, 0.92), zero), ("resnet56", (0.95, 0.97), zero),
+                              ("resnet20", (0.91, 0.93), {"trainer": {"precision": "bf16-mixed"}})):
+        for seed, acc in enumerate(accs):
+            write_run(tmp_path / ("variant" if extra else "study"), arch, seed, acc - 0.05, acc, 0.3, extra=extra)
+    rep = build([tmp_path / "study", tmp_path / "variant"], tmp_path / "out", charts=False)
+    assert len(rep.runs) == 14 and rep.source == f"{tmp_path / 'study'}, {tmp_path / 'variant'}"
+    text = (tmp_path / "out" / "report.md").read_text()
+    paper, zero_init = rep.findings["budget"]
+    assert (paper["variant"], paper["holds_from"], paper["holds_at"], paper["steps"]) == ("", None, [], 30)
+    assert paper["end"]["worst"] == (20, 56, pytest.approx(6.0), pytest.approx(1.41, abs=0.01))
+    assert (zero_init["variant"], zero_init["holds_from"], zero_init["holds_at"]) == ("model.zero_init_residual=True", 10, [10, 20, 30])
+    assert "does not hold at the end of training (step 30). At the end: worst residual pair depth 56 vs 20, +6.00 points" in text
+    assert "(model.zero_init_residual=True): training error resnet20 <= resnet56 (within the seeds' spread), with the deepest plain " \
+           "net worse than the shallowest, holds from step 10 of 30 on." in text
+    found = {(f["arch"], f["variant"]): f for f in rep.findings["variants"]}
+    assert set(found) == {("resnet20", "model.zero_init_residual=True"), ("resnet56", "model.zero_init_residual=True"),
+                          ("resnet20", "trainer.precision=bf16-mixed")}
+    bf16 = found[("resnet20", "trainer.precision=bf16-mixed")]
+    assert (bf16["rise"], bf16["within_spread"]) == (pytest.approx(-1.0), True)
+    assert found[("resnet56", "model.zero_init_residual=True")]["rise"] == pytest.approx(-11.0)
+    assert "| resnet56 | cifar10 | model.zero_init_residual=True | 4.00 | 15.00 | -11.00 | 1.41 | " \
+           "lower, beyond the spread |" in text
 
 
 def test_findings_say_so_when_degradation_is_not_reproduced(tmp_path: Path) -> None:
@@ -274,10 +310,10 @@ def test_a_class_subset_is_its_own_task(tmp_path: Path) -> None:
     cell, close = json.loads((rep.out / "report.json").read_text())["findings"]["transfer"]
     assert (cell["labels_per_class"], cell["winner"], sorted(cell["test_acc1"])) == (10, "finetune", ["finetune", "scratch"])
     text = (rep.out / "report.md").read_text()
-    assert "| resnet20 | cifar10 classes 5-9 | 10 | 30.50 ± 0.71 | 50.50 ± 0.71 | finetune | +20.00 |" in text
+    assert "| resnet20 | cifar10 classes 5-9 | 10 | 30.50 ± 0.71 | 50.50 ± 0.71 | +20.00 | finetune | +20.00 |" in text
     assert cell["spread"] == pytest.approx(0.71, abs=0.01)
     # at 100 labels finetune leads by half a point, less than the seeds' 0.71
-    assert "| resnet20 | cifar10 classes 5-9 | 100 | 50.50 ± 0.71 | 51.00 ± 0.71 | finetune | +0.50 (within the seeds' spread) |" in text
+    assert "| resnet20 | cifar10 classes 5-9 | 100 | 50.50 ± 0.71 | 51.00 ± 0.71 | +0.50~ | finetune | +0.50 (within the seeds' spread) |" in text
     assert close["margin"] == pytest.approx(0.5)
     assert set(rep.charts) == {"accuracy_vs_cost_cifar10-classes-0-4", "transfer"}
     runs = json.loads((rep.out / "runs.json").read_text())
@@ -322,7 +358,7 @@ def test_metrics_of_a_resumed_run_latest_version_wins(tmp_path: Path) -> None:
             csv.writer(f).writerows([("epoch", "step", "train/loss_step", "train/acc1"), *rows])
     curve = read_curve(tmp_path)
     assert curve["train_loss_step"] == [(4, 2.0), (14, 1.5)]  # step 15 of the interrupted attempt is gone
-    assert curve["train_error"] == [(1, 0.5), (2, pytest.approx(0.3))]
+    assert curve["train_error"] == [(10, 0.5), (20, pytest.approx(0.3))]  # at the steps trained by each epoch's end
 
 
 def test_wandb_offline_writes_a_run_under_out_and_disabled_none(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -97,28 +97,35 @@ def test_cli_reports_an_empty_sweep_file_in_one_line(tmp_path: Path) -> None:
 
 def test_shipped_sweeps_load() -> None:
     counts = {p.stem: len(load(p).runs) for p in sorted((REPO / "sweeps").glob("*.yaml"))}
-    assert counts["cifar10-resnet-depth"] == 30 and counts["fashion-depth"] == 28 and counts["imagenet-ilsvrc"] == 17
-    transfer = load(REPO / "sweeps" / "transfer.yaml")
-    named = {r.name: r for r in transfer.runs if r.name}
-    assert set(named) == {"pretrain-lenet5", "pretrain-resnet20"}
-    for r in transfer.runs:
-        if r.config.transfer.mode == "scratch":
-            assert not r.deps and r.config.transfer.checkpoint is None
-        elif not r.name:
-            dep = transfer.runs[r.deps[0]]
-            assert dep.name == f"pretrain-{r.config.arch}"
-            assert r.config.transfer.checkpoint == str(dep.run_dir / "checkpoints" / "last.ckpt")
-    assert len(transfer.runs) == 2 + 2 * 3 * 3 * 2
+    assert counts == {"cifar10-resnet-depth": 30, "fashion-depth": 16, "fashion-depth-zero-init": 8, "fashion-precision": 8,
+                      "imagenet-ilsvrc": 17, "transfer": 38, "transfer-similar": 38}
+    for split, prefix, target in (("transfer", "pretrain-", [5, 6, 7, 8, 9]), ("transfer-similar", "pretrain-similar-", [6, 4, 9, 3, 1])):
+        transfer = load(REPO / "sweeps" / f"{split}.yaml")
+        named = {r.name: r for r in transfer.runs if r.name}
+        assert set(named) == {f"{prefix}lenet5", f"{prefix}resnet20"}
+        for r in transfer.runs:
+            if r.config.transfer.mode == "scratch":
+                assert not r.deps and r.config.transfer.checkpoint is None
+            if r.name:
+                assert r.config.data["classes"] == sorted(set(range(10)) - set(target)) and r.config.trainer.max_steps == 0
+            else:  # equal optimisation at every label budget
+                assert r.config.data["classes"] == target and r.config.trainer.max_steps == 300
+            if r.config.transfer.mode != "scratch" and not r.name:
+                dep = transfer.runs[r.deps[0]]
+                assert dep.name == f"{prefix}{r.config.arch}"
+                assert r.config.transfer.checkpoint == str(dep.run_dir / "checkpoints" / "last.ckpt")
 
 
 def test_run_ids_are_those_of_the_published_studies() -> None:
     """Finished runs are found by run id: the shipped sweeps still resolve to the ids of docs/results (a
     change to the config schema or the hash that moved them would rerun every study)."""
     published = lambda study: {r["run_id"] for r in json.loads((REPO / "docs" / "results" / study / "runs.json").read_text())}  # noqa: E731
-    assert {r.run_id for r in load(REPO / "sweeps" / "fashion-depth.yaml").runs} == published("depth")
-    assert {r.run_id for r in load(REPO / "sweeps" / "fashion-residual-budget.yaml").runs} == published("residual-budget")
-    scratch = {r.run_id for r in load(REPO / "sweeps" / "transfer.yaml").runs if r.config.transfer.mode == "scratch"}
-    assert len(scratch) == 14 and scratch <= published("transfer")  # the others hash their checkpoint's absolute path
+    ids = lambda sweep: {r.run_id for r in load(REPO / "sweeps" / f"{sweep}.yaml").runs}  # noqa: E731
+    assert ids("fashion-precision") == published("precision")
+    assert ids("fashion-depth") | ids("fashion-depth-zero-init") == published("depth")
+    scratch = {r.run_id for s in ("transfer", "transfer-similar") for r in load(REPO / "sweeps" / f"{s}.yaml").runs
+               if r.config.transfer.mode == "scratch"}
+    assert len(scratch) == 28 and scratch <= published("transfer")  # the others hash their checkpoint's absolute path
 
 
 def test_a_key_added_as_non_default_identity_keeps_earlier_ids(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 
 from harness.config import TrainConfig, merge, resolve
+from harness.errors import UserError
 from harness.module import lr_factor
 from harness.preemption import Preempted
 from harness.recipes import OptimConfig
@@ -200,6 +201,18 @@ def test_multistep_schedule_divides_at_half_and_three_quarters() -> None:
     assert factors == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
     assert lr_factor(OptimConfig(schedule="cosine"), 100, 100, 0) == pytest.approx(0.0)
     assert lr_factor(OptimConfig(warmup_epochs=1), 0, 100, 10) == pytest.approx(0.01)
+
+
+def test_max_steps_is_the_budget_and_the_schedule_spans_it(tmp_path: Path) -> None:
+    """384 training images at batch 64 = 6 steps an epoch: 7 steps end one step into epoch 2, with the
+    lr divided at 3.5 and 5.25 steps (a schedule over the two epochs' 12 steps would be /10 once)."""
+    c = config(tmp_path, trainer={"max_steps": 7, "log_every_n_steps": 1}, optim={"schedule": "multistep", "lr": 0.1})
+    result = train(c)
+    assert (result.status, result.global_step, result.epochs) == ("completed", 7, 2)
+    ckpt = torch.load(tmp_path / "results" / c.run_id() / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["lr_schedulers"][0]["_last_lr"] == pytest.approx([0.1 * 0.01])
+    with pytest.raises(UserError, match=r"epochs=3 and trainer.max_steps=7: give one budget"):
+        config(tmp_path, epochs=3, trainer={"max_steps": 7})
 
 
 @pytest.mark.slow

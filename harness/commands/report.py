@@ -1,5 +1,6 @@
-"""`convbench report DIR`: aggregate every result.json under DIR (a results root, a sweep directory,
-any tree) into report.md, report.json, runs.json and PNG charts in --out (default DIR/report)."""
+"""`convbench report DIR [DIR ...]`: aggregate every result.json under the DIRs (results roots, sweep
+directories, any tree) into report.md, report.json, runs.json and PNG charts in --out (default
+<first DIR>/report)."""
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,9 @@ from harness.config import WANDB_MODES
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", metavar="RESULTS_OR_SWEEP_DIR", help="searched recursively for result.json files")
-    p.add_argument("--out", help="where the report goes (default DIR/report)")
+    p.add_argument("dirs", nargs="+", metavar="RESULTS_OR_SWEEP_DIR",
+                   help="searched recursively for result.json files; several: one report over all their runs")
+    p.add_argument("--out", help="where the report goes (default FIRST_DIR/report)")
     p.add_argument("--wandb", choices=WANDB_MODES, default="disabled",
                    help="also log the table and charts to a W&B summary run in the runs' group (default disabled)")
     p.add_argument("--no-charts", action="store_true", help="tables only")
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     from harness.report import build, status_line
 
-    rep = build(Path(args.dir), Path(args.out) if args.out else None, charts=not args.no_charts)
+    rep = build([Path(d) for d in args.dirs], Path(args.out) if args.out else None, charts=not args.no_charts)
     if args.wandb != "disabled":
         from harness.report.publish import log
 

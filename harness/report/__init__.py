@@ -1,6 +1,7 @@
 """Reports over finished runs: ``report.md`` (one row per config, mean ± std over seeds),
 ``report.json`` (those rows and the findings), ``runs.json`` (every run's final metrics) and PNG
-charts, optionally logged to a W&B summary run. ``build(root, out)`` does it all; the CLI verb is
+charts, optionally logged to a W&B summary run. ``build(roots, out)`` does it all, over one or several
+results roots or sweep directories (a study and its labelled variant, two splits); the CLI verb is
 `convbench report`.
 
 Modules: collect (find and check result.json files, read metrics.csv curves), tables (grouping,
@@ -13,7 +14,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from harness.report import findings
 from harness.report.collect import Run, collect
@@ -24,7 +25,7 @@ STATUS_ORDER = ("completed", "diverged", "failed")
 
 @dataclass
 class Report:
-    root: Path
+    roots: list[Path]
     out: Path
     runs: list[Run]
     rows: list[dict[str, Any]]
@@ -37,6 +38,10 @@ class Report:
     skipped: dict[str, str] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     wandb_dir: Path | None = None
+
+    @property
+    def source(self) -> str:
+        return ", ".join(str(r) for r in self.roots)
 
 
 def _clean(v: Any) -> Any:
@@ -64,7 +69,7 @@ def status_line(counts: dict[str, int]) -> str:
 
 
 def _markdown_doc(rep: Report) -> str:
-    lines = [f"# convbench report: {rep.root}", "", status_line(rep.status_counts) + ". Only completed runs are aggregated.", "",
+    lines = [f"# convbench report: {rep.source}", "", status_line(rep.status_counts) + ". Only completed runs are aggregated.", "",
              "Each row is one configuration (arch, dataset, transfer mode, labels/class and any other differing config key, "
              "shown as variant); metrics are mean ± sample std over its n seeds (no ± when n = 1). Accuracies in %; "
              "samples/s (training throughput), peak MiB (peak memory) and wall s (the whole run) are means.", ""]
@@ -81,24 +86,28 @@ def _markdown_doc(rep: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(root: Path, out: Path | None = None, charts: bool = True) -> Report:
-    """Collect the runs under ``root`` and write report.md, report.json, runs.json and the charts to ``out``
-    (default ``root/report``)."""
-    root = Path(root)
-    out = Path(out) if out is not None else root / "report"
-    runs = collect(root, exclude=out)
+def build(roots: Path | Sequence[Path], out: Path | None = None, charts: bool = True) -> Report:
+    """Collect the runs under ``roots`` (a run found under two of them counts once) and write report.md,
+    report.json, runs.json and the charts to ``out`` (default ``<first root>/report``)."""
+    roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
+    out = Path(out) if out is not None else roots[0] / "report"
+    found: dict[str, Run] = {}
+    for root in roots:
+        for run in collect(root, exclude=out):
+            found.setdefault(run.result.run_id, run)
+    runs = list(found.values())
     out.mkdir(parents=True, exist_ok=True)
     rows = aggregate(runs)
     counts = Counter(r.get("status") for r in runs)
     status_counts = {s: counts[s] for s in STATUS_ORDER if counts[s]} | {s: n for s, n in sorted(counts.items()) if s not in STATUS_ORDER}
     cols, cells = table(rows)
-    rep = Report(root, out, runs, rows, run_rows(runs, root), status_counts, markdown(cols, cells))
-    rep.findings_md, rep.findings = findings.markdown(rows)
+    rep = Report(roots, out, runs, rows, run_rows(runs, roots[0]), status_counts, markdown(cols, cells))
+    rep.findings_md, rep.findings = findings.markdown(rows, runs)
     if charts:
         from harness.report.charts import draw_all
 
         rep.charts, rep.skipped = draw_all(runs, rows, out)
-    meta = {"source": str(root), "status_counts": status_counts,
+    meta = {"source": rep.source, "status_counts": status_counts,
             "group_by": "arch, dataset, transfer, labels_per_class and the config keys in 'variant'",
             "stats": "mean and sample std (n-1; null for n=1) over seeds; accuracies as fractions",
             "charts": {k: p.name for k, p in rep.charts.items()}, "charts_skipped": rep.skipped, "findings": rep.findings}

@@ -131,8 +131,8 @@ def _mean_curve(curves: list[list[tuple[float, float]]]) -> list[tuple[float, fl
 
 
 def training_curves(runs: list[Run], rows: list[dict[str, Any]], path: Path, dataset: str | None = None) -> Path:
-    """Training error per epoch (from metrics.csv; the step-level loss when no run has per-epoch
-    train top-1), averaged over seeds, one line per depth: plain | residual panels (He et al. Fig. 6)
+    """Training error per epoch against steps (from metrics.csv; the step-level loss when no run has
+    per-epoch train top-1), averaged over seeds, one line per depth: plain | residual panels (He et al. Fig. 6)
     for the families that have both kinds, else for any family measured at two or more depths (one
     panel when the study has one kind)."""
     by_id = {r.get("run_id"): r for r in runs if r.completed}
@@ -171,7 +171,7 @@ def training_curves(runs: list[Run], rows: list[dict[str, Any]], path: Path, dat
             ax.plot([x for x, _ in curve], [100 * y if pct else y for _, y in curve], marker="o" if len(curve) < 30 else None,
                     markersize=3, color=cmap(i / max(1, len(mine) - 1) * 0.85),
                     label=f"{k[2]} (depth {depth_of[k]}{', n=%d' % n if n > 1 else ''})")
-        ax.set(title=f"{'residual' if residual else 'plain'} nets", xlabel="epoch" if metric != "train_loss_step" else "step")
+        ax.set(title=f"{'residual' if residual else 'plain'} nets", xlabel="epoch" if metric == "train_loss" else "step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -200,12 +200,13 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def read_curve(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
-    """``{"train_error": [(epoch, 1 - train/acc1)], "train_loss_step": [(step, loss)], "train_loss": [(epoch, loss)]}``,
-    epochs counted from 1 (after the first epoch); keys without data are left out."""
+    """``{"train_error": [(steps, 1 - train/acc1)], "train_loss_step": [(step, loss)], "train_loss": [(epoch, loss)]}``:
+    the training error of each epoch at the steps trained when it ended (He et al.'s Figure 6 is against
+    iterations), the loss per epoch counted from 1; keys without data are left out."""
     out: dict[str, list[tuple[float, float]]] = {}
     for r in read_metrics(run_dir):
-        if r.get("train/acc1") is not None and r.get("epoch") is not None:
-            out.setdefault("train_error", []).append((r["epoch"] + 1, 1 - r["train/acc1"]))
+        if r.get("train/acc1") is not None and r.get("step") is not None:
+            out.setdefault("train_error", []).append((int(r["step"]) + 1, 1 - r["train/acc1"]))
         if r.get("train/loss") is not None and r.get("epoch") is not None:
             out.setdefault("train_loss", []).append((r["epoch"] + 1, r["train/loss"]))
         if r.get("train/loss_step") is not None:

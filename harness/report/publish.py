@@ -31,10 +31,10 @@ def log(rep: Report, mode: str) -> Path:
     save_dir = rep.out / "wandb"
     save_dir.mkdir(parents=True, exist_ok=True)
     group = _common(rep, "group")
-    name = f"report-{group or rep.root.resolve().name}"
+    name = f"report-{group or rep.roots[0].resolve().name}"
     run = wandb.init(project=_common(rep, "project") or "convbench", entity=_common(rep, "entity"), group=group, name=name,
                      job_type="report", dir=str(rep.out), mode=mode, reinit="finish_previous",
-                     config={"source": str(rep.root), "status_counts": rep.status_counts})
+                     config={"source": rep.source, "status_counts": rep.status_counts})
     try:
         cols, cells = table(rep.rows)
         run_cols = list(rep.runs_table[0]) if rep.runs_table else []

@@ -29,8 +29,9 @@ RUN_FIELDS = ("run_id", "arch", "family", "depth", "residual", "dataset", "class
 
 
 def identity_keys(run: Run) -> dict[str, Any]:
-    """The config keys that make a run's group: what is computed, less the seed and the base key."""
-    return {k: v for k, v in identity_items(run.config).items() if k not in BASE_KEYS and role(k) == "identity"}
+    """The config keys that make a run's group: what is computed, less the seed and the base key (and an
+    empty ``model: {}``, the same as a run that sets some model.* key leaving the others unset)."""
+    return {k: v for k, v in identity_items(run.config).items() if k not in BASE_KEYS and role(k) == "identity" and v != {}}
 
 
 def _hashable(v: Any) -> str:
@@ -188,12 +189,14 @@ def main_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def chart_variants(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows with ``chart_variant``: the part of their variant that differs from the value most
-    runs of the chart have, so a one-off learning rate of one arch gets its own series while the
-    arch's usual runs stay on their family's line."""
+    runs of the chart have, so a one-off learning rate of one arch (or a labelled variant such as
+    zero_init_residual) gets its own series while the arch's usual runs stay on their family's line."""
+    keys = {k for r in rows for k in (*r.get("_identity", {}), *r["variant"])}
     votes: dict[str, Counter[str]] = defaultdict(Counter)
     for r in rows:
-        for k, v in r.get("_identity", {}).items():
-            votes[k][_hashable(v)] += r["n"]
+        values = {**r.get("_identity", {}), **r["variant"]}
+        for k in keys:  # a key a row does not set (model.zero_init_residual of a plain net) votes for None
+            votes[k][_hashable(values.get(k))] += r["n"]
     out = []
     for r in rows:
         odd = {k: v for k, v in r["variant"].items() if not votes[k] or _hashable(v) != votes[k].most_common(1)[0][0]}
