@@ -109,7 +109,7 @@ def test_shipped_sweeps_load() -> None:
             if r.name:
                 assert r.config.data["classes"] == sorted(set(range(10)) - set(target)) and r.config.trainer.max_steps == 0
             else:  # equal optimisation at every label budget
-                assert r.config.data["classes"] == target and r.config.trainer.max_steps == 300
+                assert r.config.data["classes"] == target and r.config.trainer.max_steps == 200
             if r.config.transfer.mode != "scratch" and not r.name:
                 dep = transfer.runs[r.deps[0]]
                 assert dep.name == f"{prefix}{r.config.arch}"
