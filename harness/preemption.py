@@ -104,9 +104,10 @@ class Preemption(pl.Callback):
         """One line per attempt: where it starts."""
         if self.resumed_from is None:
             return f"convbench: starting at step 0 (epoch 1/{trainer.max_epochs}), no checkpoint"
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        within = f", batch {done + 1}/{trainer.num_training_batches}" if 0 < done < trainer.num_training_batches else ""
-        epoch = trainer.current_epoch + (1 if done and done >= trainer.num_training_batches else 0)
+        # from the step count: Lightning's epoch and batch counters after a restore depend on where the
+        # checkpoint was taken (an epoch end from validation had advanced current_epoch, a step.ckpt had not)
+        epoch, done = divmod(trainer.global_step, max(1, trainer.num_training_batches))
+        within = f", batch {done + 1}/{trainer.num_training_batches}" if done else ""
         return f"convbench: resuming from {self.resumed_from} at step {trainer.global_step} (epoch {epoch + 1}/{trainer.max_epochs}{within})"
 
     def _restore(self) -> None:

@@ -213,8 +213,10 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
         quiet_batch_logs()
     callbacks = [
         *extra_callbacks, throughput, divergence, StepSeed(config.seed), preemption,
-        ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_last=True,
-                        save_top_k=1, enable_version_counter=False),
+        ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_top_k=1, enable_version_counter=False),
+        # last.ckpt at every epoch end, the resume point; not save_last=True, which Lightning 2.6 writes
+        # only at the epochs whose monitored metric improved (a requeue then repeated the other epochs)
+        ModelCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False),
     ] + ([LoggingIntervalBar()] if tty else [])
     t = config.trainer
     trainer = pl.Trainer(

@@ -53,6 +53,17 @@ def test_run_record(tmp_path: Path) -> None:
     assert train(c).run_id == c.run_id()  # a finished run is not run again
 
 
+def test_last_checkpoint_is_every_epoch_end_even_when_validation_does_not_improve(tmp_path: Path) -> None:
+    """At lr 1e-12 the weights do not move, so val/acc1 never beats epoch 1's: best.ckpt stays at epoch 1
+    while last.ckpt, the resume point, holds the end of training (Lightning 2.6's save_last=True kept
+    epoch 1's, and a requeue repeated every later epoch)."""
+    c = config(tmp_path, epochs=3, optim={"lr": 1e-12})
+    result = train(c)
+    ckpts = tmp_path / "results" / c.run_id() / "checkpoints"
+    steps = {name: torch.load(ckpts / f"{name}.ckpt", weights_only=False)["global_step"] for name in ("best", "last")}
+    assert steps == {"best": result.global_step // 3, "last": result.global_step} and result.global_step == 18
+
+
 def test_wandb_disabled_writes_no_wandb_files(tmp_path: Path) -> None:
     c = config(tmp_path)
     train(c)

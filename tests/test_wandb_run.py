@@ -50,9 +50,6 @@ def kill_mid_epoch(proc: subprocess.Popen, ckpt: Path, after_mtime: float, sig: 
     return out
 
 
-@pytest.mark.xfail(reason="after the merge with issue 12's SIGTERM checkpoint, the SIGTERM sent to the resumed second "
-                          "attempt early in epoch 3 is honoured only at the end of training (no step.ckpt; exit 4 after "
-                          "step 71), so the third attempt has nothing left to train; under investigation", strict=False)
 def test_run_killed_twice_mid_training_leaves_one_complete_offline_run(tmp_path: Path) -> None:
     results = tmp_path / "results"
     results.mkdir()
@@ -65,7 +62,7 @@ def test_run_killed_twice_mid_training_leaves_one_complete_offline_run(tmp_path:
     assert not offline_dirs(run_dir) and not (run_dir / STAGING).exists()  # a killed attempt leaves nothing to sync
     second = start(results, "--resume")
     out = kill_mid_epoch(second, ckpt, ckpt.stat().st_mtime, signal.SIGTERM)  # in epoch 3
-    assert second.returncode == 4 and "resuming from" in out, out[-3000:]
+    assert second.returncode == 4 and "last.ckpt at step 24 (epoch 2/3)" in out and "SIGTERM at step" in out, out[-3000:]
     assert not offline_dirs(run_dir) and not (run_dir / "result.json").exists()
     third = start(results, "--resume")
     out = third.communicate(timeout=180)[0]
