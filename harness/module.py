@@ -36,6 +36,9 @@ def lr_factor(o: OptimConfig, step: int, total: int, warmup: int) -> float:
     return 1.0
 
 
+TRAIN_TOTALS = "convbench_train_totals"  # the checkpoint's key for the epoch's running train metrics
+
+
 class ClassifierModule(pl.LightningModule):
     def __init__(
         self,
@@ -138,6 +141,20 @@ class ClassifierModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The epoch's running train totals so far, summed over the ranks (every rank saves): a
+        mid-epoch resume ends the epoch with the uninterrupted run's train metrics."""
+        totals = self.metrics["train_totals"]
+        checkpoint[TRAIN_TOTALS] = {name: self.trainer.strategy.reduce(getattr(totals, name).clone(), reduce_op="sum")
+                                    for name in totals._defaults}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rank 0 takes the sums, the other ranks start at zero: the sum over ranks is the saved one."""
+        totals = self.metrics["train_totals"]
+        for name, value in checkpoint.get(TRAIN_TOTALS, {}).items():
+            getattr(totals, name).copy_(value if self.trainer.is_global_zero else torch.zeros_like(value))
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
