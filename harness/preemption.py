@@ -19,7 +19,7 @@ the signal (inside Slurm's KillWait or 90 s warning unless that many steps take 
 (`SLURMEnvironment(auto_requeue=False)`) and this callback replaces its SIGTERM handler while training.
 
 Every checkpoint first writes the step's metrics row and flushes the loggers, so metrics.csv on
-disk holds the steps the checkpoint holds (harness.report.collect.read_metrics merges the attempts).
+disk holds the steps the checkpoint holds (harness.run_record.read_metrics merges the attempts).
 A mid-epoch checkpoint resumes at the next batch: the data module saves its position (datamodules
 `ConvDataModule.state_dict`).
 """

@@ -1,12 +1,15 @@
 """A run's durable record: its directory under the results root, the resolved config, the W&B run
-id (so a resumed run continues the same W&B run), and ``result.json``: one :class:`RunResult`,
+id (so a resumed run continues the same W&B run), the metrics CSVs of its attempts (merged by
+:func:`read_metrics`), and ``result.json``: one :class:`RunResult`,
 written atomically once the run has finished and read back through the same class by the sweep
 store and status and by the report."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 import functools
 import json
+import math
 import os
 import platform
 import socket
@@ -185,3 +188,35 @@ class RunDir:
     def write_result(self, result: RunResult) -> None:
         """The record, stamped with the host, the command line and the versions that produced it."""
         dataclasses.replace(result, versions=versions(), host=socket.gethostname(), argv=list(sys.argv)).write(self.result_path)
+
+
+def _number(v: str | None) -> float | None:
+    """A metrics.csv cell: a finite float, else None (empty, text, NaN or inf)."""
+    try:
+        x = float(v) if v not in (None, "") else None
+    except ValueError:
+        return None
+    return x if x is not None and math.isfinite(x) else None
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.csv rows of all attempts merged: a resumed attempt (version_N+1) replaces every row
+    of the earlier ones from its first step on, so for each step the latest version wins."""
+    versions = []
+    for p in (run_dir / "metrics").glob("version_*/metrics.csv"):
+        try:
+            versions.append((int(p.parent.name.split("_", 1)[1]), p))
+        except ValueError:
+            continue
+    rows: list[dict[str, Any]] = []
+    for _, p in sorted(versions):
+        try:
+            with p.open(newline="") as f:
+                new = [{k: _number(v) for k, v in r.items() if k} for r in csv.DictReader(f)]
+        except (OSError, csv.Error, UnicodeDecodeError):
+            continue
+        new = [r for r in new if r.get("step") is not None]
+        if new:
+            first = min(r["step"] for r in new)
+            rows = [r for r in rows if r["step"] < first] + new
+    return rows

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.run_record import RunDir, RunResult
+from harness.run_record import RunDir, RunResult, read_metrics
 
 FILE_HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
 BLOCK, CHUNK_HEADER = 32768, 7
@@ -135,8 +135,6 @@ def synced(offline_dir: Path) -> bool:
 def history_rows(run_dir: Path) -> Iterator[tuple[int, dict[str, float]]]:
     """(global step, metrics) of every logged step once, all attempts merged (a resumed attempt
     replaces the earlier ones' rows from its first step on); rows of one step are combined."""
-    from harness.report.collect import read_metrics
-
     by_step: dict[int, dict[str, float]] = {}
     for row in read_metrics(run_dir):
         metrics = {k: v for k, v in row.items() if k != "step" and v is not None}

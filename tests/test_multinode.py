@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report.collect import read_metrics
+from harness.run_record import read_metrics
 from harness.sweep.spec import load
 from tests.slurm_fixtures import SlurmCluster
 from tests.test_sweep_slurm import cli, sweep_file, wait_for

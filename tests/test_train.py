@@ -266,7 +266,7 @@ class KilledAt(pl.Callback):
 
 
 def merged_curve(run: Path) -> list[tuple[int, float]]:
-    from harness.report.collect import read_metrics
+    from harness.run_record import read_metrics
 
     return [(int(r["step"]), r["train/loss_step"]) for r in read_metrics(run) if r.get("train/loss_step") is not None]
 

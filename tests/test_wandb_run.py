@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.report.collect import read_metrics
+from harness.run_record import read_metrics
 from harness.wandb_run import STAGING, WandbFile, complete_export, offline_dirs, read_records, summary_of, wandb_file
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,6 @@ string in its JSON/YAML files that names ``<ancestor>/<string>/result.json``
 (or is a path to a run directory or a result.json) is taken as a run of the sweep."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness.errors import UserError
-from harness.run_record import RESULT, RunResult
+from harness.run_record import RESULT, RunResult, read_metrics
 
 
 @dataclass
@@ -165,38 +164,6 @@ def collect(root: Path, exclude: Path | None = None) -> list[Run]:
         result = RunResult.read(f)
         runs.setdefault(result.run_id, Run(f.parent, result))
     return list(runs.values())
-
-
-def _float(v: str | None) -> float | None:
-    if v is None or v == "":
-        return None
-    try:
-        return finite(float(v))
-    except ValueError:
-        return None
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """metrics.csv rows of all attempts merged: a resumed attempt (version_N+1) replaces every row
-    of the earlier ones from its first step on, so for each step the latest version wins."""
-    versions = []
-    for p in (run_dir / "metrics").glob("version_*/metrics.csv"):
-        try:
-            versions.append((int(p.parent.name.split("_", 1)[1]), p))
-        except ValueError:
-            continue
-    rows: list[dict[str, Any]] = []
-    for _, p in sorted(versions):
-        try:
-            with p.open(newline="") as f:
-                new = [{k: _float(v) for k, v in r.items() if k} for r in csv.DictReader(f)]
-        except (OSError, csv.Error, UnicodeDecodeError):
-            continue
-        new = [r for r in new if r.get("step") is not None]
-        if new:
-            first = min(r["step"] for r in new)
-            rows = [r for r in rows if r["step"] < first] + new
-    return rows
 
 
 def read_curve(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
