@@ -139,6 +139,20 @@ class Divergence(pl.Callback):
             trainer.should_stop = True
 
 
+class StepBudget(pl.Callback):
+    """trainer.max_steps: stop after that many optimiser steps. Not Lightning's own max_steps, which
+    makes training iteration-based: a resume then takes other restart paths and the last, partial
+    epoch is never validated; should_stop ends that epoch as an epoch (its end hooks, validation and
+    last.ckpt) and the run is epoch-based throughout."""
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step >= self.max_steps:  # global_step advances in lockstep on every rank
+            trainer.should_stop = True
+
+
 class StepSeed(pl.Callback):
     """Reseeds torch, numpy and random from (seed, step, rank) before every training step, so dropout
     and hidden-unit noise at step k do not depend on whether (or mid-epoch where) the run was

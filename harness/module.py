@@ -51,6 +51,7 @@ class ClassifierModule(pl.LightningModule):
         channels_last: bool = False,
         plateau_monitor: str = "val/acc1",
         steps_per_epoch: int = 1,
+        max_steps: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model", "optim"])
@@ -144,14 +145,20 @@ class ClassifierModule(pl.LightningModule):
 
     # ---- checkpoints ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The epoch's running train totals so far, summed over the ranks (every rank saves): a
-        mid-epoch resume ends the epoch with the uninterrupted run's train metrics."""
+        """The epoch's running train totals so far, summed over the ranks: a mid-epoch resume ends the
+        epoch with the uninterrupted run's train metrics. A collective: every checkpoint here is saved
+        by all ranks (ModelCheckpoint, harness.preemption); a rank-0-only save would hang."""
         totals = self.metrics["train_totals"]
         checkpoint[TRAIN_TOTALS] = {name: self.trainer.strategy.reduce(getattr(totals, name).clone(), reduce_op="sum")
                                     for name in totals._defaults}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Rank 0 takes the sums, the other ranks start at zero: the sum over ranks is the saved one."""
+        """Rank 0 takes the sums, the other ranks start at zero: the sum over ranks is the saved one.
+        Not from a checkpoint of an epoch's last batch: Lightning resumes it at the next epoch, skipping
+        that epoch's end (its validation and epoch rows), and the sums would leak into the next epoch."""
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+        if progress.get("is_last_batch"):
+            return
         totals = self.metrics["train_totals"]
         for name, value in checkpoint.get(TRAIN_TOTALS, {}).items():
             getattr(totals, name).copy_(value if self.trainer.is_global_zero else torch.zeros_like(value))
@@ -180,7 +187,7 @@ class ClassifierModule(pl.LightningModule):
         # not trainer.estimated_stepping_batches: it builds the train loader before a resumed run's
         # epoch is restored, and Lightning then keeps that loader (epoch 0's order)
         steps_per_epoch = self.hparams.steps_per_epoch
-        total = max(1, self.trainer.max_steps if self.trainer.max_steps > 0 else steps_per_epoch * (self.trainer.max_epochs or 1))
+        total = max(1, self.hparams.max_steps or steps_per_epoch * (self.trainer.max_epochs or 1))
         warmup = int(o.warmup_epochs * steps_per_epoch)
         if o.schedule == "plateau":
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=o.gamma, patience=o.patience)

@@ -24,7 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import architectures
 import datamodules
-from harness.callbacks import Divergence, EpochLines, LoggingIntervalBar, StepSeed, Throughput
+from harness.callbacks import Divergence, EpochLines, LoggingIntervalBar, StepBudget, StepSeed, Throughput
 from harness.config import TrainConfig
 from harness.errors import UserError
 from harness.files import check_checkpoint
@@ -205,7 +205,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     spe = steps_per_epoch(config, dm)
     epochs = planned_epochs(config, spe)
     module = ClassifierModule(model, dm.num_classes, config.optim, config.arch, config.transfer.mode, config.hidden_noise_std,
-                              config.trainer.channels_last, plateau_monitor=monitor, steps_per_epoch=spe)
+                              config.trainer.channels_last, plateau_monitor=monitor, steps_per_epoch=spe, max_steps=config.trainer.max_steps)
     throughput, divergence = Throughput(), Divergence()
     preemption = Preemption(run.path, config.trainer.checkpoint_every_min, resumed_from=ckpt)
     tty = sys.stdout.isatty()
@@ -213,6 +213,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
         quiet_batch_logs()
     callbacks = [
         *extra_callbacks, throughput, divergence, StepSeed(config.seed), preemption,
+        *([StepBudget(config.trainer.max_steps)] if config.trainer.max_steps else []),
         ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_top_k=1, enable_version_counter=False),
         # last.ckpt at every epoch end, the resume point; not save_last=True, which Lightning 2.6 writes
         # only at the epochs whose monitored metric improved (a requeue then repeated the other epochs)
@@ -220,7 +221,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     ] + ([LoggingIntervalBar()] if tty else [])
     t = config.trainer
     trainer = pl.Trainer(
-        max_epochs=epochs, max_steps=t.max_steps or -1, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        max_epochs=epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, deterministic=t.deterministic, limit_train_batches=t.limit_train_batches,
         logger=build_loggers(config, run) + ([] if tty else [EpochLines(epochs)]), callbacks=callbacks, default_root_dir=str(run.path),
         enable_progress_bar=tty, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,

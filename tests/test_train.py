@@ -216,12 +216,21 @@ def test_multistep_schedule_divides_at_half_and_three_quarters() -> None:
 
 def test_max_steps_is_the_budget_and_the_schedule_spans_it(tmp_path: Path) -> None:
     """384 training images at batch 64 = 6 steps an epoch: 7 steps end one step into epoch 2, with the
-    lr divided at 3.5 and 5.25 steps (a schedule over the two epochs' 12 steps would be /10 once)."""
-    c = config(tmp_path, trainer={"max_steps": 7, "log_every_n_steps": 1}, optim={"schedule": "multistep", "lr": 0.1})
-    result = train(c)
-    assert (result.status, result.global_step, result.epochs) == ("completed", 7, 2)
-    ckpt = torch.load(tmp_path / "results" / c.run_id() / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["lr_schedulers"][0]["_last_lr"] == pytest.approx([0.1 * 0.01])
+    lr divided at 3.5 and 5.25 steps (a schedule over the two epochs' 12 steps would be /10 once), the
+    final weights validated. A SIGTERM on epoch 1's last batch, resumed, gives the same run."""
+    values = dict(trainer={"max_steps": 7, "log_every_n_steps": 1}, optim={"schedule": "multistep", "lr": 0.1})
+    a = config(tmp_path / "a", **values)
+    straight = train(a)
+    assert (straight.status, straight.global_step, straight.epochs) == ("completed", 7, 2) and straight.val_acc1 is not None
+    ckpt = torch.load(tmp_path / "a" / "results" / a.run_id() / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (ckpt["global_step"], ckpt["lr_schedulers"][0]["_last_lr"]) == (7, pytest.approx([0.1 * 0.01]))
+    b = config(tmp_path / "b", **values)
+    with pytest.raises(Preempted, match="SIGTERM at step 6"):
+        train(b, extra_callbacks=[TerminatedAt(5, then_fail=False)])
+    resumed = train(b, resume=True)
+    for key in ("global_step", "train_acc1", "train_loss", "val_acc1", "test_acc1", "test_loss"):
+        assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6), key
+    assert merged_curve(tmp_path / "b" / "results" / b.run_id()) == merged_curve(tmp_path / "a" / "results" / a.run_id())
     with pytest.raises(UserError, match=r"epochs=3 and trainer.max_steps=7: give one budget"):
         config(tmp_path, epochs=3, trainer={"max_steps": 7})
 

@@ -162,10 +162,10 @@ def budget(rows: list[dict[str, Any]], runs: list[Run]) -> list[dict[str, Any]]:
         for family in sorted({str(r["family"]) for r in ladder}):
             residual = {r["depth"]: curve[id(r)] for r in ladder if str(r["family"]) == family and r["residual"] and r["depth"] is not None}
             plain_rows = [r for r in ladders.get((task, ""), []) if str(r["family"]) == family and not r["residual"] and r["depth"] is not None]
-            plain = {r["depth"]: curve[id(r)] for r in plain_rows}
+            plain = {r["depth"]: curve[id(r)] for r in plain_rows if curve[id(r)]}
             if len(residual) < 2 or not all(residual.values()):
                 continue
-            steps = sorted(set.intersection(*(set(c) for c in [*residual.values(), *plain.values()] if c)))
+            steps = sorted(set.intersection(*(set(c) for c in [*residual.values(), *plain.values()])))
             if not steps:
                 continue
             points = []
@@ -205,10 +205,10 @@ def _budget_md(found: list[dict[str, Any]]) -> list[str]:
         if f["holds_from"] is not None:
             verdict = f"holds from step {f['holds_from']} of {f['steps']} on"
         else:
-            verdict = f"does not hold at the end of training (step {f['steps']})"
+            verdict = f"does not hold at the last step all the curves logged (step {f['steps']})"
         held = ", ".join(str(x) for x in f["holds_at"]) or "none"
         both = ", with the deepest plain net worse than the shallowest," if plain else ""
-        lines.append(f"- {name}: training error {order} (within the seeds' spread){both} {verdict}. At the end: worst residual "
+        lines.append(f"- {name}: training error {order} (within the seeds' spread){both} {verdict}. At step {f['steps']}: worst residual "
                      f"pair depth {b} vs {a}, {rise:+.2f} points (spread {spread:.2f}){plain}. Logged steps where it holds: {held}.")
     return lines + [""]
 
@@ -222,7 +222,8 @@ def variants(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             groups[(r["arch"], r["task"], r["transfer"], r["labels_per_class"])].append(r)
     out = []
     for members in groups.values():
-        base = next((r for r in members if all(is_default(k, v) for k, v in r["variant"].items())), None)
+        # None: the row does not set the key (a non-default-identity key at its default is not hashed)
+        base = next((r for r in members if all(v is None or is_default(k, v) for k, v in r["variant"].items())), None)
         if base is None:
             continue
         for r in members:
@@ -231,7 +232,7 @@ def variants(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rise = _err(r["train_acc1"]) - _err(base["train_acc1"])
             spread = max(_spread(r), _spread(base))
             rate, base_rate = r["train_samples_per_s"]["mean"], base["train_samples_per_s"]["mean"]
-            changed = {k: v for k, v in r["variant"].items() if not is_default(k, v)}
+            changed = {k: v for k, v in r["variant"].items() if v is not None and not is_default(k, v)}
             out.append({"arch": r["arch"], "task": r["task"], "variant": variant_label(changed),
                         "train_err": _err(r["train_acc1"]), "default_train_err": _err(base["train_acc1"]), "rise": rise,
                         "spread": spread, "within_spread": abs(rise) <= spread, "test_err": _err(r["test_acc1"]),
@@ -251,8 +252,11 @@ def _variants_md(found: list[dict[str, Any]]) -> list[str]:
     for f in found:
         speed = "–" if f["speedup"] is None else f"{f['speedup']:.2f}x"
         verdict = "within the spread" if f["within_spread"] else ("lower, beyond the spread" if f["rise"] < 0 else "higher, beyond the spread")
+        if min(f["n"]) < 2:
+            verdict += " (one seed: no spread)"
+        test, default_test = ("–" if e is None else f"{e:.2f}" for e in (f["test_err"], f["default_test_err"]))
         lines.append(f"| {f['arch']} | {f['task']} | {f['variant']} | {f['train_err']:.2f} | {f['default_train_err']:.2f} | "
-                     f"{f['rise']:+.2f} | {f['spread']:.2f} | {verdict} | {f['test_err']:.2f} | {f['default_test_err']:.2f} | {speed} |")
+                     f"{f['rise']:+.2f} | {f['spread']:.2f} | {verdict} | {test} | {default_test} | {speed} |")
     return lines + [""]
 
 
