@@ -151,12 +151,14 @@ def training_curves(runs: list[Run], rows: list[dict[str, Any]], path: Path, dat
         raise Skip("needs metrics/version_N/metrics.csv with train/acc1 or train/loss_step in the run directories")
     lines: dict[tuple[bool, Any, str], list[list[tuple[float, float]]]] = defaultdict(list)
     depth_of: dict[tuple[bool, Any, str], Any] = {}
+    dashed: dict[tuple[bool, Any, str], bool] = {}  # a labelled variant (zero_init_residual) beside its depth's usual line
     for row, r in chosen:
         c = r.curve().get(metric)
         if c:
             k = (bool(row["residual"]), row["depth"] if row["depth"] is not None else math.inf, _arch_label(row))
             lines[k].append(c)
             depth_of[k] = row["depth"]
+            dashed[k] = bool(row.get("chart_variant"))
     if not lines:
         raise Skip(f"no {metric} curve in the runs' metrics.csv")
     kinds = sorted({k[0] for k in lines})
@@ -165,11 +167,12 @@ def training_curves(runs: list[Run], rows: list[dict[str, Any]], path: Path, dat
     pct = metric == "train_error"
     for ax, residual in zip(axes[0], kinds):
         mine = sorted(k for k in lines if k[0] == residual)
-        for i, k in enumerate(mine):
+        depths = sorted({k[1] for k in mine})  # one colour a depth; its variants dashed
+        for k in mine:
             curve = _mean_curve(lines[k])
             n = len(lines[k])
             ax.plot([x for x, _ in curve], [100 * y if pct else y for _, y in curve], marker="o" if len(curve) < 30 else None,
-                    markersize=3, color=cmap(i / max(1, len(mine) - 1) * 0.85),
+                    markersize=3, color=cmap(depths.index(k[1]) / max(1, len(depths) - 1) * 0.85), linestyle="--" if dashed[k] else "-",
                     label=f"{k[2]} (depth {depth_of[k]}{', n=%d' % n if n > 1 else ''})")
         ax.set(title=f"{'residual' if residual else 'plain'} nets", xlabel="epoch" if metric == "train_loss" else "step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
