@@ -234,7 +234,7 @@ def test_budget_along_the_curves_and_variants_against_the_defaults(tmp_path: Pat
     assert paper["end"]["worst"] == (20, 56, pytest.approx(6.0), pytest.approx(1.41, abs=0.01))
     assert (zero_init["variant"], zero_init["holds_from"], zero_init["holds_at"]) == ("model.zero_init_residual=True", 10, [10, 20, 30])
     assert "does not hold at the last step all the curves logged (step 30). At step 30: worst residual pair depth 56 vs 20, +6.00 points" in text
-    assert "(model.zero_init_residual=True): training error resnet20 <= resnet56 (within the seeds' spread), with the deepest plain " \
+    assert "(model.zero_init_residual=True): training error resnet20 >= resnet56 (within the seeds' spread), with the deepest plain " \
            "net worse than the shallowest, holds from step 10 of 30 on." in text
     found = {(f["arch"], f["variant"]): f for f in rep.findings["variants"]}
     assert set(found) == {("resnet20", "model.zero_init_residual=True"), ("resnet56", "model.zero_init_residual=True"),

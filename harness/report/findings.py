@@ -195,7 +195,7 @@ def _budget_md(found: list[dict[str, Any]]) -> list[str]:
     lines = ["### Deeper is better: from which step on (training error along the curves)", ""]
     for f in found:
         name = f"{f['family']} on {f['task']}" + (f" ({f['variant']})" if f["variant"] else "")
-        order = " <= ".join(f"resnet{d}" if f["family"] == "resnet_cifar" else str(d) for d in f["depths"])
+        order = " >= ".join(f"resnet{d}" if f["family"] == "resnet_cifar" else str(d) for d in f["depths"])
         end = f["end"]
         a, b, rise, spread = end["worst"]
         plain = ""
