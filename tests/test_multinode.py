@@ -126,9 +126,6 @@ REQUEUES = int(os.environ.get("CONVBENCH_REQUEUES", "3"))  # `make bench`: 10
 STOPPED = re.compile(r"(?m)^convbench: SIGTERM at step (\d+): saved")
 
 
-@pytest.mark.xfail(reason="known bug: a SIGTERM to a resumed attempt is not checkpointed at the next step (seen: attempt 2 "
-                          "resumed at step 245 and was requeued without a step.ckpt), so that requeue loses its work; "
-                          "a first attempt's SIGTERM is (test_two_node_run_survives_a_requeue_and_a_preemption)", strict=False)
 def test_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmCluster, tmp_path: Path) -> None:
     """`scontrol requeue` REQUEUES times in a row (ten under `make bench`, three in `make test`), each at
     a random moment of an attempt (seeded: most in training, 0-10 s after its first step, the rest in
