@@ -186,7 +186,11 @@ def measure_ddp(job: DistributedJob) -> Result | None:
         device, backend = torch.device("cpu"), "gloo"
     dist.init_process_group(backend, timeout=INIT_TIMEOUT)
     try:
-        return _measure(job, device, backend, rank, world)
+        result = _measure(job, device, backend, rank, world)
+        # every rank done with the group before any tears it down: gloo aborts (SIGABRT) a rank whose
+        # peer closed its connections first (seen in 2 of 3 full test suites on a busy 2-core machine)
+        dist.barrier()
+        return result
     finally:
         dist.destroy_process_group()
 
