@@ -132,7 +132,8 @@ read_pid() {
 is_running() { read_pid "$1" >/dev/null; }
 
 # wait_until NAME DESCRIPTION CMD...: poll CMD until it succeeds; fail early if daemon NAME died
-# (after a grace period, since daemons write their PID file only after forking).
+# (after a grace period, since daemons write their PID file only after forking, and mariadbd only
+# after InnoDB's start-up, which took over 3 s when restarted on a busy machine).
 wait_until() {
     local name="$1" what="$2" start=$SECONDS
     shift 2
@@ -140,7 +141,7 @@ wait_until() {
         if ((SECONDS - start >= TIMEOUT)); then
             die "${what}: not ready after ${TIMEOUT}s" "$(log_file "$name")"
         fi
-        if ((SECONDS - start >= 3)) && ! is_running "$name"; then
+        if ((SECONDS - start >= 20)) && ! is_running "$name"; then
             die "${name} exited during startup (${what})" "$(log_file "$name")"
         fi
         sleep 0.2
