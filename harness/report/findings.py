@@ -85,11 +85,8 @@ def degradation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rise = _err(plain[hi]["train_acc1"]) - _err(plain[best]["train_acc1"])
             finding["plain"] = {"shallow": lo, "best": best, "deep": hi, "rise": rise,
                                 "spread": max(_spread(plain[best]), _spread(plain[hi]))}
-        ds = sorted(residual)
-        pairs = [(a, b, _err(residual[b]["train_acc1"]) - _err(residual[a]["train_acc1"]),
-                  max(_spread(residual[a]), _spread(residual[b]))) for i, a in enumerate(ds) for b in ds[i + 1:]]
-        if pairs:
-            a, b, worst, spread = max(pairs, key=lambda p: p[2] - p[3])
+        if len(residual) >= 2:
+            _, (a, b, worst, spread) = _ordered({d: (_err(r["train_acc1"]), _spread(r)) for d, r in residual.items()})
             finding["residual"] = {"shallow": a, "deep": b, "rise": worst, "spread": spread}
         out.append(finding)
     return out
