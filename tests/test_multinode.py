@@ -128,8 +128,8 @@ STOPPED = re.compile(r"(?m)^convbench: SIGTERM at step (\d+): saved")
 
 def test_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmCluster, tmp_path: Path) -> None:
     """`scontrol requeue` REQUEUES times in a row (ten under `make bench`, three in `make test`), each at
-    a random moment of an attempt (seeded: most in training, 0-10 s after its first step, the rest in
-    its start-up): one result, one W&B run, every logged step once, and no step trained twice beyond
+    a random moment of an attempt (seeded: most in training, 5-60 steps after its first, the rest 0-5 s
+    into its start-up): one result, one W&B run, every logged step once, and no step trained twice beyond
     what one checkpoint interval bounds per requeue (with the SIGTERM checkpoint: none; measured at
     ten: 640 steps trained for 640). Ten take about 8 min on 2 busy cores, most of it the attempts'
     start-up (20-40 s each here)."""
@@ -145,10 +145,17 @@ def test_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmCluster,
     log = lambda: "\n".join(f.read_text() for f in (sweep.dir / "logs").glob("*.out"))  # noqa: E731
     for n in range(REQUEUES):
         wait_for(lambda: f"(restart {n})" in log(), 120, f"attempt {n + 1}", sweep.dir)
-        if rng.random() > 0.3:  # mostly in training (after the attempt's first line), else in its start-up
-            wait_for(lambda: len(ATTEMPT.findall(log().split(f"(restart {n})")[-1])) > 0, 120, f"attempt {n + 1}'s training",
-                     sweep.dir)
-        time.sleep(rng.uniform(0, 10))
+        if rng.random() > 0.3:  # mostly in training, a random number of steps (read from metrics.csv) after its first
+            attempt = lambda: ATTEMPT.search(log().split(f"(restart {n})")[-1])  # noqa: E731
+            wait_for(lambda: attempt() is not None, 120, f"attempt {n + 1}'s training", sweep.dir)
+            start = int(next(g for g in attempt().groups() if g))
+            # paced in steps, not seconds, so a faster machine cannot finish the run before the last requeue:
+            # at most 60 of the 96 steps each requeue's 3 epochs add
+            wait_for(lambda k=rng.randint(LOG_EVERY, 60): max(logged_steps(run.run_dir), default=-1) >= start + k, 120,
+                     f"attempt {n + 1}'s steps", sweep.dir)
+            time.sleep(rng.uniform(0, 0.5))
+        else:  # in its start-up
+            time.sleep(rng.uniform(0, 5))
         assert not (run.run_dir / "result.json").exists(), f"finished before requeue {n + 1}: raise its epochs"
         assert cluster.run("scontrol", "requeue", task).returncode == 0
     wait_for(lambda: (run.run_dir / "result.json").is_file(), 300, "the result", sweep.dir)
