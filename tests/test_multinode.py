@@ -131,8 +131,8 @@ def test_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmCluster,
     a random moment of an attempt (seeded: most in training, 5-60 steps after its first, the rest 0-5 s
     into its start-up): one result, one W&B run, every logged step once, and no step trained twice beyond
     what one checkpoint interval bounds per requeue (with the SIGTERM checkpoint: none; measured at
-    ten: 640 steps trained for 640). Ten take about 8 min on 2 busy cores, most of it the attempts'
-    start-up (20-40 s each here)."""
+    ten: 960 steps trained for 960). Ten take 4 min on a quiet machine and about 8 on 2 busy cores, most
+    of it the attempts' start-up (5-7 s each quiet, 20-40 s busy)."""
     import random
 
     cluster, rng, every_min = slurm_cluster_2n, random.Random(12), 0.1
