@@ -4,9 +4,9 @@ the same work: same model, in-memory data and loader, SGD, label smoothing and l
 
 Measured from outside both: the wall time of a whole call for E and E + K epochs, so start-up,
 profiling, the test pass and teardown cancel and the difference is K epochs of steady training
-(with what the harness does per epoch: epoch metrics, checkpoints). The two are run alternately,
-PAIRS times, in one session at one thread, after one warm-up call of each; within a pair the two
-short calls run back to back, then the two long ones, so both marginals are taken over the same
+(with what the harness does per epoch: epoch metrics, checkpoints). The runners take turns,
+PAIRS times, in one session at one thread, after one warm-up call of each; within a pair the
+short calls run back to back, then the long ones, so the marginals are taken over the same
 stretch of a shared machine's noise. A pair's ratio is the hand loop's marginal step time over
 the harness's. CPU time (time.process_time, less disturbed by other jobs on a shared machine) is
 recorded alongside. For lenet5 a third runner, the hand loop as the smallest LightningModule in a
