@@ -7,6 +7,7 @@ that all datasets behave alike.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -24,7 +25,7 @@ from .transforms import Geometry, eval_pipeline, train_pipeline
 Split = Literal["train", "test"]
 
 
-class ConvDataModule(pl.LightningDataModule):
+class ConvDataModule(pl.LightningDataModule, ABC):
     """Batches of (float32 N x C x H x W, int64 N) for one dataset.
 
     After construction (no I/O except ImageNet's class listing): `name`, `config` (with the dataset
@@ -101,13 +102,13 @@ class ConvDataModule(pl.LightningDataModule):
         """(C, H, W) of the stored images before any resizing (synthetic: from the config)."""
         return self.native_shape
 
+    @abstractmethod
     def native_num_classes(self) -> int:
         """Classes in the stored labels, before `classes` subsetting."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _load(self, split: Split) -> Samples:
         """Read one official split; raise DataError naming the file at fault."""
-        raise NotImplementedError
 
     def _dataset(self, samples: Samples, train: bool) -> Dataset:
         return ArrayDataset(samples, self._pipeline(train), self.input_size[0], self._augment_seed(train))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
@@ -50,8 +51,9 @@ class _CIFARDataModule(ConvDataModule):
     def folder(self) -> Path:
         return self.root / ARCHIVES[self.name].folder
 
+    @abstractmethod
     def _label_key(self) -> bytes:
-        raise NotImplementedError
+        """The batch files' label key: b"labels" (CIFAR-10), b"fine_labels" or b"coarse_labels" (CIFAR-100)."""
 
     def _missing(self, splits: tuple[Split, ...]) -> list[Path]:
         return [p for s in splits for f in self.split_files[s] if not (p := self.folder / f).is_file()]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+from abc import ABC, abstractmethod
 
 import albumentations as A
 import cv2
@@ -14,7 +15,7 @@ from .samples import Samples
 from .transforms import reseed
 
 
-class AugmentedDataset(Dataset):
+class AugmentedDataset(Dataset, ABC):
     """Items (C x H x W float32 tensor, int label) through one Albumentations pipeline.
 
     `dataset[i]` takes a plain index 0..n-1 (epoch 0) and continues the pipeline's current random
@@ -45,8 +46,9 @@ class AugmentedDataset(Dataset):
             reseed(self.transform, (self.augment_seed, AUGMENT_STREAM, epoch, first))
         return [self._item(i % n) for i in indices]
 
+    @abstractmethod
     def _item(self, index: int) -> tuple[torch.Tensor, int]:
-        raise NotImplementedError
+        """Item `index` of the stored images, through the pipeline."""
 
 
 class ArrayDataset(AugmentedDataset):
