@@ -151,8 +151,8 @@ def test_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmCluster,
             start = int(next(g for g in attempt().groups() if g))
             # paced in steps, not seconds, so a faster machine cannot finish the run before the last requeue:
             # at most 60 of the 96 steps each requeue's 3 epochs add
-            wait_for(lambda k=rng.randint(LOG_EVERY, 60): max(logged_steps(run.run_dir), default=-1) >= start + k, 120,
-                     f"attempt {n + 1}'s steps", sweep.dir)
+            stop_at = start + rng.randint(LOG_EVERY, 60)
+            wait_for(lambda: max(logged_steps(run.run_dir), default=-1) >= stop_at, 120, f"attempt {n + 1}'s steps", sweep.dir)
             time.sleep(rng.uniform(0, 0.5))
         else:  # in its start-up
             time.sleep(rng.uniform(0, 5))
