@@ -107,20 +107,21 @@ NEVER = 2**62  # the first non-finite step of a rank whose losses were all finit
 class Divergence(pl.Callback):
     """Stops the run after a non-finite training loss: nothing after it is meaningful.
 
-    Without a host-device sync per step: each step appends its on-device `isfinite` flag, and the
-    flags are read together at the logging interval (harness.cadence) and at the epoch's end. The
+    Without a host-device sync per step: each step keeps its (detached, on-device) loss, and the
+    losses are checked together, one `isfinite` and one read-back, at the logging interval
+    (harness.cadence) and at the epoch's end. The
     run stops at most `cadence.interval(trainer)` steps after the first non-finite loss, and
     `diverged_at` is that loss's step, exactly as a per-step check would record it. Under DDP the
     ranks agree on it (the earliest over ranks), so all of them stop at the same step."""
 
     def __init__(self) -> None:
         self.diverged_at: int | None = None
-        self._pending: list[tuple[int, torch.Tensor]] = []  # (global_step, finite?) not yet read
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (global_step, loss) not yet checked
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None:
-            self._pending.append((trainer.global_step, torch.isfinite(loss).all()))
+        if loss is not None:  # Lightning passes the step's loss detached
+            self._pending.append((trainer.global_step, loss))
         if logging_step(trainer, trainer.global_step):
             self._check(trainer)
 
@@ -130,9 +131,9 @@ class Divergence(pl.Callback):
     def _check(self, trainer: pl.Trainer) -> None:
         if not self._pending:
             return
-        steps, flags = zip(*self._pending)
+        steps, losses = zip(*self._pending)
         self._pending = []
-        finite = torch.stack(flags).tolist()  # the one read-back
+        finite = torch.stack(losses).isfinite().tolist()  # scalar losses (automatic optimisation); the one read-back
         first = steps[finite.index(False)] if not all(finite) else NEVER
         if trainer.world_size > 1:  # every rank stops at the same step, or the others' next all-reduce waits forever
             first = int(trainer.strategy.reduce(torch.tensor(first, device=trainer.strategy.root_device), reduce_op="min"))

@@ -149,6 +149,7 @@ class ClassifierModule(pl.LightningModule):
         epoch with the uninterrupted run's train metrics. A collective: every checkpoint here is saved
         by all ranks (ModelCheckpoint, harness.preemption); a rank-0-only save would hang."""
         totals = self.metrics["train_totals"]
+        totals.fold()
         checkpoint[TRAIN_TOTALS] = {name: self.trainer.strategy.reduce(getattr(totals, name).clone(), reduce_op="sum")
                                     for name in totals._defaults}
 
