@@ -1,14 +1,14 @@
 """Lightning callbacks for what a benchmark run must record: training throughput without
-validation time, evaluation throughput, divergence, and per-epoch seeding for exact resume; and how
-it shows progress (a line per epoch, or a bar that reads values only at the logging interval)."""
+validation time, evaluation throughput and divergence; and how it shows progress (a line per epoch,
+or a bar that reads values only at the logging interval). Every callback costs a few microseconds a
+hook of Lightning's dispatch, about ten hooks a step whether it overrides them or not: what every
+step must do (reseeding, the step budget) is in the module's own hooks (harness.module)."""
 from __future__ import annotations
 
-import random
 import socket
 import time
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import RichProgressBar
@@ -142,41 +142,6 @@ class Divergence(pl.Callback):
             trainer.should_stop = True
 
 
-class StepBudget(pl.Callback):
-    """trainer.max_steps: stop after that many optimiser steps. Not Lightning's own max_steps, which
-    makes training iteration-based: a resume then takes other restart paths and the last, partial
-    epoch is never validated; should_stop ends that epoch as an epoch (its end hooks, validation and
-    last.ckpt) and the run is epoch-based throughout."""
-
-    def __init__(self, max_steps: int) -> None:
-        self.max_steps = max_steps
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step >= self.max_steps:  # global_step advances in lockstep on every rank
-            trainer.should_stop = True
-
-
-class StepSeed(pl.Callback):
-    """Reseeds torch, numpy and random from (seed, step, rank) before every training step, so dropout
-    and hidden-unit noise at step k do not depend on whether (or mid-epoch where) the run was
-    resumed before it. The data order and augmentation are seeded by the data module's sampler.
-
-    Seeds the generators the step draws from (the CPU one, the rank's CUDA device's) directly:
-    `torch.manual_seed` / `seed_everything` also walk every CUDA, MPS and XPU device and cost
-    ~150-190 us a call here, most of a lenet5 step's harness overhead; this costs ~8 us."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        seed = (self.seed * 100_003 + trainer.global_step * 7_919 + trainer.global_rank) % 2**32
-        torch.default_generator.manual_seed(seed)
-        if pl_module.device.type == "cuda":
-            torch.cuda.manual_seed(seed)  # the current device: Lightning sets it to this rank's
-        np.random.seed(seed)
-        random.seed(seed)
-
-
 class EpochLines(Logger):
     """One plain line per epoch for logs and batch jobs, where a live progress bar is noise. A
     logger rather than a callback: it receives the epoch's metrics after the module has logged
@@ -218,9 +183,9 @@ class LoggingIntervalBar(RichProgressBar):
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float | dict[str, float]]:
         if self._shown is None or not trainer.training or logging_step(trainer, trainer.global_step):
             self._shown = super().get_metrics(trainer, pl_module)
-            loss = trainer.callback_metrics.get(STEP_LOSS)
+            loss = getattr(pl_module, "step_loss", None)  # harness.module logs it to the loggers itself
             if loss is not None:
-                self._shown[STEP_LOSS] = loss.item()
+                self._shown[STEP_LOSS] = loss
         return self._shown
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

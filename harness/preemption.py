@@ -131,11 +131,7 @@ class Preemption(pl.Callback):
         usr1, term, due = (bool(v) for v in trainer.strategy.reduce(flags, reduce_op="sum").tolist())
         if not (usr1 or term or due):
             return
-        if trainer._logger_connector.should_update_logs and (usr1 or term):
-            # this step's row is logged only after this hook, which the stop below skips: log it now
-            trainer._logger_connector.on_batch_end()
-            trainer._logger_connector.update_train_step_metrics()
-        for logger in trainer.loggers:
+        for logger in trainer.loggers:  # the step's row is logged (harness.module); flush the rest
             logger.save()
         if usr1:
             # not in the run dir (Lightning's default_root_dir): under Slurm Lightning would load an

@@ -24,7 +24,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import architectures
 import datamodules
-from harness.callbacks import Divergence, EpochLines, LoggingIntervalBar, StepBudget, StepSeed, Throughput
+from harness.callbacks import Divergence, EpochLines, LoggingIntervalBar, Throughput
 from harness.config import TrainConfig
 from harness.errors import UserError
 from harness.files import check_checkpoint
@@ -205,15 +205,15 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     spe = steps_per_epoch(config, dm)
     epochs = planned_epochs(config, spe)
     module = ClassifierModule(model, dm.num_classes, config.optim, config.arch, config.transfer.mode, config.hidden_noise_std,
-                              config.trainer.channels_last, plateau_monitor=monitor, steps_per_epoch=spe, max_steps=config.trainer.max_steps)
+                              config.trainer.channels_last, plateau_monitor=monitor, steps_per_epoch=spe, max_steps=config.trainer.max_steps,
+                              seed=config.seed)
     throughput, divergence = Throughput(), Divergence()
     preemption = Preemption(run.path, config.trainer.checkpoint_every_min, resumed_from=ckpt)
     tty = sys.stdout.isatty()
     if not tty:
         quiet_batch_logs()
     callbacks = [
-        *extra_callbacks, throughput, divergence, StepSeed(config.seed), preemption,
-        *([StepBudget(config.trainer.max_steps)] if config.trainer.max_steps else []),
+        *extra_callbacks, throughput, divergence, preemption,
         ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_top_k=1, enable_version_counter=False),
         # last.ckpt at every epoch end, the resume point; not save_last=True, which Lightning 2.6 writes
         # only at the epochs whose monitored metric improved (a requeue then repeated the other epochs)
