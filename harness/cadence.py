@@ -1,8 +1,8 @@
 """The logging interval: the only training steps at which the harness reads values back from the
-device. Lightning fetches the logged values to write them (metrics.csv, W&B) every
-`trainer.log_every_n_steps` optimiser steps; the step loss is logged, the divergence flag read and
-the ranks' preemption flags agreed on at those same steps, so every other step runs without a
-host-device synchronisation (tests/test_hot_path.py counts them)."""
+device. Every `trainer.log_every_n_steps` optimiser steps (the steps Lightning itself writes logged
+values at) the step loss is fetched and written to the loggers (metrics.csv, W&B), the losses kept
+since the last check are tested for divergence and the ranks' preemption flags agreed on, so every
+other step runs without a host-device synchronisation (tests/test_hot_path.py counts them)."""
 from __future__ import annotations
 
 import pytorch_lightning as pl
