@@ -1,7 +1,7 @@
 """Lightning callbacks for what a benchmark run must record: training throughput without
 validation time, evaluation throughput and divergence; and how it shows progress (a line per epoch,
 or a bar that reads values only at the logging interval). Every callback costs a few microseconds a
-hook of Lightning's dispatch, about ten hooks a step whether it overrides them or not: what every
+hook of Lightning's dispatch, six hooks a step whether it overrides them or not: what every
 step must do (reseeding, the step budget) is in the module's own hooks (harness.module)."""
 from __future__ import annotations
 

@@ -70,8 +70,8 @@ class ClassifierModule(pl.LightningModule):
             for m in model.modules():
                 if isinstance(m, ACTIVATIONS):
                     m.register_forward_hook(self._add_noise)
-        # keyed "<stage>_totals": a ModuleDict key may not shadow nn.Module.train
         self.step_loss: float | None = None  # the latest logged training step's loss
+        # keyed "<stage>_totals": a ModuleDict key may not shadow nn.Module.train
         self.metrics = nn.ModuleDict({f"{s}_totals": ClassificationTotals(top_k=min(5, num_classes)) for s in ("train", "val", "test")})
         if transfer == "linear-probe":
             self.freeze_backbone()
