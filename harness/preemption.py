@@ -38,6 +38,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from harness.callbacks import batch_hooks_as_defined
 from harness.cadence import logging_step
 
 HPC_CHECKPOINT = "hpc_ckpt_{}.ckpt"
@@ -74,6 +75,7 @@ def seconds_since_launch() -> float | None:
     return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
+@batch_hooks_as_defined
 class Preemption(pl.Callback):
     def __init__(self, run_dir: Path, every_min: float = 0.0, resumed_from: str | None = None) -> None:
         self.run_dir, self.every_s, self.resumed_from = run_dir, every_min * 60, resumed_from

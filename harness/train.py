@@ -17,14 +17,13 @@ from typing import Any, Sequence
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import architectures
 import datamodules
-from harness.callbacks import Divergence, EpochLines, LoggingIntervalBar, Throughput
+from harness.callbacks import Divergence, EpochCheckpoint, EpochLines, LoggingIntervalBar, Throughput
 from harness.config import TrainConfig
 from harness.errors import UserError
 from harness.files import check_checkpoint
@@ -214,10 +213,10 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
         quiet_batch_logs()
     callbacks = [
         *extra_callbacks, throughput, divergence, preemption,
-        ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_top_k=1, enable_version_counter=False),
+        EpochCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_top_k=1, enable_version_counter=False),
         # last.ckpt at every epoch end, the resume point; not save_last=True, which Lightning 2.6 writes
         # only at the epochs whose monitored metric improved (a requeue then repeated the other epochs)
-        ModelCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False),
+        EpochCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False),
     ] + ([LoggingIntervalBar()] if tty else [])
     t = config.trainer
     trainer = pl.Trainer(

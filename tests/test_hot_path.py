@@ -16,7 +16,9 @@ from typing import Any, Callable
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.profilers import PassThroughProfiler
 
+from harness.callbacks import BATCH_HOOKS, EpochCheckpoint
 from harness.config import merge, resolve
 from harness.train import train
 
@@ -137,3 +139,26 @@ def test_divergence_stops_within_the_logging_interval(tmp_path: Path) -> None:
     assert every_step.status == deferred.status == "diverged" and first is not None
     assert deferred.diverged_at_step == first and every_step.global_step == first
     assert first < deferred.global_step <= first + 5 and deferred.global_step % 5 == 0
+
+
+def test_callbacks_get_only_the_batch_hooks_they_define(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning dispatches every per-batch hook to every callback, each call inside a profiler
+    context (named "[Callback]<state key>.<hook>"); the harness's get only the hooks they define.
+    A training step: Throughput's two, Divergence's and Preemption's one each, none of the two
+    checkpoints'; a validation batch: none; a test batch: Throughput's."""
+    actions: Counter[str] = Counter()
+    monkeypatch.setattr(PassThroughProfiler, "start", lambda self, action_name: actions.update([action_name]))
+    result = train(small_run(tmp_path))
+    monkeypatch.undo()
+    assert result is not None and result.global_step == 24
+    batch_calls = {action: n for action, n in actions.items()
+                   if action.startswith("[Callback]") and action.rsplit(".", 1)[1] in BATCH_HOOKS}
+    assert batch_calls == {"[Callback]Throughput.on_train_batch_start": 24, "[Callback]Throughput.on_train_batch_end": 24,
+                           "[Callback]Divergence.on_train_batch_end": 24, "[Callback]Preemption.on_train_batch_end": 24,
+                           "[Callback]Throughput.on_test_batch_end": 16}  # 512 test images in batches of 32
+    assert any(action.startswith("[Callback]EpochCheckpoint") for action in actions)  # its epoch-end hooks still run
+
+
+def test_epoch_checkpoint_refuses_step_and_time_triggers() -> None:
+    with pytest.raises(ValueError, match="epoch ends"):
+        EpochCheckpoint(every_n_train_steps=5)
