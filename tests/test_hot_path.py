@@ -1,5 +1,6 @@
 """The training step's hot path (issue 11): no host-device synchronisation except at the logging
-interval, the run's record unchanged by taking work off it, and divergence still caught in bounded steps.
+interval, the run's record unchanged by taking work off it, divergence still caught in bounded steps,
+and the callbacks called for the batch hooks they define only.
 
 On CPU nothing waits, so the sync test counts the calls that would wait for the device under CUDA:
 reading a tensor's value (`item`, `tolist`, `numpy`, `bool()`, `float()`, `int()`, `operator.index`,
