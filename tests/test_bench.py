@@ -208,7 +208,7 @@ def test_scaling_sizes_and_bus_bandwidth() -> None:
 
 
 def test_bench_sweep_file_renders_one_array_task_per_model(tmp_path: Path) -> None:
-    from harness.sweep.bench import load, render
+    from harness.bench.sweep import load, render
 
     spec = load(Path(__file__).resolve().parents[1] / "sweeps" / "bench" / "scaling.yaml")  # the shipped file
     script = render(spec)

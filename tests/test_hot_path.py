@@ -4,8 +4,8 @@ and the callbacks called for the batch hooks they define only.
 
 On CPU nothing waits, so the sync test counts the calls that would wait for the device under CUDA:
 reading a tensor's value (`item`, `tolist`, `numpy`, `bool()`, `float()`, `int()`, `operator.index`,
-`.cpu()`) and the strategy's `reduce` (harness.preemption's all-reduce of the ranks' flags, read back on the host under
-DDP), during a real `harness.train.train` run, per training step. Validation, epoch starts and ends
+`.cpu()`) and the strategy's `reduce` (harness.training.preemption's all-reduce of the ranks' flags, read back on the host under
+DDP), during a real `harness.training.run.train` run, per training step. Validation, epoch starts and ends
 may read values (the epoch's metrics are fetched there anyway)."""
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.profilers import PassThroughProfiler
 
-from harness.callbacks import BATCH_HOOKS, EpochCheckpoint
-from harness.config import merge, resolve
-from harness.train import train
+from harness.training.callbacks import BATCH_HOOKS, EpochCheckpoint
+from harness.config.train_config import merge, resolve
+from harness.training.run import train
 
 EVERY = 5  # trainer.log_every_n_steps (the metrics fold their 16 kept batches at step 16, off the interval)
 READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
@@ -78,7 +78,7 @@ def test_no_host_sync_between_logging_steps(tmp_path: Path, monkeypatch: pytest.
     counter = SyncCounter()
     for name in READS:
         monkeypatch.setattr(torch.Tensor, name, counter.count(getattr(torch.Tensor, name), name))
-    if tty:  # the run then shows harness.callbacks.LoggingIntervalBar
+    if tty:  # the run then shows harness.training.callbacks.LoggingIntervalBar
         monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     result = train(c, extra_callbacks=[counter])
     monkeypatch.undo()

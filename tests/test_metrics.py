@@ -1,4 +1,4 @@
-"""harness.metrics.ClassificationTotals: deferred updates give the per-batch sums bit for bit, and
+"""harness.training.metrics.ClassificationTotals: deferred updates give the per-batch sums bit for bit, and
 folding reads nothing back from the device."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from harness.metrics import ClassificationTotals
+from harness.training.metrics import ClassificationTotals
 from tests.test_hot_path import READS
 
 
@@ -52,7 +52,7 @@ def test_fold_then_reset() -> None:
     for b in data[:2]:
         m.update(*b)
     assert int(m.samples) == 0  # kept, not yet folded
-    m.fold()  # what a checkpoint reads (harness.module.on_save_checkpoint)
+    m.fold()  # what a checkpoint reads (harness.training.module.on_save_checkpoint)
     assert int(m.samples) == 64
     m.update(*data[2])
     m.reset()

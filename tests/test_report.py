@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from harness.cli import main
-from harness.config import resolve
+from harness.config.train_config import resolve
 from harness.report.collect import read_curve
 from harness.wandb_run import WandbFile
 
@@ -40,7 +40,7 @@ def write_run(root: Path, arch: str, seed: int, test_acc1: float | None, train_a
               status: str = "completed", dataset: str = "cifar10", transfer: str = "scratch", lpc: int | None = None,
               lr: float | None = None, epochs: int = 3, wall: float = 100.0, group: str | None = "study",
               classes: list[int] | None = None, devices: int = 1, extra: dict[str, Any] | None = None) -> Path:
-    """A result.json in the real format (config resolved by harness.config) and a metrics.csv."""
+    """A result.json in the real format (config resolved by harness.config.train_config) and a metrics.csv."""
     values: dict[str, Any] = {"arch": arch, "dataset": dataset, "epochs": epochs, "seed": seed, "results": str(root),
                               "wandb": {"mode": "disabled", "group": group}, "data": {"num_workers": 2}, **(extra or {})}
     if lpc is not None:
@@ -451,7 +451,7 @@ def test_sweep_dir_listing_run_ids(tree: Path, tmp_path: Path, capsys: pytest.Ca
 
 
 def test_report_of_two_real_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from harness.train import train
+    from harness.training.run import train
 
     results = tmp_path / "results"
     for arch in ("resnet20", "plain20"):

@@ -131,7 +131,7 @@ def test_run_ids_are_those_of_the_published_studies() -> None:
 def test_a_key_added_as_non_default_identity_keeps_earlier_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from harness import config
+    from harness.config import train_config as config
 
     new = dataclasses.field(default=0, metadata={"identity": "non-default"})
     new.name = "foo"

@@ -112,9 +112,9 @@ def test_ddp_array_requeue_and_no_secret(slurm_cluster: SlurmCluster, tmp_path: 
 def evaluate(sweep, run) -> float:
     import pytorch_lightning as pl
 
-    from harness.config import load_file, resolve
-    from harness.module import ClassifierModule
-    from harness.train import build_data, build_model, steps_per_epoch
+    from harness.config.train_config import load_file, resolve
+    from harness.training.module import ClassifierModule
+    from harness.training.run import build_data, build_model, steps_per_epoch
 
     config = resolve([("test", load_file(str(sweep.dir / "runs" / f"{run.index}.yaml")))])
     config.trainer.devices = 1

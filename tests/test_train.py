@@ -16,12 +16,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from harness.config import TrainConfig, merge, resolve
+from harness.config.train_config import TrainConfig, merge, resolve
 from harness.errors import UserError
-from harness.module import lr_factor
-from harness.preemption import Preempted
-from harness.recipes import OptimConfig
-from harness.train import build_data, train
+from harness.training.module import lr_factor
+from harness.training.preemption import Preempted
+from harness.config.recipes import OptimConfig
+from harness.training.run import build_data, train
 from harness.wandb_run import complete_export
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -198,7 +198,7 @@ def test_transfer_from_another_architecture_is_refused(tmp_path: Path) -> None:
 
 def test_hidden_noise_only_while_training(tmp_path: Path) -> None:
     import architectures
-    from harness.module import ClassifierModule
+    from harness.training.module import ClassifierModule
 
     module = ClassifierModule(architectures.create("lenet5"), 10, OptimConfig(), "lenet5", hidden_noise_std=0.1)
     x = torch.randn(4, 1, 32, 32)
@@ -244,7 +244,7 @@ def test_lenet5_one_epoch_on_real_fashion_mnist(tmp_path: Path) -> None:
 
 
 def test_cpu_threads_leave_cores_to_the_data_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.train import cpu_threads
+    from harness.training.run import cpu_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(8)))

@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from harness.config import WANDB_MODES
+from harness.config.train_config import WANDB_MODES
 
 
 def configure(p: argparse.ArgumentParser) -> None:

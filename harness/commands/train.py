@@ -7,9 +7,9 @@ import argparse
 import json
 from typing import Any
 
-from harness.config import TRANSFER_MODES, WANDB_MODES, TrainConfig, load_file, parse_set, resolve
+from harness.config.train_config import TRANSFER_MODES, WANDB_MODES, TrainConfig, load_file, parse_set, resolve
 from harness.errors import UserError
-from harness.keys import nest
+from harness.config.keys import nest
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -75,8 +75,8 @@ def resolve_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = resolve_args(args)
-    from harness.preemption import EXIT_PREEMPTED, Preempted
-    from harness.train import EXIT_DIVERGED, train
+    from harness.training.preemption import EXIT_PREEMPTED, Preempted
+    from harness.training.run import EXIT_DIVERGED, train
 
     try:
         result = train(config, resume=args.resume)

@@ -20,7 +20,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from harness.config import is_default
+from harness.config.train_config import is_default
 from harness.report.collect import Run
 from harness.report.tables import TRANSFER_ORDER, chart_variants, fmt, main_rows, variant_label
 

@@ -15,7 +15,7 @@ import statistics
 from collections import Counter, defaultdict
 from typing import Any, Iterable
 
-from harness.config import identity_items, role
+from harness.config.train_config import identity_items, role
 from harness.report.collect import Run, finite
 
 TRANSFER_ORDER = {"scratch": 0, "linear-probe": 1, "finetune": 2}

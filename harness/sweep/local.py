@@ -29,7 +29,7 @@ from typing import Callable
 from harness.sweep import store
 from harness.sweep.spec import Run, Sweep
 
-PRELOAD = "harness.train"  # everything `convbench train` imports
+PRELOAD = "harness.training.run"  # everything `convbench train` imports
 
 
 def cores() -> int:

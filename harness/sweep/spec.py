@@ -35,12 +35,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from annotated_types import Ge, MinLen
 
-from harness import schema
-from harness.config import TrainConfig, check_key, resolve
+from harness.config import schema
+from harness.config.train_config import TrainConfig, check_key, resolve
 from harness.errors import UserError
-from harness.files import read_text
-from harness.keys import nest
-from harness.schema import STRICT, ConfigError
+from harness.config.files import read_text
+from harness.config.keys import nest
+from harness.config.schema import STRICT, ConfigError
 
 REF = re.compile(r"^\{run:(.+)\}$")
 
@@ -59,14 +59,14 @@ class SlurmConfig:
     mem: str | None = None  # e.g. 32G
     cpus_per_task: Annotated[int, Ge(1)] = 1
     gpus_per_node: Annotated[int, Ge(0)] = 0  # one rank per GPU: must equal trainer.devices
-    signal: str = "SIGUSR1@90"  # harness.preemption checkpoints and requeues on it
+    signal: str = "SIGUSR1@90"  # harness.training.preemption checkpoints and requeues on it
     extra: list[str] = field(default_factory=list)  # more #SBATCH lines, e.g. --exclusive
     setup: list[str] = field(default_factory=list)  # shell lines run before the task (module load ...)
     array_parallelism: Annotated[int, Ge(1)] | None = None  # --array=...%N: at most N tasks of each array at once
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"(B:)?(SIG)?USR1@\d+", self.signal):
-            raise ValueError(f"convbench.slurm.signal={self.signal!r}: accepted [B:][SIG]USR1@SECONDS (harness.preemption "
+            raise ValueError(f"convbench.slurm.signal={self.signal!r}: accepted [B:][SIG]USR1@SECONDS (harness.training.preemption "
                              "checkpoints and requeues on SIGUSR1; SIGTERM needs no --signal)")
 
 
@@ -155,7 +155,7 @@ class Sweep:
         passes as ``${args_no_hyphens}``), so an agent's run is exactly convbench's: same config, run id,
         convbench.common, and ``{run:NAME}`` references resolved to the named run's checkpoint. A single
         argument that is a name in ``convbench.runs`` selects that named run (run those first)."""
-        from harness.config import parse_set
+        from harness.config.train_config import parse_set
 
         named = {r.name: r for r in self.runs if r.name}
         if len(arguments) == 1 and arguments[0] in named:  # a named run (convbench.runs) by its name: W&B's grid has none

@@ -1,4 +1,4 @@
-"""Harness overhead: what `harness.train.train` (Lightning, the module's metrics and logging, the
+"""Harness overhead: what `harness.training.run.train` (Lightning, the module's metrics and logging, the
 callbacks, the loggers, checkpoints) costs per training step over a hand-written PyTorch loop doing
 the same work: same model, in-memory data and loader, SGD, label smoothing and lr schedule.
 
@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 
 import architectures
-from harness.config import TrainConfig, resolve
-from harness.module import lr_factor
-from harness.train import build_data, load_data, steps_per_epoch, train
+from harness.config.train_config import TrainConfig, resolve
+from harness.training.module import lr_factor
+from harness.training.run import build_data, load_data, steps_per_epoch, train
 from tests.benchmarks.conftest import THREADS
 
 E = 1

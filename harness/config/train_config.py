@@ -5,7 +5,7 @@ it changes what is computed (``identity: False``: not part of the run id, not a 
 differs between the seeds of one experiment (``replicate: True``: the report averages over it);
 ``identity: "non-default"`` marks a key added after runs were recorded: hashed only when set away
 from its default, so the ids of earlier runs stay.
-:mod:`harness.schema` checks every layer against them; ``data.*`` keys against datamodules.DataConfig."""
+:mod:`harness.config.schema` checks every layer against them; ``data.*`` keys against datamodules.DataConfig."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,12 +19,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from annotated_types import Ge
 
-from harness import schema
+from harness.config import schema
 from harness.errors import UserError
-from harness.files import read_text
-from harness.keys import flatten, nest
-from harness.recipes import DEFAULT_FOR_FAMILY, RECIPES, OptimConfig
-from harness.schema import STRICT, ConfigError
+from harness.config.files import read_text
+from harness.config.keys import flatten, nest
+from harness.config.recipes import DEFAULT_FOR_FAMILY, RECIPES, OptimConfig
+from harness.config.schema import STRICT, ConfigError
 
 NOT_IDENTITY = {"identity": False}
 REPLICATE = {"replicate": True}
@@ -51,7 +51,7 @@ class TrainerConfig:
     # train this many optimiser steps instead of `epochs` epochs (0: epochs decide); the schedule spans them
     max_steps: Annotated[int, Ge(0)] = field(default=0, metadata={"identity": "non-default"})
     log_every_n_steps: Annotated[int, Ge(1)] = 10  # per-step loss curve resolution in metrics.csv and W&B
-    threads: Annotated[int, Ge(0)] = 0  # torch CPU threads per process; 0 = auto (see harness.train.cpu_threads)
+    threads: Annotated[int, Ge(0)] = 0  # torch CPU threads per process; 0 = auto (see harness.training.run.cpu_threads)
     # also checkpoint mid-epoch every this many minutes (0: at epoch ends only); where, not what, is computed
     checkpoint_every_min: Annotated[float, Ge(0)] = field(default=0.0, metadata=NOT_IDENTITY)
 
@@ -89,7 +89,7 @@ class TrainConfig:
     dataset: str = "fashion-mnist"
     epochs: Annotated[int, Ge(1)] = 1
     seed: int = field(default=0, metadata=REPLICATE)
-    recipe: str | None = None  # None: the family's default (harness.recipes.DEFAULT_FOR_FAMILY)
+    recipe: str | None = None  # None: the family's default (harness.config.recipes.DEFAULT_FOR_FAMILY)
     model: dict[str, Any] = field(default_factory=dict)  # architecture overrides, e.g. {shortcut: B}
     # datamodules.DataConfig fields, checked against it; only the keys given (the run id hashes those)
     data: dict[str, Any] = field(default_factory=dict)

@@ -23,13 +23,13 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import architectures
 import datamodules
-from harness.callbacks import Divergence, EpochCheckpoint, EpochLines, LoggingIntervalBar, Throughput
-from harness.config import TrainConfig
+from harness.training.callbacks import Divergence, EpochCheckpoint, EpochLines, LoggingIntervalBar, Throughput
+from harness.config.train_config import TrainConfig
 from harness.errors import UserError
-from harness.files import check_checkpoint
+from harness.config.files import check_checkpoint
 from harness.memory import peak_bytes
-from harness.module import ClassifierModule, classifier_of
-from harness.preemption import HPC_CHECKPOINT, STEP_CHECKPOINT, Preempted, Preemption
+from harness.training.module import ClassifierModule, classifier_of
+from harness.training.preemption import HPC_CHECKPOINT, STEP_CHECKPOINT, Preempted, Preemption
 from harness.run_record import RunDir, RunResult
 
 EXIT_DIVERGED = 3
@@ -126,7 +126,7 @@ def load_backbone(model: torch.nn.Module, path: str | None, arch: str) -> None:
 
 def checkpoints(run: RunDir) -> list[Path]:
     """last.ckpt (epoch ends), checkpoints/step.ckpt (SIGTERM, trainer.checkpoint_every_min) and the
-    checkpoints/hpc_ckpt_N.ckpt that harness.preemption saves on the requeue signal."""
+    checkpoints/hpc_ckpt_N.ckpt that harness.training.preemption saves on the requeue signal."""
     step = run.checkpoints / STEP_CHECKPOINT
     found = [run.last_checkpoint, step if step.is_file() else None, *run.checkpoints.glob(HPC_CHECKPOINT.format("*"))]
     return [p for p in found if p is not None]
@@ -225,7 +225,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
         logger=build_loggers(config, run) + ([] if tty else [EpochLines(epochs)]), callbacks=callbacks, default_root_dir=str(run.path),
         enable_progress_bar=tty, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
         use_distributed_sampler=False,  # the data module shards by rank itself, deterministically per epoch
-        # under Slurm, DDP comes from the environment; requeue on the signal is harness.preemption's, not Lightning's
+        # under Slurm, DDP comes from the environment; requeue on the signal is harness.training.preemption's, not Lightning's
         plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
     )
     status, error, fit_metrics = "completed", None, {}

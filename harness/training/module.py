@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.cadence import STEP_LOSS, logging_step
-from harness.metrics import ClassificationTotals
-from harness.recipes import OptimConfig
+from harness.training.cadence import STEP_LOSS, logging_step
+from harness.training.metrics import ClassificationTotals
+from harness.config.recipes import OptimConfig
 
 ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.GELU, nn.SiLU)
 
@@ -153,7 +153,7 @@ class ClassifierModule(pl.LightningModule):
         logged values ~0.1 ms a step more. The interval's one read-back; rank 0's loggers write."""
         if not self.trainer.is_global_zero:
             return
-        self.step_loss = loss.item()  # what harness.callbacks.LoggingIntervalBar shows
+        self.step_loss = loss.item()  # what harness.training.callbacks.LoggingIntervalBar shows
         row = {STEP_LOSS: self.step_loss, "epoch": self.current_epoch}
         for logger in self.loggers:
             logger.log_metrics(row, step=self.global_step)
@@ -184,7 +184,7 @@ class ClassifierModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The epoch's running train totals so far, summed over the ranks: a mid-epoch resume ends the
         epoch with the uninterrupted run's train metrics. A collective: every checkpoint here is saved
-        by all ranks (ModelCheckpoint, harness.preemption); a rank-0-only save would hang."""
+        by all ranks (ModelCheckpoint, harness.training.preemption); a rank-0-only save would hang."""
         totals = self.metrics["train_totals"]
         totals.fold()
         checkpoint[TRAIN_TOTALS] = {name: self.trainer.strategy.reduce(getattr(totals, name).clone(), reduce_op="sum")

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Gt, Lt
 
-from harness.schema import STRICT
+from harness.config.schema import STRICT
 
 
 @dataclass

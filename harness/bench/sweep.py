@@ -31,11 +31,11 @@ import yaml
 from annotated_types import Ge, MinLen
 
 import architectures
-from harness import schema
+from harness.config import schema
 from harness.bench.jobs import PRECISIONS
 from harness.errors import UserError
-from harness.files import read_text
-from harness.schema import STRICT, ConfigError
+from harness.config.files import read_text
+from harness.config.schema import STRICT, ConfigError
 from harness.sweep.slurm import TEMPLATES, _slurm
 from harness.sweep.spec import SlurmConfig
 

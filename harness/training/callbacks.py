@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
-from harness.cadence import STEP_LOSS, logging_step
+from harness.training.cadence import STEP_LOSS, logging_step
 
 BATCH_HOOKS = ("on_train_batch_start", "on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad",
                "on_train_batch_end", "on_validation_batch_start", "on_validation_batch_end", "on_test_batch_start",
@@ -129,7 +129,7 @@ class Divergence(pl.Callback):
 
     Without a host-device sync per step: each step keeps its (detached, on-device) loss, and the
     losses are checked together, one `isfinite` and one read-back, at the logging interval
-    (harness.cadence) and at the epoch's end. The
+    (harness.training.cadence) and at the epoch's end. The
     run stops at most `cadence.interval(trainer)` steps after the first non-finite loss, and
     `diverged_at` is that loss's step, exactly as a per-step check would record it. Under DDP the
     ranks agree on it (the earliest over ranks), so all of them stop at the same step."""
@@ -166,7 +166,7 @@ class Divergence(pl.Callback):
 class EpochCheckpoint(ModelCheckpoint):
     """A ModelCheckpoint that saves at epoch ends only (every_n_epochs=1, its default). Its one
     per-batch hook saves every_n_train_steps or every train_time_interval, so here it would only
-    return; it is skipped. (Checkpoints on a clock are harness.preemption's.)"""
+    return; it is skipped. (Checkpoints on a clock are harness.training.preemption's.)"""
 
     on_train_batch_end = None  # type: ignore[assignment]
 
@@ -217,7 +217,7 @@ class LoggingIntervalBar(RichProgressBar):
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float | dict[str, float]]:
         if self._shown is None or not trainer.training or logging_step(trainer, trainer.global_step):
             self._shown = super().get_metrics(trainer, pl_module)
-            loss = getattr(pl_module, "step_loss", None)  # harness.module logs it to the loggers itself
+            loss = getattr(pl_module, "step_loss", None)  # harness.training.module logs it to the loggers itself
             if loss is not None:
                 self._shown[STEP_LOSS] = loss
         return self._shown

@@ -12,7 +12,7 @@ work done before it.
 Lightning's own handlers act inside the signal handler, on every rank wherever the signal lands:
 with DDP the ranks then reach the checkpoint's barrier (or Lightning's SIGTERM broadcast) at
 different points of a step and deadlock (seen under gloo with 2 ranks). Here the handlers only
-raise flags; at the logging interval (harness.cadence: every trainer.log_every_n_steps steps, the
+raise flags; at the logging interval (harness.training.cadence: every trainer.log_every_n_steps steps, the
 same steps on every rank; under DDP the all-reduce is a host sync) the ranks sum their flags in one
 tiny all-reduce, so all of them checkpoint at the same step boundary, at most that many steps after
 the signal (inside Slurm's KillWait or 90 s warning unless that many steps take longer). The harness turns Lightning's requeue off
@@ -38,8 +38,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from harness.callbacks import batch_hooks_as_defined
-from harness.cadence import logging_step
+from harness.training.callbacks import batch_hooks_as_defined
+from harness.training.cadence import logging_step
 
 HPC_CHECKPOINT = "hpc_ckpt_{}.ckpt"
 STEP_CHECKPOINT = "step.ckpt"  # in the run's checkpoints/: the latest SIGTERM or interval checkpoint
@@ -49,7 +49,7 @@ SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 class Preempted(Exception):
     """Raised on every rank after the checkpoint: the run stops here and is continued by the requeued task.
-    Also raised by harness.train when a rank fails after a SIGTERM (the run was killed, not broken)."""
+    Also raised by harness.training.run when a rank fails after a SIGTERM (the run was killed, not broken)."""
 
 
 def slurm_task_id() -> str | None:
@@ -133,7 +133,7 @@ class Preemption(pl.Callback):
         usr1, term, due = (bool(v) for v in trainer.strategy.reduce(flags, reduce_op="sum").tolist())
         if not (usr1 or term or due):
             return
-        for logger in trainer.loggers:  # the step's row is logged (harness.module); flush the rest
+        for logger in trainer.loggers:  # the step's row is logged (harness.training.module); flush the rest
             logger.save()
         if usr1:
             # not in the run dir (Lightning's default_root_dir): under Slurm Lightning would load an
