@@ -6,6 +6,7 @@ builds any of them by name and knows its depth, reference and input size.
     >>> architectures.info("resnet56").depth
     56
 """
+
 from . import alexnet, densenet, googlenet, lenet, resnet, unet, vgg  # noqa: F401  (register the families)
 from .cost import Profile, profile
 from .registry import ArchInfo, ArchitectureError, create, info, names

@@ -3,6 +3,7 @@
 Both are one class over a table of layer widths: the paper's version adds local response
 normalisation, takes 227x227 input with an unpadded stride-4 first conv (96x55x55), and can split
 conv2/4/5 into the two GPU towers with ``groups=2``."""
+
 from __future__ import annotations
 
 import torch
@@ -11,7 +12,13 @@ from torch import nn
 from .registry import register
 
 # (out_channels, kernel, stride, padding, pool_after) per conv layer
-TORCHVISION = ((64, 11, 4, 2, True), (192, 5, 1, 2, True), (384, 3, 1, 1, False), (256, 3, 1, 1, False), (256, 3, 1, 1, True))
+TORCHVISION = (
+    (64, 11, 4, 2, True),
+    (192, 5, 1, 2, True),
+    (384, 3, 1, 1, False),
+    (256, 3, 1, 1, False),
+    (256, 3, 1, 1, True),
+)
 PAPER = ((96, 11, 4, 0, True), (256, 5, 1, 2, True), (384, 3, 1, 1, False), (384, 3, 1, 1, False), (256, 3, 1, 1, True))
 PAPER_TOWER_SPLIT = (1, 3, 4)  # conv2, conv4, conv5 see only their own GPU's half of the previous layer
 
@@ -40,8 +47,12 @@ class AlexNet(nn.Module):
         self.features = nn.Sequential(*feats)
         self.avgpool = nn.AdaptiveAvgPool2d(6)  # lets the net run on inputs smaller than 224
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(c_in * 36, 4096), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(c_in * 36, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes),
         )
 
@@ -49,5 +60,21 @@ class AlexNet(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-register("alexnet", AlexNet, family="alexnet", depth=8, input_size=(3, 224, 224), reference="torchvision alexnet (Krizhevsky 2014 one weird trick)")
-register("alexnet_paper", AlexNet, family="alexnet", depth=8, input_size=(3, 227, 227), reference="Krizhevsky et al. 2012", layers=PAPER, lrn=True)
+register(
+    "alexnet",
+    AlexNet,
+    family="alexnet",
+    depth=8,
+    input_size=(3, 224, 224),
+    reference="torchvision alexnet (Krizhevsky 2014 one weird trick)",
+)
+register(
+    "alexnet_paper",
+    AlexNet,
+    family="alexnet",
+    depth=8,
+    input_size=(3, 227, 227),
+    reference="Krizhevsky et al. 2012",
+    layers=PAPER,
+    lrn=True,
+)

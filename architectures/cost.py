@@ -3,6 +3,7 @@
 MACs are multiply-accumulates of conv and linear layers only, as torchvision's metadata and timm
 count them (FLOPs = 2 x MACs). They come from ``torch.utils.flop_counter``, never from per-layer
 formulas, so whatever the forward really computes is what gets counted."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,12 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-WEIGHTED_OPS = {torch.ops.aten.convolution.default, torch.ops.aten.addmm.default, torch.ops.aten.mm.default, torch.ops.aten.bmm.default}
+WEIGHTED_OPS = {
+    torch.ops.aten.convolution.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.mm.default,
+    torch.ops.aten.bmm.default,
+}
 
 
 @dataclass
@@ -49,7 +55,11 @@ class _DepthMode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         out = func(*args, **(kwargs or {}))
-        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter)]
+        inputs = [
+            t
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter)
+        ]
         d = max((self.depth.get(t, 0) for t in inputs), default=0) + (func in WEIGHTED_OPS)
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
@@ -80,6 +90,7 @@ def profile(model: nn.Module, input_size: tuple[int, int, int]) -> Profile:
         def record(_m: nn.Module, _inp: object, out: object) -> None:
             if isinstance(out, torch.Tensor):
                 shapes.setdefault(name, list(out.shape[1:]))
+
         return record
 
     was_training = model.training
@@ -96,9 +107,15 @@ def profile(model: nn.Module, input_size: tuple[int, int, int]) -> Profile:
     flops = counter.get_flop_counts()
     prefix = type(model).__name__
     layers = [
-        Layer(n, type(m).__name__, shapes[n], sum(p.numel() for p in m.parameters(recurse=False)),
-              sum(flops.get(f"{prefix}.{n}", {}).values()) // 2)
-        for n, m in model.named_modules() if n in shapes
+        Layer(
+            n,
+            type(m).__name__,
+            shapes[n],
+            sum(p.numel() for p in m.parameters(recurse=False)),
+            sum(flops.get(f"{prefix}.{n}", {}).values()) // 2,
+        )
+        for n, m in model.named_modules()
+        if n in shapes
     ]
     return Profile(
         input_size=tuple(input_size),

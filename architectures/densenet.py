@@ -3,6 +3,7 @@
 One class covers torchvision's ImageNet DenseNet-BC (bottleneck 1x1 of ``bn_size * growth``
 channels, compression 0.5) and the paper's CIFAR nets: the basic DenseNet (``bn_size=0``: no
 bottleneck, ``compression=1``) and DenseNet-BC."""
+
 from __future__ import annotations
 
 import torch
@@ -13,7 +14,11 @@ from .registry import register
 
 
 def bn_relu_conv(c_in: int, c_out: int, kernel: int) -> list[nn.Module]:
-    return [nn.BatchNorm2d(c_in), nn.ReLU(inplace=True), nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False)]
+    return [
+        nn.BatchNorm2d(c_in),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
+    ]
 
 
 class DenseLayer(nn.Module):
@@ -46,8 +51,10 @@ class DenseNet(nn.Module):
         super().__init__()
         if stem == "imagenet":
             layers: list[nn.Module] = [
-                nn.Conv2d(in_chans, init_features, 7, 2, 3, bias=False), nn.BatchNorm2d(init_features),
-                nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1),
+                nn.Conv2d(in_chans, init_features, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(init_features),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2, 1),
             ]
         else:
             layers = [nn.Conv2d(in_chans, init_features, 3, padding=1, bias=False)]
@@ -74,14 +81,43 @@ class DenseNet(nn.Module):
 
 
 IMAGENET: dict[int, tuple[int, tuple[int, ...], int]] = {  # depth: growth, block_config, init_features
-    121: (32, (6, 12, 24, 16), 64), 161: (48, (6, 12, 36, 24), 96),
-    169: (32, (6, 12, 32, 32), 64), 201: (32, (6, 12, 48, 32), 64),
+    121: (32, (6, 12, 24, 16), 64),
+    161: (48, (6, 12, 36, 24), 96),
+    169: (32, (6, 12, 32, 32), 64),
+    201: (32, (6, 12, 48, 32), 64),
 }
 for _d, (_k, _blocks, _init) in IMAGENET.items():
-    register(f"densenet{_d}", DenseNet, family="densenet", depth=_d, input_size=(3, 224, 224), reference="Huang et al. 2017, torchvision",
-             growth=_k, block_config=_blocks, init_features=_init)
+    register(
+        f"densenet{_d}",
+        DenseNet,
+        family="densenet",
+        depth=_d,
+        input_size=(3, 224, 224),
+        reference="Huang et al. 2017, torchvision",
+        growth=_k,
+        block_config=_blocks,
+        init_features=_init,
+    )
 _CIFAR = dict(family="densenet_cifar", input_size=(3, 32, 32), num_classes=10, stem="cifar", growth=12)
-register("densenet40_k12", DenseNet, depth=40, reference="Huang et al. 2017, DenseNet (L=40, k=12)",
-         block_config=(12, 12, 12), init_features=16, bn_size=0, compression=1.0, **_CIFAR)
-register("densenet_bc100_k12", DenseNet, depth=100, reference="Huang et al. 2017, DenseNet-BC (L=100, k=12)",
-         block_config=(16, 16, 16), init_features=24, bn_size=4, compression=0.5, **_CIFAR)
+register(
+    "densenet40_k12",
+    DenseNet,
+    depth=40,
+    reference="Huang et al. 2017, DenseNet (L=40, k=12)",
+    block_config=(12, 12, 12),
+    init_features=16,
+    bn_size=0,
+    compression=1.0,
+    **_CIFAR,
+)
+register(
+    "densenet_bc100_k12",
+    DenseNet,
+    depth=100,
+    reference="Huang et al. 2017, DenseNet-BC (L=100, k=12)",
+    block_config=(16, 16, 16),
+    init_features=24,
+    bn_size=4,
+    compression=0.5,
+    **_CIFAR,
+)

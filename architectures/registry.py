@@ -1,12 +1,14 @@
 """The registry: every architecture is a row of data (a builder plus its keyword arguments and the
 facts the papers state about it). Families register their variants in a loop over a small table."""
+
 from __future__ import annotations
 
 import difflib
 import fnmatch
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -62,7 +64,11 @@ def info(name: str) -> ArchInfo:
         return _REGISTRY[name]
     except KeyError:
         close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
-        hint = f"; closest: {', '.join(close)}" if close else f"; known families: {', '.join(sorted({i.family for i in _REGISTRY.values()}))}"
+        hint = (
+            f"; closest: {', '.join(close)}"
+            if close
+            else f"; known families: {', '.join(sorted({i.family for i in _REGISTRY.values()}))}"
+        )
         raise ArchitectureError(f"unknown architecture {name!r}{hint} (see `convbench list`)") from None
 
 

@@ -5,6 +5,7 @@ the width doubles (no parameters; the paper's CIFAR nets), "B" a 1x1 projection 
 changes (torchvision's ImageNet nets), or None: no shortcut at all, the plain network of the same
 depth. ImageNet bottlenecks put the stride on the 3x3 conv (torchvision's "v1.5");
 ``stride_in_1x1=True`` puts it on the first 1x1 as in the paper (v1): same parameters, fewer MACs."""
+
 from __future__ import annotations
 
 import torch
@@ -64,12 +65,16 @@ def basic_block(c_in: int, width: int, stride: int, shortcut: str | None, stride
     return Block(f, make_shortcut(shortcut, c_in, width, stride)), width
 
 
-def bottleneck_block(c_in: int, width: int, stride: int, shortcut: str | None, stride_in_1x1: bool) -> tuple[Block, int]:
+def bottleneck_block(
+    c_in: int, width: int, stride: int, shortcut: str | None, stride_in_1x1: bool
+) -> tuple[Block, int]:
     c_out = width * 4
     s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
     f = nn.Sequential(
-        *conv_bn(c_in, width, 1, s1), nn.ReLU(inplace=True),
-        *conv_bn(width, width, 3, s3), nn.ReLU(inplace=True),
+        *conv_bn(c_in, width, 1, s1),
+        nn.ReLU(inplace=True),
+        *conv_bn(width, width, 3, s3),
+        nn.ReLU(inplace=True),
         *conv_bn(width, c_out, 1),
     )
     return Block(f, make_shortcut(shortcut, c_in, c_out, stride)), c_out
@@ -119,8 +124,11 @@ class ResNet(nn.Module):
 
 
 IMAGENET: dict[int, tuple[str, tuple[int, ...]]] = {
-    18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)), 152: ("bottleneck", (3, 8, 36, 3)),
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
 }
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # 6n + 2
 
@@ -130,6 +138,16 @@ for _d, (_block, _layers) in IMAGENET.items():
     register(f"plain{_d}", ResNet, reference="He et al. 2016, plain baseline", shortcut=None, **_common)
 for _d in CIFAR_DEPTHS:
     _n = (_d - 2) // 6
-    _common = dict(family="resnet_cifar", depth=_d, input_size=(3, 32, 32), num_classes=10, layers=(_n,) * 3, widths=(16, 32, 64), stem="cifar")
-    register(f"resnet{_d}", ResNet, residual=True, reference="He et al. 2016 section 4.2, option A", shortcut="A", **_common)
+    _common = dict(
+        family="resnet_cifar",
+        depth=_d,
+        input_size=(3, 32, 32),
+        num_classes=10,
+        layers=(_n,) * 3,
+        widths=(16, 32, 64),
+        stem="cifar",
+    )
+    register(
+        f"resnet{_d}", ResNet, residual=True, reference="He et al. 2016 section 4.2, option A", shortcut="A", **_common
+    )
     register(f"plain{_d}", ResNet, reference="He et al. 2016 section 4.2, plain baseline", shortcut=None, **_common)

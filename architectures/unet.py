@@ -5,6 +5,7 @@ contracting path's map at the same level, and a 1x1 conv to the class maps.
 The paper's net uses valid (unpadded) convs, so a 572x572 input gives a 388x388 map and the skip
 maps are center-cropped; ``padded=True`` (the common modern variant) keeps the input size and adds
 BatchNorm after each conv."""
+
 from __future__ import annotations
 
 import torch
@@ -29,7 +30,9 @@ def center_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 class UNet(nn.Module):
-    def __init__(self, num_classes: int = 2, in_chans: int = 1, base_width: int = 64, levels: int = 5, padded: bool = False) -> None:
+    def __init__(
+        self, num_classes: int = 2, in_chans: int = 1, base_width: int = 64, levels: int = 5, padded: bool = False
+    ) -> None:
         super().__init__()
         widths = [base_width * 2**i for i in range(levels)]
         self.down = nn.ModuleList()
@@ -56,5 +59,14 @@ class UNet(nn.Module):
 
 
 _COMMON = dict(family="unet", depth=23, num_classes=2, task="segmentation")
-register("unet", UNet, input_size=(1, 572, 572), reference="Ronneberger et al. 2015 (valid convs, 572 -> 388)", **_COMMON)
-register("unet_padded", UNet, input_size=(1, 256, 256), reference="U-Net with same padding and BatchNorm", padded=True, **_COMMON)
+register(
+    "unet", UNet, input_size=(1, 572, 572), reference="Ronneberger et al. 2015 (valid convs, 572 -> 388)", **_COMMON
+)
+register(
+    "unet_padded",
+    UNet,
+    input_size=(1, 256, 256),
+    reference="U-Net with same padding and BatchNorm",
+    padded=True,
+    **_COMMON,
+)

@@ -3,6 +3,7 @@
 Importing this package is cheap (stdlib only); torch, Lightning and Albumentations load on the first
 `create()` so that `convbench list` does not pay for them.
 """
+
 from __future__ import annotations
 
 import importlib

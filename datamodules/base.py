@@ -4,6 +4,7 @@ A dataset subclass says where its files are and how to read one split (`_load`);
 (class subsetting, the seeded validation split, few-label limits, augmentation, batching) is here so
 that all datasets behave alike.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -170,8 +171,10 @@ class ConvDataModule(pl.LightningDataModule, ABC):
         if trainer is None:
             return {}
         done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        return {"epoch": trainer.fit_loop.epoch_progress.current.processed,
-                "batches": done if done < trainer.num_training_batches else 0}
+        return {
+            "epoch": trainer.fit_loop.epoch_progress.current.processed,
+            "batches": done if done < trainer.num_training_batches else 0,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict:
@@ -197,8 +200,15 @@ class ConvDataModule(pl.LightningDataModule, ABC):
     def _train_and_val(self) -> tuple[Samples, Samples | None]:
         config = self.config
         samples = self._official("train")
-        train, val = plan_train(samples.labels, self.num_classes, config.val_size, config.labels_per_class,
-                                config.train_limit, config.seed, self.name)
+        train, val = plan_train(
+            samples.labels,
+            self.num_classes,
+            config.val_size,
+            config.labels_per_class,
+            config.train_limit,
+            config.seed,
+            self.name,
+        )
         if len(val):
             return samples.take(train), samples.take(val)
         return samples.take(train), (self._official("test") if self.validate_on_test else None)

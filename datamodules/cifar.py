@@ -1,4 +1,5 @@
 """CIFAR-10 / CIFAR-100, "python version" pickles, read through the restricted unpickler."""
+
 from __future__ import annotations
 
 import os
@@ -18,10 +19,12 @@ OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz"
 # Base URL of a server holding the same tarballs (a local mirror); the MD5 check still applies.
 MIRROR_ENV = "CONVBENCH_CIFAR_MIRROR"
 ARCHIVES: dict[str, Archive] = {
-    "cifar10": Archive(f"{OFFICIAL_URL}/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
-                       "cifar-10-batches-py"),
-    "cifar100": Archive(f"{OFFICIAL_URL}/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
-                        "cifar-100-python"),
+    "cifar10": Archive(
+        f"{OFFICIAL_URL}/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py"
+    ),
+    "cifar100": Archive(
+        f"{OFFICIAL_URL}/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python"
+    ),
 }
 
 
@@ -61,11 +64,16 @@ class _CIFARDataModule(ConvDataModule):
     def _load(self, split: Split) -> Samples:
         missing = self._missing((split,))
         if missing:
-            hint = ("download=True fetches " + archive_for(self.name).url) if not self.config.download \
+            hint = (
+                ("download=True fetches " + archive_for(self.name).url)
+                if not self.config.download
                 else "download=True did not produce them: run prepare_data() first"
-            raise DataError(f"{self.name}: missing {', '.join(map(str, missing))}; expected the python-version "
-                            f"files {', '.join(f for fs in self.split_files.values() for f in fs)} in {self.folder} "
-                            f"({hint})")
+            )
+            raise DataError(
+                f"{self.name}: missing {', '.join(map(str, missing))}; expected the python-version "
+                f"files {', '.join(f for fs in self.split_files.values() for f in fs)} in {self.folder} "
+                f"({hint})"
+            )
         parts = [self._read(self.folder / f) for f in self.split_files[split]]
         return Samples(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
 
@@ -80,8 +88,10 @@ class _CIFARDataModule(ConvDataModule):
         data = batch[b"data"]
         if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
             shape = getattr(data, "shape", None)
-            raise DataError(f"{path}: key b'data' must be a uint8 N x 3072 array, found {type(data).__name__} "
-                            f"{getattr(data, 'dtype', '')} {shape}")
+            raise DataError(
+                f"{path}: key b'data' must be a uint8 N x 3072 array, found {type(data).__name__} "
+                f"{getattr(data, 'dtype', '')} {shape}"
+            )
         try:
             labels = np.asarray(batch[key], dtype=np.int64)
         except (TypeError, ValueError):

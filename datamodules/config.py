@@ -8,6 +8,7 @@ Field metadata says two more things: ``identity: False`` for fields that do not 
 computed (where the files are, how they are read), and ``datasets`` for fields that apply to some
 datasets only (setting them elsewhere is an error, not a no-op).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -134,7 +135,10 @@ def with_overrides(config: DataConfig | None, overrides: dict[str, Any]) -> Data
     base = config if config is not None else DataConfig()
     if not isinstance(base, DataConfig):
         raise DataError(f"config={base!r}: accepted is a DataConfig or None")
-    values = {**dataclasses.asdict(base), **{k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in overrides.items()}}
+    values = {
+        **dataclasses.asdict(base),
+        **{k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in overrides.items()},
+    }
     return parse(DataConfig, values)
 
 
@@ -167,7 +171,13 @@ def _message(cls: type, err: dict[str, Any]) -> str:
     bounds = {"greater_than_equal": ">=", "less_than_equal": "<="}
     if kind in bounds:
         return f"{key}={value!r}: must be {bounds[kind]} {next(iter(err['ctx'].values()))}"
-    expected = {"int_type": "int", "float_type": "float", "string_type": "str", "bool_type": "bool", "tuple_type": "a list"}
+    expected = {
+        "int_type": "int",
+        "float_type": "float",
+        "string_type": "str",
+        "bool_type": "bool",
+        "tuple_type": "a list",
+    }
     if kind in expected:
         return f"{key}={value!r}: expected {expected[kind]}"
     if kind in ("missing", "too_short", "too_long"):  # a tuple of fixed length

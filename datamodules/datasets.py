@@ -1,4 +1,5 @@
 """The torch Datasets and the DataLoader worker hook shared by all data modules."""
+
 from __future__ import annotations
 
 import signal
@@ -58,8 +59,7 @@ class ArrayDataset(AugmentedDataset):
     batch collation makes it contiguous.
     """
 
-    def __init__(self, samples: Samples, transform: A.Compose, in_chans: int,
-                 augment_seed: int | None = None) -> None:
+    def __init__(self, samples: Samples, transform: A.Compose, in_chans: int, augment_seed: int | None = None) -> None:
         super().__init__(samples.labels, transform, augment_seed)
         self.images = samples.images
         self.in_chans = in_chans

@@ -1,4 +1,5 @@
 """Fetch a dataset archive, check its MD5, and unpack it atomically into the data root."""
+
 from __future__ import annotations
 
 import hashlib
@@ -72,8 +73,10 @@ def _unpack(tarball: Path, dest: Path, archive: Archive) -> None:
             for member in tar.getmembers():
                 parts = PurePosixPath(member.name).parts
                 if member.name.startswith(("/", "\\")) or ".." in parts or parts[:1] != (archive.folder,):
-                    raise DataError(f"{archive.url}: unsafe or unexpected archive member {member.name!r}; "
-                                    f"accepted are relative paths under {archive.folder}/")
+                    raise DataError(
+                        f"{archive.url}: unsafe or unexpected archive member {member.name!r}; "
+                        f"accepted are relative paths under {archive.folder}/"
+                    )
             tar.extractall(dest, filter="data")
     except (tarfile.TarError, OSError) as err:
         raise DataError(f"{archive.url}: cannot unpack ({err})") from None

@@ -1,4 +1,5 @@
 """Fashion-MNIST from the original gzipped IDX files (Debian: `apt-get install dataset-fashion-mnist`)."""
+
 from __future__ import annotations
 
 from typing import ClassVar

@@ -1,4 +1,5 @@
 """Reader for gzipped IDX files (the MNIST / Fashion-MNIST format), validated against its header."""
+
 from __future__ import annotations
 
 import gzip

@@ -1,4 +1,5 @@
 """ImageNet (ILSVRC-2012) in the ImageFolder layout, decoded with OpenCV per item."""
+
 from __future__ import annotations
 
 import os

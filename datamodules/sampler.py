@@ -18,6 +18,7 @@ DistributedSamplers, which Lightning's documented rule leaves in place ("if a di
 already added, Lightning will not replace the existing one"), so a distributed Trainer never shards
 these loaders a second time, whatever its ``use_distributed_sampler``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -82,7 +83,7 @@ class EpochSampler(DistributedSampler):
         padding = self.num_samples * self.world_size - self.size
         if padding:
             order = np.concatenate([order, np.resize(order, padding)])  # wraps around if padding > size
-        return order[self.rank::self.world_size]
+        return order[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[int]:
         # eagerly, so the epoch is the one set when iteration starts

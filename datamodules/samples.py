@@ -3,6 +3,7 @@
 Pure numpy on label arrays; every choice comes from one permutation of the train set drawn from
 `seed`, so the same config always selects the same images whatever the dataset's storage.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Random images of any shape and class count, for benchmarks and smoke tests (no files needed)."""
+
 from __future__ import annotations
 
 from typing import ClassVar

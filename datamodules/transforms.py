@@ -4,6 +4,7 @@ Geometry runs on uint8 (cheapest), then the image becomes float: noise (train on
 pixel/255 units and clipped to [0, 1], then normalisation. Grey -> 3 channel replication is not
 done here but by the dataset on the output tensor, after normalisation, as a zero-copy expand.
 """
+
 from __future__ import annotations
 
 import random
@@ -36,8 +37,9 @@ class Geometry:
     resize: int = 0
 
 
-def train_pipeline(geometry: Geometry, augment: AugmentConfig, flip: bool,
-                   mean: tuple[float, ...], std: tuple[float, ...], seed: int) -> A.Compose:
+def train_pipeline(
+    geometry: Geometry, augment: AugmentConfig, flip: bool, mean: tuple[float, ...], std: tuple[float, ...], seed: int
+) -> A.Compose:
     """Crop + flip + noise + normalise, each stage as switched in `augment`."""
     height, width = geometry.out
     steps: list[A.BasicTransform] = []
@@ -54,8 +56,7 @@ def train_pipeline(geometry: Geometry, augment: AugmentConfig, flip: bool,
     return _compose(steps + _to_tensor(augment.noise_std, augment.normalize, mean, std), seed)
 
 
-def eval_pipeline(geometry: Geometry, normalize: bool,
-                  mean: tuple[float, ...], std: tuple[float, ...]) -> A.Compose:
+def eval_pipeline(geometry: Geometry, normalize: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> A.Compose:
     """Deterministic resize / centre crop, then normalise."""
     steps = _center(geometry) if geometry.kind == "imagenet" else _fit(geometry)
     return _compose(steps + _to_tensor(0.0, normalize, mean, std), seed=0)
@@ -77,8 +78,10 @@ def reseed(pipeline: A.Compose, seed: int | Sequence[int]) -> None:
         pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
         return
     numpy_seed, python_seed = np.random.SeedSequence(seed).spawn(2)
-    pipeline.set_random_state(np.random.default_rng(numpy_seed),
-                              random.Random(int.from_bytes(python_seed.generate_state(4).tobytes(), "little")))
+    pipeline.set_random_state(
+        np.random.default_rng(numpy_seed),
+        random.Random(int.from_bytes(python_seed.generate_state(4).tobytes(), "little")),
+    )
 
 
 def _center(geometry: Geometry) -> list[A.BasicTransform]:
@@ -99,17 +102,19 @@ def _fit(geometry: Geometry) -> list[A.BasicTransform]:
 
 
 def _pad(height: int, width: int) -> A.PadIfNeeded:
-    return A.PadIfNeeded(min_height=height, min_width=width, position="center",
-                         border_mode=cv2.BORDER_CONSTANT, fill=0)
+    return A.PadIfNeeded(min_height=height, min_width=width, position="center", border_mode=cv2.BORDER_CONSTANT, fill=0)
 
 
-def _to_tensor(noise_std: float, normalize: bool,
-               mean: tuple[float, ...], std: tuple[float, ...]) -> list[A.BasicTransform]:
+def _to_tensor(
+    noise_std: float, normalize: bool, mean: tuple[float, ...], std: tuple[float, ...]
+) -> list[A.BasicTransform]:
     steps: list[A.BasicTransform] = []
     scale = 255.0
     if noise_std > 0:
-        steps += [A.ToFloat(max_value=255.0),
-                  A.GaussNoise(std_range=(noise_std, noise_std), mean_range=(0.0, 0.0), p=1.0)]
+        steps += [
+            A.ToFloat(max_value=255.0),
+            A.GaussNoise(std_range=(noise_std, noise_std), mean_range=(0.0, 0.0), p=1.0),
+        ]
         scale = 1.0
     if normalize:
         steps.append(A.Normalize(mean=mean, std=std, max_pixel_value=scale))

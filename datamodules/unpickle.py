@@ -4,6 +4,7 @@ The CIFAR "python version" files are pickles of dicts of bytes/str/int/list and 
 Any other global a pickle names (os.system, builtins.eval, ...) is refused before it is looked up,
 so a tampered file cannot run code.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -39,8 +40,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return ALLOWED[(module, name)]
         except KeyError:
             accepted = ", ".join(f"{m}.{n}" for m, n in ALLOWED)
-            raise DataError(f"{self.path}: refusing to load global {module}.{name} from this pickle; "
-                            f"CIFAR files need only {accepted}") from None
+            raise DataError(
+                f"{self.path}: refusing to load global {module}.{name} from this pickle; "
+                f"CIFAR files need only {accepted}"
+            ) from None
 
 
 def load_pickle(path: Path) -> Any:

@@ -5,6 +5,7 @@ Each verb lives in its own module under `harness.commands` exposing `configure(p
 Lightning. User mistakes (`UserError`, `ArchitectureError`, `DataError`) print one line and exit
 with their code; nothing else is caught.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("harness.commands.summary", "per-layer shapes, parameters and MACs of one architecture"),
     "train": ("harness.commands.train", "train one architecture on one dataset and record the run"),
     "sweep": ("harness.commands.sweep", "run a grid of trainings from a sweep file, locally or as SLURM array jobs"),
-    "bench": ("harness.commands.bench", "samples/s, step time, peak memory and MFU of architectures and data pipelines"),
-    "sync": ("harness.commands.sync", "export finished runs as complete offline W&B runs; print or run their `wandb sync`"),
-    "report": ("harness.commands.report", "aggregate result.json files into report.md/json and charts (mean ± std over seeds)"),
+    "bench": (
+        "harness.commands.bench",
+        "samples/s, step time, peak memory and MFU of architectures and data pipelines",
+    ),
+    "sync": (
+        "harness.commands.sync",
+        "export finished runs as complete offline W&B runs; print or run their `wandb sync`",
+    ),
+    "report": (
+        "harness.commands.report",
+        "aggregate result.json files into report.md/json and charts (mean ± std over seeds)",
+    ),
 }
 
 

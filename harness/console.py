@@ -1,8 +1,9 @@
 """Terminal output: rich tables on a TTY and plain text in logs, integers with thousands separators."""
+
 from __future__ import annotations
 
 import sys
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from rich import box
 from rich.console import Console
@@ -19,8 +20,12 @@ def human(n: float, unit: str = "") -> str:
     return f"{n:.0f}{unit}" if float(n).is_integer() else f"{n:.3g}{unit}"
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]], right: Sequence[str] = ()) -> None:
-    table = Table(title=title, box=box.SIMPLE_HEAD if sys.stdout.isatty() else None, header_style="bold", pad_edge=False)
+def print_table(
+    title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]], right: Sequence[str] = ()
+) -> None:
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD if sys.stdout.isatty() else None, header_style="bold", pad_edge=False
+    )
     for c in columns:
         table.add_column(c, justify="right" if c in right else "left")
     for r in rows:

@@ -1,4 +1,5 @@
 """Peak memory of the measuring process: CUDA allocator statistics on GPU, peak RSS on CPU."""
+
 from __future__ import annotations
 
 import resource

@@ -3,6 +3,7 @@ id (so a resumed run continues the same W&B run), the metrics CSVs of its attemp
 :func:`read_metrics`), and ``result.json``: one :class:`RunResult`,
 written atomically once the run has finished and read back through the same class by the sweep
 store and status and by the report."""
+
 from __future__ import annotations
 
 import csv
@@ -103,12 +104,22 @@ class RunResult:
             try:
                 json.loads(text)
             except json.JSONDecodeError as bad:
-                raise UserError(f"{path}: malformed result.json (not valid JSON: {bad.msg} at line {bad.lineno})") from None
+                raise UserError(
+                    f"{path}: malformed result.json (not valid JSON: {bad.msg} at line {bad.lineno})"
+                ) from None
             e = err.errors()[0]
             key = ".".join(str(p) for p in e["loc"])
-            what = str(e["ctx"]["error"]) if e["type"] == "value_error" else (
-                f"{key!r} missing" if e["type"] == "missing" else f"{key}={e.get('input')!r}: {e['msg'].lower()}" if key
-                else f"expected a JSON object, got {type(json.loads(text)).__name__}")
+            what = (
+                str(e["ctx"]["error"])
+                if e["type"] == "value_error"
+                else (
+                    f"{key!r} missing"
+                    if e["type"] == "missing"
+                    else f"{key}={e.get('input')!r}: {e['msg'].lower()}"
+                    if key
+                    else f"expected a JSON object, got {type(json.loads(text)).__name__}"
+                )
+            )
             raise UserError(f"{path}: malformed result.json ({what})") from None
 
 
@@ -187,7 +198,9 @@ class RunDir:
 
     def write_result(self, result: RunResult) -> None:
         """The record, stamped with the host, the command line and the versions that produced it."""
-        dataclasses.replace(result, versions=versions(), host=socket.gethostname(), argv=list(sys.argv)).write(self.result_path)
+        dataclasses.replace(result, versions=versions(), host=socket.gethostname(), argv=list(sys.argv)).write(
+            self.result_path
+        )
 
 
 def _number(v: str | None) -> float | None:

@@ -12,6 +12,7 @@ The ``.wandb`` file is wandb's protobuf ``Record`` messages in leveldb-log frami
 header (``:W&B``, magic 0xBEE1, version 0), then 32 KiB blocks of chunks, each with a 7-byte header
 (CRC-32 of type byte + data, length, type FULL/FIRST/MIDDLE/LAST). wandb 0.31 ships no Python
 reader (its writer is wandb-core, in Go), so :func:`read_records` is here."""
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,10 @@ import shutil
 import struct
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from harness.run_record import RunDir, RunResult, read_metrics
 
@@ -40,7 +42,7 @@ def read_records(path: Path) -> list[Any]:
     from wandb.proto.wandb_internal_pb2 import Record
 
     data = Path(path).read_bytes()
-    if data[:len(FILE_HEADER)] != FILE_HEADER:
+    if data[: len(FILE_HEADER)] != FILE_HEADER:
         raise ValueError(f"{path}: not a W&B transaction log (header {data[:7]!r})")
     records, pending, pos = [], b"", len(FILE_HEADER)
     while True:
@@ -50,7 +52,7 @@ def read_records(path: Path) -> list[Any]:
         if pos + CHUNK_HEADER > len(data):
             break
         crc, length, kind = struct.unpack_from("<IHB", data, pos)
-        body = data[pos + CHUNK_HEADER:pos + CHUNK_HEADER + length]
+        body = data[pos + CHUNK_HEADER : pos + CHUNK_HEADER + length]
         if (crc, length, kind) == (0, 0, 0) or len(body) < length:
             break  # preallocated zeros or a torn write at the end
         if kind not in (FULL, FIRST, MIDDLE, LAST) or zlib.crc32(body, zlib.crc32(bytes([kind]))) != crc:
@@ -190,14 +192,35 @@ def export(run_dir: Path) -> Path:
     staging = record.path / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True, x_disable_machine_info=True,
-                              disable_git=True, save_code=False, x_save_requirements=False)
-    run = wandb.init(mode="offline", id=wandb_id, dir=str(staging), project=w.get("project") or "convbench", entity=w.get("entity"),
-                     group=w.get("group"), tags=list(w.get("tags") or ()), name=record.path.name, job_type="train",
-                     config=config, reinit="create_new", settings=settings)
+    settings = wandb.Settings(
+        silent=True,
+        console="off",
+        x_disable_stats=True,
+        x_disable_meta=True,
+        x_disable_machine_info=True,
+        disable_git=True,
+        save_code=False,
+        x_save_requirements=False,
+    )
+    run = wandb.init(
+        mode="offline",
+        id=wandb_id,
+        dir=str(staging),
+        project=w.get("project") or "convbench",
+        entity=w.get("entity"),
+        group=w.get("group"),
+        tags=list(w.get("tags") or ()),
+        name=record.path.name,
+        job_type="train",
+        config=config,
+        reinit="create_new",
+        settings=settings,
+    )
     try:
         run.define_metric("trainer/global_step")
-        run.define_metric("*", step_metric="trainer/global_step", step_sync=True)  # as Lightning's WandbLogger does online
+        run.define_metric(
+            "*", step_metric="trainer/global_step", step_sync=True
+        )  # as Lightning's WandbLogger does online
         for step, metrics in history_rows(record.path):
             run.log({**metrics, "trainer/global_step": step}, step=step)
         run.summary.update(summary_of(result))

@@ -124,8 +124,7 @@ def _session_cluster(state_dir: Path, env: dict[str, str], nodes: int) -> Iterat
         status = cluster.script("status")
         if down.returncode != 0 or status.returncode == 0 or "running" in status.stdout:
             pytest.fail(
-                f"slurm/local-cluster.sh down left the cluster running: {_describe(down)}\n"
-                f"status: {_describe(status)}",
+                f"slurm/local-cluster.sh down left the cluster running: {_describe(down)}\nstatus: {_describe(status)}",
                 pytrace=False,
             )
 
@@ -156,4 +155,3 @@ def slurm_cluster_arrays() -> Iterator[SlurmCluster]:
     name = os.environ.get("CONVBENCH_CLUSTER_NAME", "convbench") + "arrays"
     shutil.rmtree(state_dir, ignore_errors=True)  # fresh: no saved state from an earlier session
     yield from _session_cluster(state_dir, _cluster_env(state_dir, CONVBENCH_CLUSTER_NAME=name, **ports), nodes=1)
-

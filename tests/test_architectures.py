@@ -1,4 +1,5 @@
 """The zoo against the published figures (../shared/reference/published-figures.md)."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,15 +13,24 @@ from architectures.resnet import Block
 # name: (parameters, GMACs to the published digits) for 1000 classes at 3x224x224
 IMAGENET = {
     "alexnet": (61_100_840, 0.714),
-    "vgg11": (132_863_336, 7.609), "vgg11_bn": (132_868_840, 7.609),
-    "vgg13": (133_047_848, 11.308), "vgg13_bn": (133_053_736, 11.308),
-    "vgg16": (138_357_544, 15.470), "vgg16_bn": (138_365_992, 15.470),
-    "vgg19": (143_667_240, 19.632), "vgg19_bn": (143_678_248, 19.632),
+    "vgg11": (132_863_336, 7.609),
+    "vgg11_bn": (132_868_840, 7.609),
+    "vgg13": (133_047_848, 11.308),
+    "vgg13_bn": (133_053_736, 11.308),
+    "vgg16": (138_357_544, 15.470),
+    "vgg16_bn": (138_365_992, 15.470),
+    "vgg19": (143_667_240, 19.632),
+    "vgg19_bn": (143_678_248, 19.632),
     "googlenet": (6_624_904, 1.498),
-    "resnet18": (11_689_512, 1.814), "resnet34": (21_797_672, 3.664), "resnet50": (25_557_032, 4.089),
-    "resnet101": (44_549_160, 7.801), "resnet152": (60_192_808, 11.514),
-    "densenet121": (7_978_856, 2.834), "densenet161": (28_681_000, 7.728),
-    "densenet169": (14_149_480, 3.360), "densenet201": (20_013_928, 4.291),
+    "resnet18": (11_689_512, 1.814),
+    "resnet34": (21_797_672, 3.664),
+    "resnet50": (25_557_032, 4.089),
+    "resnet101": (44_549_160, 7.801),
+    "resnet152": (60_192_808, 11.514),
+    "densenet121": (7_978_856, 2.834),
+    "densenet161": (28_681_000, 7.728),
+    "densenet169": (14_149_480, 3.360),
+    "densenet201": (20_013_928, 4.291),
 }
 # CIFAR ResNets, option A, 10 classes at 3x32x32: (parameters, MACs in millions to one decimal)
 CIFAR = {20: (269_722, 40.6), 32: (464_154, 68.9), 44: (658_586, 97.2), 56: (853_018, 125.5), 110: (1_727_962, 252.9)}
@@ -84,7 +94,17 @@ def test_googlenet_paper_differs_and_aux_heads() -> None:
 
 
 def inception_profile(**reduce: int) -> A.Profile:
-    module = Inception(256, 128, reduce.get("c3r", 0), 192, reduce.get("c5r", 0), 96, reduce.get("pool", 0), five_kernel=5, batch_norm=False)
+    module = Inception(
+        256,
+        128,
+        reduce.get("c3r", 0),
+        192,
+        reduce.get("c5r", 0),
+        96,
+        reduce.get("pool", 0),
+        five_kernel=5,
+        batch_norm=False,
+    )
     return A.profile(module, (256, 28, 28))
 
 

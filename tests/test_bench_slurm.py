@@ -2,6 +2,7 @@
 (one model a task; one model here, the array's indexing is tested in test_bench.py) whose srun steps run `convbench bench MODEL --devices 2` as two Slurm tasks, the
 world taken from Slurm (each task one gloo rank), rank 0's task appending the rows; then `--merge`
 reads them back into the scaling table and chart."""
+
 from __future__ import annotations
 
 import csv
@@ -22,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_bench_sweep_runs_ddp_ranks_as_slurm_tasks(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     results = tmp_path / "bench"
     spec = tmp_path / "scaling.yaml"
-    spec.write_text(textwrap.dedent(f"""
+    spec.write_text(
+        textwrap.dedent(f"""
         name: scaling-test
         bench:
           models: [lenet5]
@@ -32,10 +34,17 @@ def test_bench_sweep_runs_ddp_ranks_as_slurm_tasks(slurm_cluster: SlurmCluster, 
           args: [--iters, "3", --warmup, "1", --repeats, "2", --min-block, "0.001"]
           results: {results}
         slurm: {{cpus_per_task: 1, time: "00:10:00"}}
-    """))
+    """)
+    )
     env = {**slurm_cluster.env, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    bench = lambda *a: subprocess.run([sys.executable, "-m", "harness.cli", "bench", *a], capture_output=True, text=True,  # noqa: E731
-                                      env=env, cwd=REPO, timeout=120)
+    bench = lambda *a: subprocess.run(
+        [sys.executable, "-m", "harness.cli", "bench", *a],
+        capture_output=True,
+        text=True,  # noqa: E731
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     proc = bench("--sweep", str(spec))
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.split("array job ")[1].split()[0]
@@ -50,8 +59,10 @@ def test_bench_sweep_runs_ddp_ranks_as_slurm_tasks(slurm_cluster: SlurmCluster, 
     logs = "\n".join(p.read_text()[-3000:] for p in sorted((results / "logs").glob("*")))
     with (results / "lenet5.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["name"], r["world_size"], r["nodes"], r["backend"], r["threads"]) for r in rows] == \
-        [("lenet5", "1", "1", "gloo", "1"), ("lenet5", "2", "1", "gloo", "1")], logs
+    assert [(r["name"], r["world_size"], r["nodes"], r["backend"], r["threads"]) for r in rows] == [
+        ("lenet5", "1", "1", "gloo", "1"),
+        ("lenet5", "2", "1", "gloo", "1"),
+    ], logs
     assert float(rows[1]["raw_allreduce_busbw"]) > 0 and float(rows[0]["scaling_efficiency"]) == 1
     proc = bench("--merge", str(results / "lenet5.csv"), "--chart", str(tmp_path / "scaling.png"))
     assert proc.returncode == 0 and proc.stdout.count("lenet5") == 2 and "efficiency" in proc.stdout, proc.stderr

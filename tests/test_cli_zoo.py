@@ -1,4 +1,5 @@
 """`convbench list` and `convbench summary` as a user runs them: a real process, its output and exit code."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """datamodules: real file formats built small in tmp_path, loaded through the public API."""
+
 from __future__ import annotations
 
 import functools
@@ -37,8 +38,9 @@ def write_idx(path: Path, magic: int, array: np.ndarray, count: int | None = Non
 
 def class_images(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Images whose pixels all equal 20 * label + 5, so the class can be read back from the image."""
-    return np.broadcast_to((20 * labels + 5).astype(np.uint8).reshape(-1, *[1] * len(shape)),
-                           (len(labels), *shape)).copy()
+    return np.broadcast_to(
+        (20 * labels + 5).astype(np.uint8).reshape(-1, *[1] * len(shape)), (len(labels), *shape)
+    ).copy()
 
 
 def write_fmnist(root: Path, n_train: int = 200, n_test: int = 50) -> Path:
@@ -71,11 +73,25 @@ def write_cifar10(root: Path, per_batch: int = 20, n_test: int = 20) -> Path:
     folder.mkdir(parents=True)
     for i in range(1, 6):
         labels = np.arange(per_batch) % 10
-        dump(folder / f"data_batch_{i}", {b"batch_label": b"training batch", b"labels": labels.tolist(),
-                                          b"data": cifar_rows(labels), b"filenames": [b"x.png"] * per_batch})
+        dump(
+            folder / f"data_batch_{i}",
+            {
+                b"batch_label": b"training batch",
+                b"labels": labels.tolist(),
+                b"data": cifar_rows(labels),
+                b"filenames": [b"x.png"] * per_batch,
+            },
+        )
     labels = np.arange(n_test) % 10
-    dump(folder / "test_batch", {b"batch_label": b"testing batch", b"labels": labels.tolist(),
-                                 b"data": cifar_rows(labels), b"filenames": [b"x.png"] * n_test})
+    dump(
+        folder / "test_batch",
+        {
+            b"batch_label": b"testing batch",
+            b"labels": labels.tolist(),
+            b"data": cifar_rows(labels),
+            b"filenames": [b"x.png"] * n_test,
+        },
+    )
     dump(folder / "batches.meta", {b"label_names": [b"c%d" % i for i in range(10)], b"num_vis": 3072})
     return root
 
@@ -85,9 +101,16 @@ def write_cifar100(root: Path, n_train: int = 200, n_test: int = 100) -> Path:
     folder.mkdir(parents=True)
     for name, n in (("train", n_train), ("test", n_test)):
         fine = np.arange(n) % 100
-        dump(folder / name, {b"filenames": [b"x.png"] * n, b"batch_label": name.encode(),
-                             b"fine_labels": fine.tolist(), b"coarse_labels": (fine // 5).tolist(),
-                             b"data": cifar_rows(fine % 12)})
+        dump(
+            folder / name,
+            {
+                b"filenames": [b"x.png"] * n,
+                b"batch_label": name.encode(),
+                b"fine_labels": fine.tolist(),
+                b"coarse_labels": (fine // 5).tolist(),
+                b"data": cifar_rows(fine % 12),
+            },
+        )
     dump(folder / "meta", {b"fine_label_names": [b"f"] * 100, b"coarse_label_names": [b"c"] * 20})
     return root
 
@@ -116,28 +139,32 @@ def items(dataset, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
 def test_names_and_cheap_import():
     assert names() == ["cifar10", "cifar100", "fashion-mnist", "imagenet", "synthetic"]
     code = "import sys, datamodules; print(sorted({'torch', 'pytorch_lightning', 'albumentations'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).parents[1]).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
+    ).stdout
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("call, fragment", [
-    (lambda: create("cifar"), "accepted: cifar10, cifar100, fashion-mnist, imagenet, synthetic"),
-    (lambda: create("synthetic", batchsize=3), "unknown DataConfig field batchsize; accepted: root, batch_size"),
-    (lambda: create("synthetic", augment={"flipp": True}), "unknown augment field flipp"),
-    (lambda: create("synthetic", batch_size=0), "batch_size=0: must be >= 1"),
-    (lambda: create("synthetic", batch_size=True), "batch_size=True: expected int"),
-    (lambda: create("synthetic", input_size=(3, 32)), "input_size=[3, 32]: wrong number of items"),
-    (lambda: DataConfig(batch_size=-1).validate(), "batch_size=-1: must be >= 1"),
-    (lambda: create("synthetic", augment={"noise_std": 2.0}), "noise_std=2.0"),
-    (lambda: DataConfig(classes=(1, 1)), "each class may appear once"),
-    (lambda: create("cifar10", coarse_labels=True), "coarse_labels=True applies only to cifar100"),
-    (lambda: create("fashion-mnist", download=True), "download=True applies only to cifar10, cifar100"),
-    (lambda: create("cifar10", num_samples=5), "num_samples=5 applies only to synthetic"),
-    (lambda: create("fashion-mnist", in_chans=2), "in_chans=2: accepted is 1 or 3"),
-    (lambda: create("cifar10", in_chans=1), "in_chans=1: accepted is 3"),
-    (lambda: create("cifar10", classes=(3, 10)), "names [10], but the labels are 0..9"),
-])
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (lambda: create("cifar"), "accepted: cifar10, cifar100, fashion-mnist, imagenet, synthetic"),
+        (lambda: create("synthetic", batchsize=3), "unknown DataConfig field batchsize; accepted: root, batch_size"),
+        (lambda: create("synthetic", augment={"flipp": True}), "unknown augment field flipp"),
+        (lambda: create("synthetic", batch_size=0), "batch_size=0: must be >= 1"),
+        (lambda: create("synthetic", batch_size=True), "batch_size=True: expected int"),
+        (lambda: create("synthetic", input_size=(3, 32)), "input_size=[3, 32]: wrong number of items"),
+        (lambda: DataConfig(batch_size=-1).validate(), "batch_size=-1: must be >= 1"),
+        (lambda: create("synthetic", augment={"noise_std": 2.0}), "noise_std=2.0"),
+        (lambda: DataConfig(classes=(1, 1)), "each class may appear once"),
+        (lambda: create("cifar10", coarse_labels=True), "coarse_labels=True applies only to cifar100"),
+        (lambda: create("fashion-mnist", download=True), "download=True applies only to cifar10, cifar100"),
+        (lambda: create("cifar10", num_samples=5), "num_samples=5 applies only to synthetic"),
+        (lambda: create("fashion-mnist", in_chans=2), "in_chans=2: accepted is 1 or 3"),
+        (lambda: create("cifar10", in_chans=1), "in_chans=1: accepted is 3"),
+        (lambda: create("cifar10", classes=(3, 10)), "names [10], but the labels are 0..9"),
+    ],
+)
 def test_config_errors_are_early_and_named(call, fragment):
     with pytest.raises(DataError) as err:
         call()
@@ -160,8 +187,7 @@ def test_resolved_config_shapes_and_stats():
 # ---------------------------------------------------------------- Fashion-MNIST
 def test_fmnist_loads_pads_and_replicates(tmp_path):
     root = write_fmnist(tmp_path / "fm")
-    dm = create("fashion-mnist", root=str(root), num_workers=0, val_size=40, image_size=32, in_chans=3,
-                augment=PLAIN)
+    dm = create("fashion-mnist", root=str(root), num_workers=0, val_size=40, image_size=32, in_chans=3, augment=PLAIN)
     dm.setup("fit")
     assert len(dm.train_pipeline()) == 160 and len(dm.val_dataloader().dataset) == 40
     x, y = next(iter(dm.train_dataloader()))
@@ -180,7 +206,9 @@ def test_fmnist_normalised_default_pipeline(tmp_path):
     x, _ = items(dm.train_pipeline(), 20)
     assert x.shape == (20, 1, 28, 28)
     assert dm.val_dataloader() == []  # val_size 0: Lightning skips validation
-    cropped = create("fashion-mnist", root=str(write_fmnist(tmp_path)), num_workers=0, val_size=0, augment={"crop": True})
+    cropped = create(
+        "fashion-mnist", root=str(write_fmnist(tmp_path)), num_workers=0, val_size=0, augment={"crop": True}
+    )
     x, _ = items(cropped.train_pipeline(), 20)
     zero = (0 - 0.2860406) / 0.3530242  # crop padding is zero pixels, normalised
     assert np.isclose(x.min().item(), zero, atol=1e-4)
@@ -191,18 +219,27 @@ def test_fmnist_missing_root_lists_expected_files(tmp_path):
     with pytest.raises(DataError) as err:
         dm.setup("fit")
     msg = str(err.value)
-    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                 "t10k-labels-idx1-ubyte.gz", "apt-get install dataset-fashion-mnist", str(tmp_path / "nowhere")):
+    for name in (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+        "apt-get install dataset-fashion-mnist",
+        str(tmp_path / "nowhere"),
+    ):
         assert name in msg
 
 
-@pytest.mark.parametrize("damage, fragment", [
-    ("truncated", "train-images-idx3-ubyte.gz: 15696 bytes after decompression, but its header"),
-    ("magic", "train-images-idx3-ubyte.gz: IDX magic number 2049, expected 2051"),
-    ("gzip", "train-images-idx3-ubyte.gz: cannot read as a gzipped IDX file"),
-    ("count", "train-labels-idx1-ubyte.gz: 199 labels for 200 images"),
-    ("label", "train-labels-idx1-ubyte.gz: label 12 out of range 0..9"),
-])
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        ("truncated", "train-images-idx3-ubyte.gz: 15696 bytes after decompression, but its header"),
+        ("magic", "train-images-idx3-ubyte.gz: IDX magic number 2049, expected 2051"),
+        ("gzip", "train-images-idx3-ubyte.gz: cannot read as a gzipped IDX file"),
+        ("count", "train-labels-idx1-ubyte.gz: 199 labels for 200 images"),
+        ("label", "train-labels-idx1-ubyte.gz: label 12 out of range 0..9"),
+    ],
+)
 def test_fmnist_bad_files(tmp_path, damage, fragment):
     root = write_fmnist(tmp_path)
     images, labels = root / "train-images-idx3-ubyte.gz", root / "train-labels-idx1-ubyte.gz"
@@ -221,8 +258,9 @@ def test_fmnist_bad_files(tmp_path, damage, fragment):
     assert fragment in str(err.value) and str(root) in str(err.value)
 
 
-@pytest.mark.skipif(not (REAL_FMNIST / "train-images-idx3-ubyte.gz").exists(),
-                    reason="dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not (REAL_FMNIST / "train-images-idx3-ubyte.gz").exists(), reason="dataset-fashion-mnist not installed"
+)
 def test_real_fashion_mnist():
     start = time.perf_counter()
     dm = create("fashion-mnist", num_workers=0)
@@ -268,8 +306,9 @@ def test_split_plan_is_disjoint_and_stable():
 
 
 def test_classes_subset_relabels_in_given_order(tmp_path):
-    dm = create("fashion-mnist", root=str(write_fmnist(tmp_path)), num_workers=0, val_size=0,
-                classes=(7, 2), augment=PLAIN)
+    dm = create(
+        "fashion-mnist", root=str(write_fmnist(tmp_path)), num_workers=0, val_size=0, classes=(7, 2), augment=PLAIN
+    )
     assert dm.num_classes == 2
     dm.setup()
     for dataset in (dm.train_pipeline(), dm.test_dataloader().dataset):
@@ -292,7 +331,12 @@ def test_labels_per_class_and_train_limit(tmp_path):
 # ---------------------------------------------------------------- augmentation
 def test_flip_defaults_per_dataset():
     assert {n: create(n).config.augment.flip for n in names()} == {
-        "cifar10": True, "cifar100": True, "fashion-mnist": False, "imagenet": True, "synthetic": False}
+        "cifar10": True,
+        "cifar100": True,
+        "fashion-mnist": False,
+        "imagenet": True,
+        "synthetic": False,
+    }
     assert create("cifar10", augment={"flip": False}).config.augment.flip is False
 
 
@@ -461,8 +505,7 @@ def test_download_rejects_unsafe_members(tmp_path, http_dir, monkeypatch):
 # ---------------------------------------------------------------- ImageNet
 def test_imagenet_folder_layout(tmp_path):
     root = write_imagenet(tmp_path / "inet")
-    dm = create("imagenet", root=str(root), num_workers=0, image_size=32, batch_size=4,
-                augment={"normalize": False})
+    dm = create("imagenet", root=str(root), num_workers=0, image_size=32, batch_size=4, augment={"normalize": False})
     assert dm.num_classes == 3 and dm.input_size == (3, 32, 32)
     dm.setup()
     train, val, test = dm.train_pipeline(), dm.val_dataloader().dataset, dm.test_dataloader().dataset
@@ -543,8 +586,14 @@ def test_worker_processes_and_lightning_fit():
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(Linear(), datamodule=create("synthetic", num_samples=64, batch_size=16, num_workers=0, val_size=16))
     assert "val_loss" in trainer.callback_metrics
 

@@ -1,4 +1,5 @@
 """datamodules: exact resume (epoch-seeded order and augmentation) and self-sharding loaders."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,13 @@ from datamodules import DataError, create
 from datamodules.sampler import EpochSampler, ShardSampler
 
 # crop + flip + noise: every random stage on; 100 items in batches of 16 (a short last batch)
-AUGMENTED = dict(num_samples=100, input_size=(3, 12, 12), batch_size=16, seed=7,
-                 augment={"crop": True, "flip": True, "noise_std": 0.1})
+AUGMENTED = dict(
+    num_samples=100,
+    input_size=(3, 12, 12),
+    batch_size=16,
+    seed=7,
+    augment={"crop": True, "flip": True, "noise_std": 0.1},
+)
 
 
 def epoch_batches(loader, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -80,8 +86,9 @@ def test_train_shards_equal_length_and_cover(size, world):
 @pytest.mark.parametrize("size, world", [(101, 2), (100, 4), (10, 3), (2, 3)])
 def test_eval_shards_partition_in_order(size, world):
     shards = [list(ShardSampler(size, rank=r, world_size=world)) for r in range(world)]
-    assert all(s == sorted(s) and len(s) == len(ShardSampler(size, rank=r, world_size=world))
-               for r, s in enumerate(shards))
+    assert all(
+        s == sorted(s) and len(s) == len(ShardSampler(size, rank=r, world_size=world)) for r, s in enumerate(shards)
+    )
     flat = sorted(i for s in shards for i in s)
     assert flat == list(range(size))  # no padding, no duplicates
     with pytest.raises(DataError, match="0 <= rank < world_size"):
@@ -119,10 +126,16 @@ def test_lightning_resume_repeats_batches_and_weights(tmp_path):
     def fit(max_epochs: int, ckpt_path: str | None = None) -> Recorder:
         torch.manual_seed(0)
         model = Recorder()
-        trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-                             default_root_dir=tmp_path / ("resumed" if ckpt_path else "uninterrupted"),
-                             enable_model_summary=False, use_distributed_sampler=False,
-                             callbacks=[ModelCheckpoint(save_top_k=-1, filename="{epoch}")])
+        trainer = pl.Trainer(
+            max_epochs=max_epochs,
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+            default_root_dir=tmp_path / ("resumed" if ckpt_path else "uninterrupted"),
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+            callbacks=[ModelCheckpoint(save_top_k=-1, filename="{epoch}")],
+        )
         trainer.fit(model, datamodule=create("synthetic", num_workers=2, **AUGMENTED), ckpt_path=ckpt_path)
         return model
 
@@ -153,9 +166,19 @@ def test_a_distributed_trainer_keeps_our_samplers(tmp_path):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    trainer = pl.Trainer(accelerator="cpu", devices=1, strategy="ddp", max_epochs=1, limit_train_batches=2, limit_val_batches=1,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        strategy="ddp",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     try:
         trainer.fit(Probe(), datamodule=create("synthetic", num_workers=0, val_size=20, **AUGMENTED))
     finally:

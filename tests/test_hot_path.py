@@ -7,20 +7,22 @@ reading a tensor's value (`item`, `tolist`, `numpy`, `bool()`, `float()`, `int()
 `.cpu()`) and the strategy's `reduce` (harness.training.preemption's all-reduce of the ranks' flags, read back on the host under
 DDP), during a real `harness.training.run.train` run, per training step. Validation, epoch starts and ends
 may read values (the epoch's metrics are fetched there anyway)."""
+
 from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.profilers import PassThroughProfiler
 
-from harness.training.callbacks import BATCH_HOOKS, EpochCheckpoint
 from harness.config.train_config import merge, resolve
+from harness.training.callbacks import BATCH_HOOKS, EpochCheckpoint
 from harness.training.run import train
 
 EVERY = 5  # trainer.log_every_n_steps (the metrics fold their 16 kept batches at step 16, off the interval)
@@ -41,6 +43,7 @@ class SyncCounter(pl.Callback):
             self.counts[self.phase] += 1
             self.what[(self.phase, what)] += 1
             return original(*args, **kwargs)
+
         return counted
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -50,7 +53,9 @@ class SyncCounter(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.phase = "epoch start"  # the first batch is fetched after this hook, before its batch_start
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self.phase = ("step", trainer.global_step + 1)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -70,11 +75,28 @@ def steps_with_reads(counter: SyncCounter) -> dict[int, int]:
 
 @pytest.mark.parametrize("tty", [False, True], ids=["batch-job", "progress-bar"])
 def test_no_host_sync_between_logging_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tty: bool) -> None:
-    c = resolve([("test", {
-        "arch": "lenet5", "dataset": "synthetic", "epochs": 2, "results": str(tmp_path), "wandb": {"mode": "disabled"},
-        "trainer": {"log_every_n_steps": EVERY},
-        "data": {"input_size": [1, 32, 32], "num_samples": 352, "num_workers": 0, "batch_size": 16, "val_size": 32},
-    })])
+    c = resolve(
+        [
+            (
+                "test",
+                {
+                    "arch": "lenet5",
+                    "dataset": "synthetic",
+                    "epochs": 2,
+                    "results": str(tmp_path),
+                    "wandb": {"mode": "disabled"},
+                    "trainer": {"log_every_n_steps": EVERY},
+                    "data": {
+                        "input_size": [1, 32, 32],
+                        "num_samples": 352,
+                        "num_workers": 0,
+                        "batch_size": 16,
+                        "val_size": 32,
+                    },
+                },
+            )
+        ]
+    )
     counter = SyncCounter()
     for name in READS:
         monkeypatch.setattr(torch.Tensor, name, counter.count(getattr(torch.Tensor, name), name))
@@ -84,14 +106,20 @@ def test_no_host_sync_between_logging_steps(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.undo()
     assert result is not None and result.status == "completed" and result.global_step == 40  # 20 steps an epoch
     reads = steps_with_reads(counter)
-    off_interval = {step: {what: n for (phase, what), n in counter.what.items() if phase == ("step", step)}
-                    for step in reads if step % EVERY}
+    off_interval = {
+        step: {what: n for (phase, what), n in counter.what.items() if phase == ("step", step)}
+        for step in reads
+        if step % EVERY
+    }
     assert not off_interval, f"host syncs in steps off the logging interval (every {EVERY}): {off_interval}"
     # the counter sees reads where they are expected: the logged step loss, the checks and the epoch's metrics
     assert all(reads.get(step, 0) > 0 for step in range(EVERY, 41, EVERY)), reads
     assert counter.counts["epoch end"] > 0 and counter.what[(("step", EVERY), "reduce")] == 1
     if tty:  # the bar still shows the step loss and the epoch's metrics
-        assert counter.bar_metrics is not None and {"train/loss_step", "train/acc1", "train/loss"} <= counter.bar_metrics.keys()
+        assert (
+            counter.bar_metrics is not None
+            and {"train/loss_step", "train/acc1", "train/loss"} <= counter.bar_metrics.keys()
+        )
 
 
 # metrics.csv of the run below, written by the code before issue 11 (main at 14bbbbc): per-step
@@ -115,9 +143,16 @@ epoch,step,test/acc1,test/acc5,test/loss,train/acc1,train/acc5,train/loss,train/
 
 
 def small_run(tmp_path: Path, **values: Any):  # type: ignore[no-untyped-def]
-    base = {"arch": "lenet5", "dataset": "synthetic", "epochs": 2, "seed": 3, "results": str(tmp_path), "wandb": {"mode": "disabled"},
-            "trainer": {"log_every_n_steps": 3},
-            "data": {"input_size": [1, 32, 32], "num_samples": 512, "num_workers": 0, "batch_size": 32, "val_size": 128}}
+    base = {
+        "arch": "lenet5",
+        "dataset": "synthetic",
+        "epochs": 2,
+        "seed": 3,
+        "results": str(tmp_path),
+        "wandb": {"mode": "disabled"},
+        "trainer": {"log_every_n_steps": 3},
+        "data": {"input_size": [1, 32, 32], "num_samples": 512, "num_workers": 0, "batch_size": 32, "val_size": 128},
+    }
     return resolve([("test", merge(base, values))])
 
 
@@ -127,7 +162,11 @@ def test_the_run_records_what_it_did_before(tmp_path: Path) -> None:
     result = train(c)
     csv = next((tmp_path / c.run_id() / "metrics").glob("version_*/metrics.csv")).read_text()
     assert csv == BEFORE
-    assert (result.train_acc1, result.val_loss, result.test_acc5) == (0.1302083283662796, 2.310131072998047, 0.509765625)
+    assert (result.train_acc1, result.val_loss, result.test_acc5) == (
+        0.1302083283662796,
+        2.310131072998047,
+        0.509765625,
+    )
 
 
 def test_divergence_stops_within_the_logging_interval(tmp_path: Path) -> None:
@@ -152,11 +191,18 @@ def test_callbacks_get_only_the_batch_hooks_they_define(tmp_path: Path, monkeypa
     result = train(small_run(tmp_path))
     monkeypatch.undo()
     assert result is not None and result.global_step == 24
-    batch_calls = {action: n for action, n in actions.items()
-                   if action.startswith("[Callback]") and action.rsplit(".", 1)[1] in BATCH_HOOKS}
-    assert batch_calls == {"[Callback]Throughput.on_train_batch_start": 24, "[Callback]Throughput.on_train_batch_end": 24,
-                           "[Callback]Divergence.on_train_batch_end": 24, "[Callback]Preemption.on_train_batch_end": 24,
-                           "[Callback]Throughput.on_test_batch_end": 16}  # 512 test images in batches of 32
+    batch_calls = {
+        action: n
+        for action, n in actions.items()
+        if action.startswith("[Callback]") and action.rsplit(".", 1)[1] in BATCH_HOOKS
+    }
+    assert batch_calls == {
+        "[Callback]Throughput.on_train_batch_start": 24,
+        "[Callback]Throughput.on_train_batch_end": 24,
+        "[Callback]Divergence.on_train_batch_end": 24,
+        "[Callback]Preemption.on_train_batch_end": 24,
+        "[Callback]Throughput.on_test_batch_end": 16,
+    }  # 512 test images in batches of 32
     assert any(action.startswith("[Callback]EpochCheckpoint") for action in actions)  # its epoch-end hooks still run
 
 

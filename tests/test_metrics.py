@@ -1,8 +1,10 @@
 """harness.training.metrics.ClassificationTotals: deferred updates give the per-batch sums bit for bit, and
 folding reads nothing back from the device."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -68,6 +70,7 @@ def test_updates_and_folds_read_nothing_back(monkeypatch: pytest.MonkeyPatch) ->
     def refuse(name: str) -> Callable[..., Any]:
         def read(*_: Any, **__: Any) -> Any:
             raise AssertionError(f"Tensor.{name} during an update")
+
         return read
 
     for name in READS:

@@ -4,6 +4,7 @@ namespaces): a `trainer.num_nodes: 2` sweep run (one rank a node, gloo) that is 
 preempted by the SIGUSR1 path, and finishes with one result from both nodes, one W&B run and a
 merged curve with every logged step once; requeues at random moments that lose no work; and
 `convbench bench --devices 1 --nodes 2` under srun, one rank a node."""
+
 from __future__ import annotations
 
 import json
@@ -72,19 +73,29 @@ def namespaces_and_links(cluster: SlurmCluster) -> tuple[set[str], set[str]]:
     """This cluster's network namespaces and links, from `status` (it names the tag they carry)."""
     tag = re.search(r"\(netns (\w+)-node1\)", cluster.script("status").stdout).group(1)
     netns = {line.split()[0] for line in cluster.run("ip", "netns", "list").stdout.splitlines() if line.startswith(tag)}
-    links = {line.split()[0].split("@")[0] for line in cluster.run("ip", "-br", "link").stdout.splitlines() if line.startswith(tag)}
+    links = {
+        line.split()[0].split("@")[0]
+        for line in cluster.run("ip", "-br", "link").stdout.splitlines()
+        if line.startswith(tag)
+    }
     return netns, links
 
 
 def test_two_nodes_have_their_own_hostnames_and_addresses(slurm_cluster_2n: SlurmCluster, tmp_path: Path) -> None:
     status = slurm_cluster_2n.script("status")
-    assert status.returncode == 0 and re.search(r"(?m)^slurmd-node1\s+running", status.stdout) and "slurmd-node2" in status.stdout
+    assert (
+        status.returncode == 0
+        and re.search(r"(?m)^slurmd-node1\s+running", status.stdout)
+        and "slurmd-node2" in status.stdout
+    )
     netns, links = namespaces_and_links(slurm_cluster_2n)
     assert len(netns) == 2 and len(links) == 3, (netns, links)  # a bridge and a veth per node
     script = tmp_path / "where.sh"
     script.write_text("#!/bin/bash\nsrun bash -c 'echo $(hostname) $(hostname -i)'\n")
     out = tmp_path / "where.out"
-    sub = slurm_cluster_2n.run("sbatch", "--wait", "--nodes=2", "--ntasks-per-node=1", f"--output={out}", script, timeout=60)
+    sub = slurm_cluster_2n.run(
+        "sbatch", "--wait", "--nodes=2", "--ntasks-per-node=1", f"--output={out}", script, timeout=60
+    )
     assert sub.returncode == 0, sub.stderr
     rows = sorted(out.read_text().split("\n")[:2])
     assert [r.split()[0] for r in rows] == ["node1", "node2"] and rows[0].split()[1] != rows[1].split()[1], rows
@@ -107,8 +118,14 @@ def test_two_node_run_survives_a_requeue_and_a_preemption(slurm_cluster_2n: Slur
     assert not (run.run_dir / "result.json").exists(), "the run ended before the requeue: raise its epochs"
     assert cluster.run("scontrol", "requeue", task).returncode == 0
     wait_for(lambda: (run.run_dir / "metrics" / "version_1").is_dir(), 120, "the second attempt", sweep.dir)
-    wait_for(lambda: re.search(r"(?m)^convbench: resuming from .* at step \d+", next((sweep.dir / "logs").glob("*.out")).read_text()),
-             120, "the second attempt's first step", sweep.dir)
+    wait_for(
+        lambda: re.search(
+            r"(?m)^convbench: resuming from .* at step \d+", next((sweep.dir / "logs").glob("*.out")).read_text()
+        ),
+        120,
+        "the second attempt's first step",
+        sweep.dir,
+    )
     assert not (run.run_dir / "result.json").exists(), "the run ended before the preemption signal: raise its epochs"
     assert cluster.run("scancel", "--signal=USR1", task).returncode == 0
     wait_for(lambda: (run.run_dir / "result.json").is_file(), 300, "the result", sweep.dir)
@@ -152,7 +169,12 @@ def test_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmCluster,
             # paced in steps, not seconds, so a faster machine cannot finish the run before the last requeue:
             # at most 60 of the 96 steps each requeue's 3 epochs add
             stop_at = start + rng.randint(LOG_EVERY, 60)
-            wait_for(lambda: max(logged_steps(run.run_dir), default=-1) >= stop_at, 120, f"attempt {n + 1}'s steps", sweep.dir)
+            wait_for(
+                lambda: max(logged_steps(run.run_dir), default=-1) >= stop_at,
+                120,
+                f"attempt {n + 1}'s steps",
+                sweep.dir,
+            )
             time.sleep(rng.uniform(0, 0.5))
         else:  # in its start-up
             time.sleep(rng.uniform(0, 5))
@@ -184,16 +206,28 @@ def test_bench_across_two_nodes_under_srun(slurm_cluster_2n: SlurmCluster, tmp_p
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "bench.json"
     script = tmp_path / "bench.sh"
-    script.write_text(f"#!/bin/bash\ncd {repo}\nexport NO_ALBUMENTATIONS_UPDATE=1\n"
-                      f"srun {sys.executable} -m harness.cli bench lenet5 --devices 1 --nodes 2 --batch-size 16 --json "
-                      f"--iters 3 --warmup 1 --repeats 2 --min-block 0.001 > {out}\n")
-    sub = slurm_cluster_2n.run("sbatch", "--wait", "--nodes=2", "--ntasks-per-node=1", "--job-name=convbench-bench",
-                               f"--output={tmp_path / 'bench.log'}", script, timeout=300)
+    script.write_text(
+        f"#!/bin/bash\ncd {repo}\nexport NO_ALBUMENTATIONS_UPDATE=1\n"
+        f"srun {sys.executable} -m harness.cli bench lenet5 --devices 1 --nodes 2 --batch-size 16 --json "
+        f"--iters 3 --warmup 1 --repeats 2 --min-block 0.001 > {out}\n"
+    )
+    sub = slurm_cluster_2n.run(
+        "sbatch",
+        "--wait",
+        "--nodes=2",
+        "--ntasks-per-node=1",
+        "--job-name=convbench-bench",
+        f"--output={tmp_path / 'bench.log'}",
+        script,
+        timeout=300,
+    )
     assert sub.returncode == 0, sub.stderr + (tmp_path / "bench.log").read_text()[-3000:]
     one, two = json.loads(out.read_text())
     assert (one["world_size"], one["nodes"], one["hosts"]) == (1, 1, ["node1"])
     assert (two["world_size"], two["nodes"], two["hosts"], two["backend"]) == (2, 2, ["node1", "node2"], "gloo")
-    assert two["raw_allreduce_busbw"] > 0 and two["scaling_efficiency"] == pytest.approx(two["samples_per_s"] / (2 * one["samples_per_s"]))
+    assert two["raw_allreduce_busbw"] > 0 and two["scaling_efficiency"] == pytest.approx(
+        two["samples_per_s"] / (2 * one["samples_per_s"])
+    )
 
 
 def test_down_removes_the_namespaces_then_up_restores(slurm_cluster_2n: SlurmCluster) -> None:

@@ -1,5 +1,6 @@
 """`convbench report`: aggregation (mean ± std over seeds, checked against numbers computed by hand),
 runs.json, the charts, W&B offline/disabled, error messages, and a report over two real runs."""
+
 from __future__ import annotations
 
 import csv
@@ -36,13 +37,36 @@ ARCHS = {
 }
 
 
-def write_run(root: Path, arch: str, seed: int, test_acc1: float | None, train_acc1: float | None, train_loss: float | None,
-              status: str = "completed", dataset: str = "cifar10", transfer: str = "scratch", lpc: int | None = None,
-              lr: float | None = None, epochs: int = 3, wall: float = 100.0, group: str | None = "study",
-              classes: list[int] | None = None, devices: int = 1, extra: dict[str, Any] | None = None) -> Path:
+def write_run(
+    root: Path,
+    arch: str,
+    seed: int,
+    test_acc1: float | None,
+    train_acc1: float | None,
+    train_loss: float | None,
+    status: str = "completed",
+    dataset: str = "cifar10",
+    transfer: str = "scratch",
+    lpc: int | None = None,
+    lr: float | None = None,
+    epochs: int = 3,
+    wall: float = 100.0,
+    group: str | None = "study",
+    classes: list[int] | None = None,
+    devices: int = 1,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """A result.json in the real format (config resolved by harness.config.train_config) and a metrics.csv."""
-    values: dict[str, Any] = {"arch": arch, "dataset": dataset, "epochs": epochs, "seed": seed, "results": str(root),
-                              "wandb": {"mode": "disabled", "group": group}, "data": {"num_workers": 2}, **(extra or {})}
+    values: dict[str, Any] = {
+        "arch": arch,
+        "dataset": dataset,
+        "epochs": epochs,
+        "seed": seed,
+        "results": str(root),
+        "wandb": {"mode": "disabled", "group": group},
+        "data": {"num_workers": 2},
+        **(extra or {}),
+    }
     if lpc is not None:
         values["data"]["labels_per_class"] = lpc
     if classes is not None:
@@ -59,15 +83,41 @@ def write_run(root: Path, arch: str, seed: int, test_acc1: float | None, train_a
     run = root / run_id
     run.mkdir(parents=True)
     result = {
-        "run_id": run_id, "arch": arch, "family": family, "residual": residual, "dataset": dataset, "depth": depth,
-        "params": params, "macs": macs, "input_size": [3, 32, 32], "seed": seed, "recipe": config.recipe, "transfer": transfer,
-        "epochs": epochs, "epochs_completed": epochs, "global_step": 30, "status": status, "train_acc1": train_acc1,
-        "train_loss": train_loss, "val_acc1": None, "val_loss": None, "test_acc1": test_acc1,
-        "test_acc5": None if test_acc1 is None else min(1.0, test_acc1 + 0.2), "test_loss": 1.0,
-        "train_samples_per_s": devices * speed + seed, "eval_samples_per_s": 2 * speed, "peak_memory_bytes": peak, "device": "cpu",
-        "world_size": devices, "wall_time_s": wall, "diverged_at_step": 12 if status == "diverged" else None,
-        "error": "RuntimeError: out of memory\nmore" if status == "failed" else None, "config": config.to_dict(),
-        "versions": {"python": "3.11"}, "host": "test", "argv": ["convbench", "train"],
+        "run_id": run_id,
+        "arch": arch,
+        "family": family,
+        "residual": residual,
+        "dataset": dataset,
+        "depth": depth,
+        "params": params,
+        "macs": macs,
+        "input_size": [3, 32, 32],
+        "seed": seed,
+        "recipe": config.recipe,
+        "transfer": transfer,
+        "epochs": epochs,
+        "epochs_completed": epochs,
+        "global_step": 30,
+        "status": status,
+        "train_acc1": train_acc1,
+        "train_loss": train_loss,
+        "val_acc1": None,
+        "val_loss": None,
+        "test_acc1": test_acc1,
+        "test_acc5": None if test_acc1 is None else min(1.0, test_acc1 + 0.2),
+        "test_loss": 1.0,
+        "train_samples_per_s": devices * speed + seed,
+        "eval_samples_per_s": 2 * speed,
+        "peak_memory_bytes": peak,
+        "device": "cpu",
+        "world_size": devices,
+        "wall_time_s": wall,
+        "diverged_at_step": 12 if status == "diverged" else None,
+        "error": "RuntimeError: out of memory\nmore" if status == "failed" else None,
+        "config": config.to_dict(),
+        "versions": {"python": "3.11"},
+        "host": "test",
+        "argv": ["convbench", "train"],
     }
     (run / "result.json").write_text(json.dumps(result, indent=1))
     if train_acc1 is not None:  # per-step loss every 5 steps and per-epoch train metrics, as CSVLogger writes them
@@ -95,8 +145,14 @@ STUDY = {
     "vgg16": [(0.72, 0.82, 0.58), (0.74, 0.84, 0.56)],
 }
 # (labels/class, mode) -> test top-1 of seeds 0 and 1: resnet20 transferred to cifar100
-TRANSFER = {(10, "scratch"): (0.10, 0.12), (10, "linear-probe"): (0.30, 0.34), (10, "finetune"): (0.40, 0.42),
-            (100, "scratch"): (0.30, 0.32), (100, "linear-probe"): (0.45, 0.47), (100, "finetune"): (0.55, 0.59)}
+TRANSFER = {
+    (10, "scratch"): (0.10, 0.12),
+    (10, "linear-probe"): (0.30, 0.34),
+    (10, "finetune"): (0.40, 0.42),
+    (100, "scratch"): (0.30, 0.32),
+    (100, "linear-probe"): (0.45, 0.47),
+    (100, "finetune"): (0.55, 0.59),
+}
 
 
 @pytest.fixture(scope="module")
@@ -110,15 +166,32 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_run(root, "resnet20", 0, 0.60, 0.70, 0.9, lr=0.01)  # another learning rate: its own row
     for (lpc, mode), accs in TRANSFER.items():
         for seed, acc in enumerate(accs):
-            write_run(root / "transfer", "resnet20", seed, acc, acc + 0.1, 1.5, dataset="cifar100", transfer=mode, lpc=lpc, epochs=2)
+            write_run(
+                root / "transfer",
+                "resnet20",
+                seed,
+                acc,
+                acc + 0.1,
+                1.5,
+                dataset="cifar100",
+                transfer=mode,
+                lpc=lpc,
+                epochs=2,
+            )
     return root
 
 
 @pytest.fixture(scope="module")
 def report(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("out")
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "report", str(tree), "--out", str(out)],
-                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "report", str(tree), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     return out, p.stdout
 
@@ -141,24 +214,52 @@ def test_markdown_rows_are_means_and_stds_over_seeds(report: tuple[Path, str]) -
     study = [r for r in rows if r["dataset"] == "cifar10"]
     # sorted by family then depth (plain before residual at a depth); the lr=0.01 resnet20 is its own row
     assert [(r["arch"], r["variant"]) for r in study] == [
-        ("plain20", "–"), ("resnet20", "optim.lr=0.01"), ("resnet20", "optim.lr=0.1"), ("plain56", "–"), ("resnet56", "–"),
-        ("vgg11", "–"), ("vgg16", "–")]
+        ("plain20", "–"),
+        ("resnet20", "optim.lr=0.01"),
+        ("resnet20", "optim.lr=0.1"),
+        ("plain56", "–"),
+        ("resnet56", "–"),
+        ("vgg11", "–"),
+        ("vgg16", "–"),
+    ]
     by = {(r["arch"], r["variant"]): r for r in study}
     # by hand: plain20 test top-1 80, 82, 84 -> 82.00 ± 2.00 (sample std); train loss .30 .28 .26 -> 0.2800 ± 0.0200
     p20 = by["plain20", "–"]
-    assert (p20["n"], p20["test top-1 %"], p20["train top-1 %"], p20["train loss"]) == ("3", "82.00 ± 2.00", "92.00 ± 2.00", "0.2800 ± 0.0200")
+    assert (p20["n"], p20["test top-1 %"], p20["train top-1 %"], p20["train loss"]) == (
+        "3",
+        "82.00 ± 2.00",
+        "92.00 ± 2.00",
+        "0.2800 ± 0.0200",
+    )
     assert p20["test top-5 %"] == "100.00 ± 0.00" and p20["type"] == "plain" and p20["depth"] == "20"
-    assert (p20["params"], p20["MACs"], p20["samples/s"], p20["peak MiB"], p20["wall s"]) == ("269.72K", "40.55M", "901", "300", "100.0")
+    assert (p20["params"], p20["MACs"], p20["samples/s"], p20["peak MiB"], p20["wall s"]) == (
+        "269.72K",
+        "40.55M",
+        "901",
+        "300",
+        "100.0",
+    )
     # resnet56: the failed seed is not aggregated; 86, 88 -> 87.00 ± 1.41; loss .12 .10 -> 0.1100 ± 0.0141
     r56 = by["resnet56", "–"]
-    assert (r56["n"], r56["test top-1 %"], r56["train loss"], r56["type"]) == ("2", "87.00 ± 1.41", "0.1100 ± 0.0141", "residual")
+    assert (r56["n"], r56["test top-1 %"], r56["train loss"], r56["type"]) == (
+        "2",
+        "87.00 ± 1.41",
+        "0.1100 ± 0.0141",
+        "residual",
+    )
     # plain56: the diverged seed is left out too; one-seed rows have no ±
     assert by["plain56", "–"]["test top-1 %"] == "77.00 ± 1.41"
     assert (by["vgg11", "–"]["n"], by["vgg11", "–"]["test top-1 %"]) == ("1", "70.00")
     # the transfer rows: one per mode and labels/class budget
     transfer = [(r["transfer"], r["labels/class"], r["test top-1 %"]) for r in rows if r["dataset"] == "cifar100"]
-    assert transfer == [("scratch", "10", "11.00 ± 1.41"), ("scratch", "100", "31.00 ± 1.41"), ("linear-probe", "10", "32.00 ± 2.83"),
-                        ("linear-probe", "100", "46.00 ± 1.41"), ("finetune", "10", "41.00 ± 1.41"), ("finetune", "100", "57.00 ± 2.83")]
+    assert transfer == [
+        ("scratch", "10", "11.00 ± 1.41"),
+        ("scratch", "100", "31.00 ± 1.41"),
+        ("linear-probe", "10", "32.00 ± 2.83"),
+        ("linear-probe", "100", "46.00 ± 1.41"),
+        ("finetune", "10", "41.00 ± 1.41"),
+        ("finetune", "100", "57.00 ± 2.83"),
+    ]
     assert "28 runs: 26 completed, 1 diverged, 1 failed" in text and "RuntimeError: out of memory |" in text
     assert "| plain20 | resnet_cifar | 20 | plain |" in stdout and str(out / "report.md") in stdout
     assert "chart accuracy_vs_depth_cifar100 not drawn: no from-scratch full-label runs on cifar100" in stdout
@@ -170,20 +271,40 @@ def test_report_and_runs_json(tree: Path, report: tuple[Path, str]) -> None:
     assert rep["status_counts"] == {"completed": 26, "diverged": 1, "failed": 1}
     r56 = next(r for r in rep["rows"] if r["arch"] == "resnet56")
     assert r56["n"] == 2 and r56["seeds"] == [0, 1] and r56["not_completed"] == {"failed": 1}
-    assert r56["test_acc1"]["mean"] == pytest.approx(0.87) and r56["test_acc1"]["std"] == pytest.approx(0.02 ** 0.5 / 10)
+    assert r56["test_acc1"]["mean"] == pytest.approx(0.87) and r56["test_acc1"]["std"] == pytest.approx(0.02**0.5 / 10)
     assert next(r for r in rep["rows"] if r["arch"] == "vgg11")["test_acc1"] == {"mean": 0.70, "std": None, "n": 1}
     runs = json.loads((out / "runs.json").read_text())
     assert len(runs) == 28 and len({r["run_id"] for r in runs}) == 28
-    keys = {"run_id", "arch", "depth", "residual", "seed", "train_loss", "train_acc1", "test_acc1", "train_samples_per_s",
-            "peak_memory_mib", "wall_time_s", "status"}
+    keys = {
+        "run_id",
+        "arch",
+        "depth",
+        "residual",
+        "seed",
+        "train_loss",
+        "train_acc1",
+        "test_acc1",
+        "train_samples_per_s",
+        "peak_memory_mib",
+        "wall_time_s",
+        "status",
+    }
     assert all(keys <= set(r) for r in runs)
     diverged = next(r for r in runs if r["status"] == "diverged")
     assert diverged["arch"] == "plain56" and diverged["train_loss"] is None  # NaN is not valid JSON: null
     failed = next(r for r in runs if r["status"] == "failed")
-    assert (failed["arch"], failed["seed"], failed["error"], failed["test_acc1"]) == ("resnet56", 2, "RuntimeError: out of memory", None)
+    assert (failed["arch"], failed["seed"], failed["error"], failed["test_acc1"]) == (
+        "resnet56",
+        2,
+        "RuntimeError: out of memory",
+        None,
+    )
     p20 = [r for r in runs if r["arch"] == "plain20"]
     assert [(r["seed"], r["test_acc1"], r["train_acc1"], r["train_loss"], r["peak_memory_mib"]) for r in p20] == [
-        (0, 0.80, 0.90, 0.30, 300.0), (1, 0.82, 0.92, 0.28, 300.0), (2, 0.84, 0.94, 0.26, 300.0)]
+        (0, 0.80, 0.90, 0.30, 300.0),
+        (1, 0.82, 0.92, 0.28, 300.0),
+        (2, 0.84, 0.94, 0.26, 300.0),
+    ]
     assert (tree / p20[0]["path"] / "result.json").is_file()
 
 
@@ -194,18 +315,33 @@ def test_findings_state_degradation_and_the_transfer_winner(report: tuple[Path, 
     # resnet56 97/99 -> 2.00; the lr=0.01 resnet20 is not the study's configuration and stays out
     assert "| 20 | plain20 | 8.00 ± 2.00 | resnet20 | 7.00 ± 2.00 | 18.00 ± 2.00 | 17.00 ± 2.00 |" in text
     assert "| 56 | plain56 | 14.00 ± 1.41 | resnet56 | 2.00 ± 1.41 | 23.00 ± 1.41 | 13.00 ± 1.41 |" in text
-    assert ("training error 8.00% at depth 20 -> 14.00% at depth 56 (+6.00 points from depth 20, seeds' spread 2.00): it rises "
-            "with depth: degradation reproduced") in text
-    assert ("every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 vs 20, "
-            "-5.00 points of training error, spread 2.00)") in text
+    assert (
+        "training error 8.00% at depth 20 -> 14.00% at depth 56 (+6.00 points from depth 20, seeds' spread 2.00): it rises "
+        "with depth: degradation reproduced"
+    ) in text
+    assert (
+        "every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 vs 20, "
+        "-5.00 points of training error, spread 2.00)"
+    ) in text
     # vgg: plain only, one seed at depth 11 (error 20) and two at 16 (17 ± 1.41): no residual verdict
-    assert "training error 20.00% at depth 11 -> 17.00% at depth 16 (-3.00 points from depth 11, seeds' spread 1.41): it does not rise" in text
+    assert (
+        "training error 20.00% at depth 11 -> 17.00% at depth 16 (-3.00 points from depth 11, seeds' spread 1.41): it does not rise"
+        in text
+    )
     # transfer: finetune 41 vs linear probe 32 at 10 labels (+9.00), 57 vs 46 at 100 (+11.00)
     # and each mode over scratch (the seeds' table): linear probe +21 and +15, finetune +30 and +26
-    assert "| resnet20 | cifar100 | 10 | 11.00 ± 1.41 | 32.00 ± 2.83 | 41.00 ± 1.41 | +21.00 | +30.00 | finetune | +9.00 |" in text
-    assert "| resnet20 | cifar100 | 100 | 31.00 ± 1.41 | 46.00 ± 1.41 | 57.00 ± 2.83 | +15.00 | +26.00 | finetune | +11.00 |" in text
-    assert ("- resnet20 on cifar100 (labels/class 10, 100): linear probe over scratch +21.00, +15.00; finetune over linear probe "
-            "+9.00, +11.00; at 10 labels/class finetune over scratch +30.00 points.") in text
+    assert (
+        "| resnet20 | cifar100 | 10 | 11.00 ± 1.41 | 32.00 ± 2.83 | 41.00 ± 1.41 | +21.00 | +30.00 | finetune | +9.00 |"
+        in text
+    )
+    assert (
+        "| resnet20 | cifar100 | 100 | 31.00 ± 1.41 | 46.00 ± 1.41 | 57.00 ± 2.83 | +15.00 | +26.00 | finetune | +11.00 |"
+        in text
+    )
+    assert (
+        "- resnet20 on cifar100 (labels/class 10, 100): linear probe over scratch +21.00, +15.00; finetune over linear probe "
+        "+9.00, +11.00; at 10 labels/class finetune over scratch +30.00 points."
+    ) in text
     found = json.loads((out / "report.json").read_text())["findings"]
     deg, vgg = found["degradation"]
     assert deg["plain"]["rise"] == pytest.approx(6.0) and deg["residual"]["rise"] == pytest.approx(-5.0)
@@ -221,9 +357,15 @@ def test_budget_along_the_curves_and_variants_against_the_defaults(tmp_path: Pat
     from harness.report import build
 
     zero = {"model": {"zero_init_residual": True}}
-    for arch, accs, extra in (("plain20", (0.88, 0.90), None), ("plain56", (0.70, 0.72), None), ("resnet20", (0.90, 0.92), None),
-                              ("resnet56", (0.84, 0.86), None), ("resnet20", (0.90, 0.92), zero), ("resnet56", (0.95, 0.97), zero),
-                              ("resnet20", (0.91, 0.93), {"trainer": {"precision": "bf16-mixed"}})):
+    for arch, accs, extra in (
+        ("plain20", (0.88, 0.90), None),
+        ("plain56", (0.70, 0.72), None),
+        ("resnet20", (0.90, 0.92), None),
+        ("resnet56", (0.84, 0.86), None),
+        ("resnet20", (0.90, 0.92), zero),
+        ("resnet56", (0.95, 0.97), zero),
+        ("resnet20", (0.91, 0.93), {"trainer": {"precision": "bf16-mixed"}}),
+    ):
         for seed, acc in enumerate(accs):
             write_run(tmp_path / ("variant" if extra else "study"), arch, seed, acc - 0.05, acc, 0.3, extra=extra)
     rep = build([tmp_path / "study", tmp_path / "variant"], tmp_path / "out", charts=False)
@@ -232,31 +374,55 @@ def test_budget_along_the_curves_and_variants_against_the_defaults(tmp_path: Pat
     paper, zero_init = rep.findings["budget"]
     assert (paper["variant"], paper["holds_from"], paper["holds_at"], paper["steps"]) == ("", None, [], 30)
     assert paper["end"]["worst"] == (20, 56, pytest.approx(6.0), pytest.approx(1.41, abs=0.01))
-    assert (zero_init["variant"], zero_init["holds_from"], zero_init["holds_at"]) == ("model.zero_init_residual=True", 10, [10, 20, 30])
-    assert "does not hold at the last step all the curves logged (step 30). At step 30: worst residual pair depth 56 vs 20, +6.00 points" in text
-    assert "(model.zero_init_residual=True): training error resnet20 >= resnet56 (within the seeds' spread), with the deepest plain " \
-           "net worse than the shallowest, holds from step 10 of 30 on." in text
+    assert (zero_init["variant"], zero_init["holds_from"], zero_init["holds_at"]) == (
+        "model.zero_init_residual=True",
+        10,
+        [10, 20, 30],
+    )
+    assert (
+        "does not hold at the last step all the curves logged (step 30). At step 30: worst residual pair depth 56 vs 20, +6.00 points"
+        in text
+    )
+    assert (
+        "(model.zero_init_residual=True): training error resnet20 >= resnet56 (within the seeds' spread), with the deepest plain "
+        "net worse than the shallowest, holds from step 10 of 30 on." in text
+    )
     found = {(f["arch"], f["variant"]): f for f in rep.findings["variants"]}
-    assert set(found) == {("resnet20", "model.zero_init_residual=True"), ("resnet56", "model.zero_init_residual=True"),
-                          ("resnet20", "trainer.precision=bf16-mixed")}
+    assert set(found) == {
+        ("resnet20", "model.zero_init_residual=True"),
+        ("resnet56", "model.zero_init_residual=True"),
+        ("resnet20", "trainer.precision=bf16-mixed"),
+    }
     bf16 = found[("resnet20", "trainer.precision=bf16-mixed")]
     assert (bf16["rise"], bf16["within_spread"]) == (pytest.approx(-1.0), True)
     assert found[("resnet56", "model.zero_init_residual=True")]["rise"] == pytest.approx(-11.0)
-    assert "| resnet56 | cifar10 | model.zero_init_residual=True | 4.00 | 15.00 | -11.00 | 1.41 | " \
-           "lower, beyond the spread |" in text
+    assert (
+        "| resnet56 | cifar10 | model.zero_init_residual=True | 4.00 | 15.00 | -11.00 | 1.41 | "
+        "lower, beyond the spread |" in text
+    )
 
 
 def test_findings_say_so_when_degradation_is_not_reproduced(tmp_path: Path) -> None:
     from harness.report import build
 
     # two seeds each: plain56 rises by 1 point, within its 1.41-point spread; resnet56 worse than resnet20 by 3 (spread 1.41)
-    for arch, trains in (("plain20", (0.90, 0.90)), ("plain56", (0.88, 0.90)), ("resnet20", (0.96, 0.96)), ("resnet56", (0.92, 0.94))):
+    for arch, trains in (
+        ("plain20", (0.90, 0.90)),
+        ("plain56", (0.88, 0.90)),
+        ("resnet20", (0.96, 0.96)),
+        ("resnet56", (0.92, 0.94)),
+    ):
         for seed, train in enumerate(trains):
             write_run(tmp_path / "runs", arch, seed, train - 0.05, train, 0.2)
     text = (build(tmp_path / "runs", tmp_path / "out", charts=False).out / "report.md").read_text()
-    assert "(+1.00 points from depth 20, seeds' spread 1.41): it does not rise with depth beyond the seeds' spread: degradation not reproduced" in text
-    assert "not every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 vs 20, " \
-           "+3.00 points of training error, spread 1.41)" in text
+    assert (
+        "(+1.00 points from depth 20, seeds' spread 1.41): it does not rise with depth beyond the seeds' spread: degradation not reproduced"
+        in text
+    )
+    assert (
+        "not every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 vs 20, "
+        "+3.00 points of training error, spread 1.41)" in text
+    )
 
 
 def test_a_residual_only_ladder_gets_its_verdict(tmp_path: Path) -> None:
@@ -273,8 +439,10 @@ def test_a_residual_only_ladder_gets_its_verdict(tmp_path: Path) -> None:
     assert f["plain"] is None and f["residual"]["rise"] == pytest.approx(2.0)
     text = (rep.out / "report.md").read_text()
     assert "Plain nets" not in text
-    assert "not every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 vs 20, " \
-           "+2.00 points of training error, spread 0.00)" in text
+    assert (
+        "not every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 vs 20, "
+        "+2.00 points of training error, spread 0.00)" in text
+    )
 
 
 def test_degradation_past_the_best_depth(tmp_path: Path) -> None:
@@ -287,8 +455,10 @@ def test_degradation_past_the_best_depth(tmp_path: Path) -> None:
             write_run(tmp_path / "runs", arch, seed, train - 0.05, train, 0.2)
     rep = build(tmp_path / "runs", tmp_path / "out", charts=False)
     text = (rep.out / "report.md").read_text()
-    assert ("training error 16.50% at depth 4 -> 12.00% at depth 13 (the lowest) -> 16.00% at depth 25 (+4.00 points from depth 13, "
-            "seeds' spread 1.41): it rises past depth 13: degradation reproduced") in text
+    assert (
+        "training error 16.50% at depth 4 -> 12.00% at depth 13 (the lowest) -> 16.00% at depth 25 (+4.00 points from depth 13, "
+        "seeds' spread 1.41): it rises past depth 13: degradation reproduced"
+    ) in text
     (vgg,) = json.loads((rep.out / "report.json").read_text())["findings"]["degradation"]
     assert (vgg["plain"]["shallow"], vgg["plain"]["best"], vgg["plain"]["deep"]) == (4, 13, 25)
 
@@ -302,18 +472,40 @@ def test_a_class_subset_is_its_own_task(tmp_path: Path) -> None:
         write_run(tmp_path / "runs", "resnet20", seed, 0.90, 0.95, 0.2, classes=[0, 1, 2, 3, 4])
         for mode, acc10, acc100 in (("scratch", 0.30, 0.50), ("finetune", 0.50, 0.505)):
             for lpc, acc in ((10, acc10), (100, acc100)):
-                write_run(tmp_path / "runs", "resnet20", seed, acc + seed / 100, acc, 1.0, transfer=mode, lpc=lpc, classes=[5, 6, 7, 8, 9])
+                write_run(
+                    tmp_path / "runs",
+                    "resnet20",
+                    seed,
+                    acc + seed / 100,
+                    acc,
+                    1.0,
+                    transfer=mode,
+                    lpc=lpc,
+                    classes=[5, 6, 7, 8, 9],
+                )
     rep = build(tmp_path / "runs", tmp_path / "out", charts=True)
     tasks = {(r["task"], r["transfer"], r["labels_per_class"]) for r in rep.rows}
-    assert tasks == {("cifar10 classes 0-4", "scratch", None), ("cifar10 classes 5-9", "scratch", 10), ("cifar10 classes 5-9", "finetune", 10),
-                     ("cifar10 classes 5-9", "scratch", 100), ("cifar10 classes 5-9", "finetune", 100)}
+    assert tasks == {
+        ("cifar10 classes 0-4", "scratch", None),
+        ("cifar10 classes 5-9", "scratch", 10),
+        ("cifar10 classes 5-9", "finetune", 10),
+        ("cifar10 classes 5-9", "scratch", 100),
+        ("cifar10 classes 5-9", "finetune", 100),
+    }
     cell, close = json.loads((rep.out / "report.json").read_text())["findings"]["transfer"]
-    assert (cell["labels_per_class"], cell["winner"], sorted(cell["test_acc1"])) == (10, "finetune", ["finetune", "scratch"])
+    assert (cell["labels_per_class"], cell["winner"], sorted(cell["test_acc1"])) == (
+        10,
+        "finetune",
+        ["finetune", "scratch"],
+    )
     text = (rep.out / "report.md").read_text()
     assert "| resnet20 | cifar10 classes 5-9 | 10 | 30.50 ± 0.71 | 50.50 ± 0.71 | +20.00 | finetune | +20.00 |" in text
     assert cell["spread"] == pytest.approx(0.71, abs=0.01)
     # at 100 labels finetune leads by half a point, less than the seeds' 0.71
-    assert "| resnet20 | cifar10 classes 5-9 | 100 | 50.50 ± 0.71 | 51.00 ± 0.71 | +0.50~ | finetune | +0.50 (within the seeds' spread) |" in text
+    assert (
+        "| resnet20 | cifar10 classes 5-9 | 100 | 50.50 ± 0.71 | 51.00 ± 0.71 | +0.50~ | finetune | +0.50 (within the seeds' spread) |"
+        in text
+    )
     assert close["margin"] == pytest.approx(0.5)
     assert set(rep.charts) == {"accuracy_vs_cost_cifar10-classes-0-4", "transfer"}
     runs = json.loads((rep.out / "runs.json").read_text())
@@ -328,7 +520,11 @@ def test_a_ddp_run_is_its_own_row_with_its_world_size_and_job_rate(tmp_path: Pat
     for devices in (1, 2):
         write_run(tmp_path / "runs", "resnet20", 0, 0.90, 0.95, 0.2, devices=devices)
     rep = build(tmp_path / "runs", tmp_path / "out", charts=True)
-    cells = {(r["variant"], r["ranks"], r["samples/s"]) for r in md_rows((rep.out / "report.md").read_text()) if r.get("arch") == "resnet20"}
+    cells = {
+        (r["variant"], r["ranks"], r["samples/s"])
+        for r in md_rows((rep.out / "report.md").read_text())
+        if r.get("arch") == "resnet20"
+    }
     assert cells == {("trainer.devices=1", "1", "880"), ("trainer.devices=2", "2", "1,760")}
     assert [r["world_size"] for r in json.loads((rep.out / "runs.json").read_text())] == [1, 2]
     assert "accuracy_vs_cost" in rep.charts
@@ -338,7 +534,13 @@ def test_charts_are_png_files(report: tuple[Path, str]) -> None:
     out, stdout = report
     import matplotlib.image
 
-    names = ["accuracy_vs_depth_cifar10", "degradation_vs_depth_cifar10", "training_curves_cifar10", "accuracy_vs_cost_cifar10", "transfer"]
+    names = [
+        "accuracy_vs_depth_cifar10",
+        "degradation_vs_depth_cifar10",
+        "training_curves_cifar10",
+        "accuracy_vs_cost_cifar10",
+        "transfer",
+    ]
     for name in names:
         png = out / f"{name}.png"
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 20_000, name
@@ -350,8 +552,10 @@ def test_charts_are_png_files(report: tuple[Path, str]) -> None:
 
 
 def test_metrics_of_a_resumed_run_latest_version_wins(tmp_path: Path) -> None:
-    for version, rows in ((0, [(0, 4, 2.0, ""), (0, 9, "", 0.5), (1, 14, 1.9, ""), (1, 15, 1.8, "")]),
-                          (1, [(1, 14, 1.5, ""), (1, 19, "", 0.7)])):
+    for version, rows in (
+        (0, [(0, 4, 2.0, ""), (0, 9, "", 0.5), (1, 14, 1.9, ""), (1, 15, 1.8, "")]),
+        (1, [(1, 14, 1.5, ""), (1, 19, "", 0.7)]),
+    ):
         d = tmp_path / "metrics" / f"version_{version}"
         d.mkdir(parents=True)
         with (d / "metrics.csv").open("w", newline="") as f:
@@ -361,7 +565,9 @@ def test_metrics_of_a_resumed_run_latest_version_wins(tmp_path: Path) -> None:
     assert curve["train_error"] == [(10, 0.5), (20, pytest.approx(0.3))]  # at the steps trained by each epoch's end
 
 
-def test_wandb_offline_writes_a_run_under_out_and_disabled_none(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_wandb_offline_writes_a_run_under_out_and_disabled_none(
+    tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     sub = tmp_path / "transfer"
     shutil.copytree(tree / "transfer", sub)
     assert main(["report", str(sub), "--out", str(tmp_path / "off"), "--wandb", "offline"]) == 0
@@ -369,7 +575,9 @@ def test_wandb_offline_writes_a_run_under_out_and_disabled_none(tree: Path, tmp_
     assert len(runs) == 1 and list(runs[0].glob("*.wandb")), list((tmp_path / "off").rglob("*"))
     w = WandbFile.read(next(runs[0].glob("*.wandb")))  # the tables, PNGs and native charts, read from the records
     (row,) = w.history
-    assert row["report/_type"] == "table-file" and row["runs/nrows"] == 12 and row["charts/transfer/_type"] == "image-file"
+    assert (
+        row["report/_type"] == "table-file" and row["runs/nrows"] == 12 and row["charts/transfer/_type"] == "image-file"
+    )
     assert w.summary["runs_completed"] == 12 and w.exit_code == 0
     assert "W&B offline" in capsys.readouterr().out
     assert main(["report", str(sub), "--out", str(tmp_path / "none")]) == 0
@@ -393,12 +601,22 @@ def test_malformed_result_is_a_one_line_error(tmp_path: Path, capsys: pytest.Cap
     bad.parent.mkdir()
     bad.write_text('{"run_id": "x", "arch": ')
     code, err = cli(capsys, str(tmp_path / "r"))
-    assert code == 2 and err.count("\n") == 1 and err.startswith("convbench report: error: ") and str(bad) in err and "malformed" in err, err
+    assert (
+        code == 2
+        and err.count("\n") == 1
+        and err.startswith("convbench report: error: ")
+        and str(bad) in err
+        and "malformed" in err
+    ), err
     bad.write_text(json.dumps({"run_id": "x", "arch": "vgg11", "status": "completed", "test_acc1": "high"}))
     code, err = cli(capsys, str(tmp_path / "r"))
     assert code == 2 and err.count("\n") == 1 and str(bad) in err and "test_acc1" in err, err
-    for text, fragment in (("", "not valid JSON"), ("[1]", "expected a JSON object"), ('{"run_id": "x", "arch": "vgg11"}', "'status' missing"),
-                           (json.dumps({"run_id": "x", "arch": "vgg11", "status": "done"}), "status='done'")):
+    for text, fragment in (
+        ("", "not valid JSON"),
+        ("[1]", "expected a JSON object"),
+        ('{"run_id": "x", "arch": "vgg11"}', "'status' missing"),
+        (json.dumps({"run_id": "x", "arch": "vgg11", "status": "done"}), "status='done'"),
+    ):
         bad.write_text(text)
         code, err = cli(capsys, str(tmp_path / "r"))
         assert code == 2 and err.count("\n") == 1 and str(bad) in err and fragment in err, err
@@ -411,10 +629,27 @@ def test_older_and_newer_result_files_load(tmp_path: Path) -> None:
     from harness.run_record import RunResult
 
     p = tmp_path / "result.json"
-    p.write_text(json.dumps({"run_id": "vgg11-cifar10-s0-0123456789", "arch": "vgg11", "status": "completed", "depth": 11,
-                             "test_acc1": 0.9, "train_loss": float("nan"), "from_the_future": [1, 2]}))
+    p.write_text(
+        json.dumps(
+            {
+                "run_id": "vgg11-cifar10-s0-0123456789",
+                "arch": "vgg11",
+                "status": "completed",
+                "depth": 11,
+                "test_acc1": 0.9,
+                "train_loss": float("nan"),
+                "from_the_future": [1, 2],
+            }
+        )
+    )
     r = RunResult.read(p)
-    assert (r.depth, r.test_acc1, r.residual, r.world_size, r.config) == (11, 0.9, None, None, {}) and r.train_loss != r.train_loss
+    assert (r.depth, r.test_acc1, r.residual, r.world_size, r.config) == (
+        11,
+        0.9,
+        None,
+        None,
+        {},
+    ) and r.train_loss != r.train_loss
 
 
 def test_published_runs_name_relative_paths() -> None:
@@ -446,7 +681,9 @@ def test_sweep_dir_listing_run_ids(tree: Path, tmp_path: Path, capsys: pytest.Ca
         sweep.parent.rmdir()
     rows = json.loads((tmp_path / "o" / "runs.json").read_text())
     assert sorted(r["run_id"] for r in rows) == ids
-    assert all(r["path"] == r["run_id"] for r in rows)  # outside the sweep dir: relative to their results root, never absolute
+    assert all(
+        r["path"] == r["run_id"] for r in rows
+    )  # outside the sweep dir: relative to their results root, never absolute
     capsys.readouterr()
 
 
@@ -455,9 +692,22 @@ def test_report_of_two_real_runs(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
     results = tmp_path / "results"
     for arch in ("resnet20", "plain20"):
-        config = resolve([("test", {"arch": arch, "dataset": "synthetic", "epochs": 2, "results": str(results),
-                                    "wandb": {"mode": "disabled"}, "trainer": {"log_every_n_steps": 1},
-                                    "data": {"input_size": [3, 32, 32], "num_samples": 256, "num_workers": 0, "batch_size": 256}})])
+        config = resolve(
+            [
+                (
+                    "test",
+                    {
+                        "arch": arch,
+                        "dataset": "synthetic",
+                        "epochs": 2,
+                        "results": str(results),
+                        "wandb": {"mode": "disabled"},
+                        "trainer": {"log_every_n_steps": 1},
+                        "data": {"input_size": [3, 32, 32], "num_samples": 256, "num_workers": 0, "batch_size": 256},
+                    },
+                )
+            ]
+        )
         assert train(config).status == "completed"
     assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
     stdout = capsys.readouterr().out
@@ -471,7 +721,9 @@ def test_report_of_two_real_runs(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert {r["arch"] for r in runs} == {"resnet20", "plain20"} and all(r["status"] == "completed" for r in runs)
 
 
-def test_wandb_native_charts_over_the_report_table(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_wandb_native_charts_over_the_report_table(
+    tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """accuracy and training error vs depth per family (lines), accuracy vs throughput and vs memory
     (scatter): W&B's own chart specs over one table of the from-scratch rows, in the offline records."""
     assert main(["report", str(tree), "--out", str(tmp_path), "--wandb", "offline", "--no-charts"]) == 0
@@ -479,13 +731,19 @@ def test_wandb_native_charts_over_the_report_table(tree: Path, tmp_path: Path, c
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     w = WandbFile.read(next(run.glob("*.wandb")))
     (row,) = w.history
-    charts = {"accuracy_vs_depth": ("line", "depth", "test_acc1_pct"), "train_error_vs_depth": ("line", "depth", "train_error_pct"),
-              "accuracy_vs_throughput": ("scatter", "train_samples_per_s", "test_acc1_pct"),
-              "accuracy_vs_memory": ("scatter", "peak_memory_mib", "test_acc1_pct")}
+    charts = {
+        "accuracy_vs_depth": ("line", "depth", "test_acc1_pct"),
+        "train_error_vs_depth": ("line", "depth", "train_error_pct"),
+        "accuracy_vs_throughput": ("scatter", "train_samples_per_s", "test_acc1_pct"),
+        "accuracy_vs_memory": ("scatter", "peak_memory_mib", "test_acc1_pct"),
+    }
     for name, (kind, x, y) in charts.items():
         assert row[f"native/{name}_table/_type"] == "table-file", name
         spec = w.config[f"_wandb/visualize/native/{name}"]["panel_config"]
-        assert spec["panelDefId"] == f"wandb/{kind}/v0" and (spec["fieldSettings"]["x"], spec["fieldSettings"]["y"]) == (x, y)
+        assert spec["panelDefId"] == f"wandb/{kind}/v0" and (
+            spec["fieldSettings"]["x"],
+            spec["fieldSettings"]["y"],
+        ) == (x, y)
         if kind == "line":
             assert spec["fieldSettings"]["stroke"] == "series"
     table_file = run / "files" / row["native/accuracy_vs_depth_table/path"]
@@ -496,5 +754,10 @@ def test_wandb_native_charts_over_the_report_table(tree: Path, tmp_path: Path, c
     assert plain20["series"] == "resnet_cifar (plain)" and plain20["depth"] == 20 and plain20["n"] == 3
     assert plain20["test_acc1_pct"] == pytest.approx(82.0) and plain20["train_error_pct"] == pytest.approx(8.0)
     assert by_arch[("resnet56", "cifar10")]["series"] == "resnet_cifar (residual)"
-    assert sorted(r["series"] for r in rows if r["arch"] == "resnet20") == ["resnet_cifar (residual)", "resnet_cifar (residual) [optim.lr=0.01]"]
-    assert {r["task"] for r in rows} == {"cifar10"}  # from scratch with all labels only: the transfer rows are not on these charts
+    assert sorted(r["series"] for r in rows if r["arch"] == "resnet20") == [
+        "resnet_cifar (residual)",
+        "resnet_cifar (residual) [optim.lr=0.01]",
+    ]
+    assert {r["task"] for r in rows} == {
+        "cifar10"
+    }  # from scratch with all labels only: the transfer rows are not on these charts

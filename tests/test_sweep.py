@@ -1,5 +1,6 @@
 """`convbench sweep`: loading and validation (with line numbers), grid expansion, dry runs, and the local
 backend, including a runner killed mid-run and started again (every run completes exactly once)."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,9 @@ def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=timeout
+    )
 
 
 SYNTHETIC = """
@@ -50,21 +53,54 @@ SYNTHETIC = """
 """
 
 
-@pytest.mark.parametrize("text, match", [
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lrr: {values: [0.1]}\n", r"line 4: unknown config key optim.lrr; accepted under optim: .*lr"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  seed:\n    values: []\n", r"line 5: parameters.seed.values: empty grid"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  epochs:\n    values: [1, two]\n", r"line 5.*epochs='two'.*expected int"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurmm: {}\n", r"line 5: unknown config key convbench.slurmm; accepted under convbench: .*slurm"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurm:\n    cpus_per_task: many\n", r"line 6: convbench.slurm.cpus_per_task='many': expected int"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurm:\n    partion: gpu\n", r"line 6: unknown config key convbench.slurm.partion; accepted under convbench.slurm: partition"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  seeds: []\n", r"line 5: convbench.seeds"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  trainer.precision: {value: 64}\n", r"line 4: trainer.precision=64: accepted 32-true"),
-    ("method: grid\nparamters:\n  arch: {value: lenet5}\n", r"line 2: unknown config key paramters; accepted under the top level: method, parameters.*convbench-only keys go under convbench"),
-    ("method: bayes\nparameters:\n  arch: {value: lenet5}\n", r"line 1: method='bayes'"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  data.bogus: {value: 1}\n", r"line 4: unknown config key data.bogus; accepted under data: root"),
-    ("method: grid\nparameters:\n  arch: {values: [lenet5, nonet]}\n", r"run 1 \(arch=nonet\)"),
-    ("method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lr: {values: [0.1, -1.0]}\n", r"line 4: optim.lr=-1.0: must be > 0"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (
+            "method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lrr: {values: [0.1]}\n",
+            r"line 4: unknown config key optim.lrr; accepted under optim: .*lr",
+        ),
+        (
+            "method: grid\nparameters:\n  arch: {value: lenet5}\n  seed:\n    values: []\n",
+            r"line 5: parameters.seed.values: empty grid",
+        ),
+        (
+            "method: grid\nparameters:\n  arch: {value: lenet5}\n  epochs:\n    values: [1, two]\n",
+            r"line 5.*epochs='two'.*expected int",
+        ),
+        (
+            "method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurmm: {}\n",
+            r"line 5: unknown config key convbench.slurmm; accepted under convbench: .*slurm",
+        ),
+        (
+            "method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurm:\n    cpus_per_task: many\n",
+            r"line 6: convbench.slurm.cpus_per_task='many': expected int",
+        ),
+        (
+            "method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  slurm:\n    partion: gpu\n",
+            r"line 6: unknown config key convbench.slurm.partion; accepted under convbench.slurm: partition",
+        ),
+        ("method: grid\nparameters:\n  arch: {value: lenet5}\nconvbench:\n  seeds: []\n", r"line 5: convbench.seeds"),
+        (
+            "method: grid\nparameters:\n  arch: {value: lenet5}\n  trainer.precision: {value: 64}\n",
+            r"line 4: trainer.precision=64: accepted 32-true",
+        ),
+        (
+            "method: grid\nparamters:\n  arch: {value: lenet5}\n",
+            r"line 2: unknown config key paramters; accepted under the top level: method, parameters.*convbench-only keys go under convbench",
+        ),
+        ("method: bayes\nparameters:\n  arch: {value: lenet5}\n", r"line 1: method='bayes'"),
+        (
+            "method: grid\nparameters:\n  arch: {value: lenet5}\n  data.bogus: {value: 1}\n",
+            r"line 4: unknown config key data.bogus; accepted under data: root",
+        ),
+        ("method: grid\nparameters:\n  arch: {values: [lenet5, nonet]}\n", r"run 1 \(arch=nonet\)"),
+        (
+            "method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lr: {values: [0.1, -1.0]}\n",
+            r"line 4: optim.lr=-1.0: must be > 0",
+        ),
+    ],
+)
 def test_validation_errors_name_key_and_line(tmp_path: Path, text: str, match: str) -> None:
     with pytest.raises(Exception, match=match):
         load(write(tmp_path, text))
@@ -76,13 +112,16 @@ def test_cli_reports_a_bad_sweep_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "line 4" in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (lambda p: p.write_text(""), "is empty"),
-    (lambda p: p.mkdir(), "is a directory"),
-    (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200)), "not a text file"),
-    (lambda p: p.write_text("method: grid\nparameters:\n  arch: {value: lenet5\n"), "not valid YAML"),
-    (lambda p: p.write_text("- a\n- b\n"), "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda p: p.write_text(""), "is empty"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200)), "not a text file"),
+        (lambda p: p.write_text("method: grid\nparameters:\n  arch: {value: lenet5\n"), "not valid YAML"),
+        (lambda p: p.write_text("- a\n- b\n"), "expected a mapping"),
+    ],
+)
 def test_unusable_sweep_file(tmp_path: Path, make, fragment: str) -> None:
     make(tmp_path / "s.yaml")
     with pytest.raises(UserError, match=fragment):
@@ -97,9 +136,19 @@ def test_cli_reports_an_empty_sweep_file_in_one_line(tmp_path: Path) -> None:
 
 def test_shipped_sweeps_load() -> None:
     counts = {p.stem: len(load(p).runs) for p in sorted((REPO / "sweeps").glob("*.yaml"))}
-    assert counts == {"cifar10-resnet-depth": 30, "fashion-depth": 16, "fashion-depth-zero-init": 8, "fashion-precision": 8,
-                      "imagenet-ilsvrc": 17, "transfer": 38, "transfer-similar": 38}
-    for split, prefix, target in (("transfer", "pretrain-", [5, 6, 7, 8, 9]), ("transfer-similar", "pretrain-similar-", [6, 4, 9, 3, 1])):
+    assert counts == {
+        "cifar10-resnet-depth": 30,
+        "fashion-depth": 16,
+        "fashion-depth-zero-init": 8,
+        "fashion-precision": 8,
+        "imagenet-ilsvrc": 17,
+        "transfer": 38,
+        "transfer-similar": 38,
+    }
+    for split, prefix, target in (
+        ("transfer", "pretrain-", [5, 6, 7, 8, 9]),
+        ("transfer-similar", "pretrain-similar-", [6, 4, 9, 3, 1]),
+    ):
         transfer = load(REPO / "sweeps" / f"{split}.yaml")
         named = {r.name: r for r in transfer.runs if r.name}
         assert set(named) == {f"{prefix}lenet5", f"{prefix}resnet20"}
@@ -107,7 +156,9 @@ def test_shipped_sweeps_load() -> None:
             if r.config.transfer.mode == "scratch":
                 assert not r.deps and r.config.transfer.checkpoint is None
             if r.name:
-                assert r.config.data["classes"] == sorted(set(range(10)) - set(target)) and r.config.trainer.max_steps == 0
+                assert (
+                    r.config.data["classes"] == sorted(set(range(10)) - set(target)) and r.config.trainer.max_steps == 0
+                )
             else:  # equal optimisation at every label budget
                 assert r.config.data["classes"] == target and r.config.trainer.max_steps == 200
             if r.config.transfer.mode != "scratch" and not r.name:
@@ -119,12 +170,18 @@ def test_shipped_sweeps_load() -> None:
 def test_run_ids_are_those_of_the_published_studies() -> None:
     """Finished runs are found by run id: the shipped sweeps still resolve to the ids of docs/results (a
     change to the config schema or the hash that moved them would rerun every study)."""
-    published = lambda study: {r["run_id"] for r in json.loads((REPO / "docs" / "results" / study / "runs.json").read_text())}  # noqa: E731
+    published = lambda study: {
+        r["run_id"] for r in json.loads((REPO / "docs" / "results" / study / "runs.json").read_text())
+    }  # noqa: E731
     ids = lambda sweep: {r.run_id for r in load(REPO / "sweeps" / f"{sweep}.yaml").runs}  # noqa: E731
     assert ids("fashion-precision") == published("precision")
     assert ids("fashion-depth") | ids("fashion-depth-zero-init") == published("depth")
-    scratch = {r.run_id for s in ("transfer", "transfer-similar") for r in load(REPO / "sweeps" / f"{s}.yaml").runs
-               if r.config.transfer.mode == "scratch"}
+    scratch = {
+        r.run_id
+        for s in ("transfer", "transfer-similar")
+        for r in load(REPO / "sweeps" / f"{s}.yaml").runs
+        if r.config.transfer.mode == "scratch"
+    }
     assert len(scratch) == 28 and scratch <= published("transfer")  # the others hash their checkpoint's absolute path
 
 
@@ -163,7 +220,11 @@ def test_dry_run_lists_runs(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()  # nothing ran, nothing written
     slurm = cli("sweep", "run", str(p), "--backend", "slurm", "--dry-run")
     assert slurm.returncode == 0, slurm.stderr
-    assert "#SBATCH --array=0-1\n" in slurm.stdout and "#SBATCH --ntasks-per-node=1" in slurm.stdout and "gres" not in slurm.stdout
+    assert (
+        "#SBATCH --array=0-1\n" in slurm.stdout
+        and "#SBATCH --ntasks-per-node=1" in slurm.stdout
+        and "gres" not in slurm.stdout
+    )
     assert "#SBATCH --signal=SIGUSR1@90" in slurm.stdout and "srun " in slurm.stdout
 
 
@@ -185,8 +246,14 @@ def test_killed_runner_restarts_and_completes_each_run_once(tmp_path: Path) -> N
     p = write(tmp_path, SYNTHETIC.format(epochs=3, samples=1024, results=tmp_path / "results"))
     sweep = load(p)
     first = sweep.runs[0]
-    runner = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(p), "--parallel", "1"], cwd=REPO, env=ENV,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "sweep", str(p), "--parallel", "1"],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (first.run_dir / "checkpoints" / "last.ckpt").is_file():  # mid-run: one epoch done
@@ -220,7 +287,13 @@ def test_status_without_the_slurm_controller_says_so(tmp_path: Path) -> None:
     store.prepare(sweep)
     store.add_job(sweep, store.ArrayJob("4242", "x.sbatch", "0-1"))
     env = {k: v for k, v in ENV.items() if not k.startswith("SLURM_")}
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", "status", str(p)], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "sweep", "status", str(p)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stdout + proc.stderr
     assert "squeue failed" in proc.stderr and "SLURM_CONF" in proc.stderr

@@ -1,6 +1,7 @@
 """Sweeps at scale without a cluster: index ranges, splitting runs into arrays at MaxArraySize and at
 Slurm's 4,096-character --array limit, offsets in the rendered script, jobs.json old and new, the
 array_parallelism key, and a local runner whose work does not grow with the number of waiting runs."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,8 @@ ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
 
 def sweep_file(tmp_path: Path, seeds: list[int], slurm: str = "{cpus_per_task: 1}", samples: int = 32) -> Path:
     p = tmp_path / "big.yaml"
-    p.write_text(textwrap.dedent(f"""
+    p.write_text(
+        textwrap.dedent(f"""
         method: grid
         parameters:
           arch: {{value: lenet5}}
@@ -39,14 +41,22 @@ def sweep_file(tmp_path: Path, seeds: list[int], slurm: str = "{cpus_per_task: 1
           results: {tmp_path / "results"}
           seeds: {json.dumps(seeds)}
           slurm: {slurm}
-    """).lstrip())
+    """).lstrip()
+    )
     return p
 
 
-@pytest.mark.parametrize("indices, text", [
-    ([], ""), ([7], "7"), ([0, 1], "0-1"), (list(range(600)), "0-599"),
-    ([*range(10), *range(20, 30)], "0-9,20-29"), ([5, 3, 4, 9, 1, 3], "1,3-5,9"),
-])
+@pytest.mark.parametrize(
+    "indices, text",
+    [
+        ([], ""),
+        ([7], "7"),
+        ([0, 1], "0-1"),
+        (list(range(600)), "0-599"),
+        ([*range(10), *range(20, 30)], "0-9,20-29"),
+        ([5, 3, 4, 9, 1, 3], "1,3-5,9"),
+    ],
+)
 def test_ranges_round_trip(indices: list[int], text: str) -> None:
     assert ranges.compact(indices) == text
     assert ranges.expand(text) == sorted(set(indices))
@@ -57,7 +67,9 @@ def test_ranges_read_slurm_task_lists() -> None:
     assert ranges.expand("[0-3,7%2]") == [0, 1, 2, 3, 7]
 
 
-@pytest.mark.parametrize("max_array_size, block", [(1001, 1000), (50, 50), (10001, 10000), (4, 4), (1234, 1200), (101, 100)])
+@pytest.mark.parametrize(
+    "max_array_size, block", [(1001, 1000), (50, 50), (10001, 10000), (4, 4), (1234, 1200), (101, 100)]
+)
 def test_block_is_max_array_size_to_two_significant_digits(max_array_size: int, block: int) -> None:
     assert Limits(max_array_size, 0).block == block
 
@@ -85,8 +97,17 @@ def test_script_maps_task_ids_to_run_indices(tmp_path: Path) -> None:
     assert "#SBATCH --array=0-99%5\n" in script
     assert 'RUN_INDEX=$((SLURM_ARRAY_TASK_ID + 1000))\nRUN_CONFIG="' in script and '/runs/${RUN_INDEX}.yaml"' in script
     task_id = 42  # what bash computes for task 42 of that array
-    out = subprocess.run(["bash", "-c", "SLURM_ARRAY_TASK_ID=42; " + next(l for l in script.splitlines() if l.startswith("RUN_INDEX"))
-                          + "; echo $RUN_INDEX"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            "bash",
+            "-c",
+            "SLURM_ARRAY_TASK_ID=42; "
+            + next(l for l in script.splitlines() if l.startswith("RUN_INDEX"))
+            + "; echo $RUN_INDEX",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout.strip() == str(1000 + task_id)
 
 
@@ -97,7 +118,9 @@ def test_array_parallelism_must_be_positive(tmp_path: Path) -> None:
 
 def test_signal_must_be_the_one_preemption_listens_for(tmp_path: Path) -> None:
     assert load(sweep_file(tmp_path, [0], "\n            signal: B:USR1@60")).slurm.signal == "B:USR1@60"
-    with pytest.raises(UserError, match=r"line 1[56]: convbench.slurm.signal='SIGUSR2@90': accepted \[B:\]\[SIG\]USR1@SECONDS"):
+    with pytest.raises(
+        UserError, match=r"line 1[56]: convbench.slurm.signal='SIGUSR2@90': accepted \[B:\]\[SIG\]USR1@SECONDS"
+    ):
         load(sweep_file(tmp_path, [0], "\n            signal: SIGUSR2@90"))
 
 
@@ -109,8 +132,9 @@ def test_a_cluster_without_arrays_is_a_one_line_error() -> None:
 def test_jobs_json_in_ranges_and_old_files_read(tmp_path: Path) -> None:
     sweep = load(sweep_file(tmp_path, list(range(4))))
     store.prepare(sweep)
-    (sweep.dir / "jobs.json").write_text(json.dumps([{"job_id": "7", "script": "a.sbatch", "indices": [0, 1, 2],
-                                                       "dependency": None, "submitted": 1.0}]))
+    (sweep.dir / "jobs.json").write_text(
+        json.dumps([{"job_id": "7", "script": "a.sbatch", "indices": [0, 1, 2], "dependency": None, "submitted": 1.0}])
+    )
     store.add_job(sweep, store.ArrayJob("8", "b.sbatch", "1000-1099", 1000))
     old, new = store.jobs(sweep)
     assert (old.runs, old.offset, old.indices(), old.run_index(2)) == ("0-2", 0, [0, 1, 2], 2)
@@ -163,7 +187,9 @@ def test_local_runner_reads_each_result_a_bounded_number_of_times(tmp_path: Path
     """The runner reads a run's result.json at the start, when it forks it and when it ends: 3 reads a run
     however long the others take (it used to read every waiting run's file every 50 ms)."""
     p = sweep_file(tmp_path, list(range(3)))
-    proc = subprocess.run([sys.executable, "-c", RUNNER, str(p)], capture_output=True, text=True, cwd=REPO, env=ENV, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(p)], capture_output=True, text=True, cwd=REPO, env=ENV, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     reads, statuses = proc.stdout.split(maxsplit=1)
     assert statuses.strip() == "['completed']" and int(reads) <= 3 * 3, proc.stdout

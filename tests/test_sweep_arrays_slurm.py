@@ -2,6 +2,7 @@
 a sweep split into 3 arrays whose tasks all train to completion under a %1 throttle, status, cancel and
 the resubmission of the rest across the arrays (with offsets); 120 held runs split at MaxArraySize 50;
 1,100 held runs at Slurm's default MaxArraySize (1001). Held arrays (`slurm.extra: [--hold]`) never train."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 def sweep_file(tmp_path: Path, name: str, runs: int, slurm: str) -> Path:
     """lenet5 on 32 synthetic images, one step: the runs cost their imports and little else."""
     p = tmp_path / f"{name}.yaml"
-    p.write_text(textwrap.dedent(f"""
+    p.write_text(
+        textwrap.dedent(f"""
         method: grid
         parameters:
           arch: {{value: lenet5}}
@@ -42,13 +44,20 @@ def sweep_file(tmp_path: Path, name: str, runs: int, slurm: str) -> Path:
           results: {tmp_path / "results"}
           seeds: {json.dumps(list(range(runs)))}
           slurm: {slurm}
-    """).lstrip())
+    """).lstrip()
+    )
     return p
 
 
 def cli(cluster: SlurmCluster, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", *args], capture_output=True, text=True,
-                          env={**cluster.env, "NO_ALBUMENTATIONS_UPDATE": "1"}, cwd=REPO, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "sweep", *args],
+        capture_output=True,
+        text=True,
+        env={**cluster.env, "NO_ALBUMENTATIONS_UPDATE": "1"},
+        cwd=REPO,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -89,13 +98,19 @@ def test_split_arrays_throttle_complete_cancel_and_rerun(slurm_cluster_arrays: S
     # the throttle, watched: never two tasks of one array running at once
     most, deadline = 0, time.monotonic() + 180
     while not ((sweep.runs[0].run_dir / "result.json").is_file() and (sweep.runs[2].run_dir / "result.json").is_file()):
-        queue = slurm_cluster_arrays.run("squeue", "-h", "-r", "-t", "RUNNING", "-o", "%F", "-j", ",".join(ids)).stdout.split()
+        queue = slurm_cluster_arrays.run(
+            "squeue", "-h", "-r", "-t", "RUNNING", "-o", "%F", "-j", ",".join(ids)
+        ).stdout.split()
         most = max([most, *(queue.count(i) for i in ids)])
         assert time.monotonic() < deadline, "runs 0 and 2 never completed"
         time.sleep(0.2)
     assert most <= 1
     cli(slurm_cluster_arrays, "cancel", str(p))
-    wait_for(lambda: not slurm_cluster_arrays.run("squeue", "-h", "-j", ",".join(ids)).stdout.strip(), 60, "the cancelled arrays to leave the queue")
+    wait_for(
+        lambda: not slurm_cluster_arrays.run("squeue", "-h", "-j", ",".join(ids)).stdout.strip(),
+        60,
+        "the cancelled arrays to leave the queue",
+    )
     first = statuses(slurm_cluster_arrays, p)
     assert first[0][0] == first[2][0] == "completed"
     assert first[5][1] == f"{ids[2]}_1", first  # run 5 = task 1 of the third array (offset 4)
@@ -103,12 +118,18 @@ def test_split_arrays_throttle_complete_cancel_and_rerun(slurm_cluster_arrays: S
     left = sorted(i for i, (s, _) in first.items() if s != "completed")
     again = cli(slurm_cluster_arrays, str(p), "--backend", "slurm").stdout  # split again at MaxArraySize 2
     jobs = json.loads((sweep.dir / "jobs.json").read_text())
-    resubmitted = jobs[len(ids):]
+    resubmitted = jobs[len(ids) :]
     assert sorted(i for j in resubmitted for i in ranges.expand(j["runs"])) == left, resubmitted
-    assert all(i - j["offset"] < 2 for j in resubmitted for i in ranges.expand(j["runs"])), resubmitted  # task ids < MaxArraySize
+    assert all(i - j["offset"] < 2 for j in resubmitted for i in ranges.expand(j["runs"])), (
+        resubmitted
+    )  # task ids < MaxArraySize
     assert f"submitted {len(left)} runs as {len(resubmitted)} array jobs" in again, again
     wait_for(lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), 240, "every run's result")
-    wait_for(lambda: all(s == "completed" for s, _ in statuses(slurm_cluster_arrays, p).values()), 60, "status: all completed")
+    wait_for(
+        lambda: all(s == "completed" for s, _ in statuses(slurm_cluster_arrays, p).values()),
+        60,
+        "status: all completed",
+    )
     assert "nothing to submit" in cli(slurm_cluster_arrays, str(p), "--backend", "slurm").stdout
 
 
@@ -128,7 +149,11 @@ def test_120_held_runs_split_at_max_array_size_50(slurm_cluster_arrays: SlurmClu
     # a second submission sees every run queued, across the three arrays
     assert "nothing to submit" in cli(slurm_cluster_arrays, str(p), "--backend", "slurm").stdout
     cli(slurm_cluster_arrays, "cancel", str(p))
-    wait_for(lambda: all(s == "cancelled" for s, _ in statuses(slurm_cluster_arrays, p).values()), 60, "status: all cancelled")
+    wait_for(
+        lambda: all(s == "cancelled" for s, _ in statuses(slurm_cluster_arrays, p).values()),
+        60,
+        "status: all cancelled",
+    )
     assert not any(r.run_dir.exists() for r in sweep.runs)
 
 
@@ -146,5 +171,9 @@ def test_1100_held_runs_submit_at_the_default_max_array_size(slurm_cluster: Slur
     status = statuses(slurm_cluster, p)
     assert len(status) == 1100 and status[1099] == ("pending", f"{ids[1]}_99")
     cli(slurm_cluster, "cancel", str(p))
-    wait_for(lambda: not slurm_cluster.run("squeue", "-h", "-j", ",".join(ids)).stdout.strip(), 60, "the arrays to leave the queue")
+    wait_for(
+        lambda: not slurm_cluster.run("squeue", "-h", "-j", ",".join(ids)).stdout.strip(),
+        60,
+        "the arrays to leave the queue",
+    )
     assert statuses(slurm_cluster, p)[1050] == ("cancelled", f"{ids[1]}_50")

@@ -2,6 +2,7 @@
 CPU), a requeue mid-training that resumes from the checkpoint and still ends as one W&B run, no secret in any
 file, DDP test accuracy equal to a single-process evaluation, the preemption signal (SIGUSR1: an hpc
 checkpoint, the task requeues itself and resumes from it), and cancel + re-submit."""
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,21 @@ def sweep_file(tmp_path: Path, name: str, body: str) -> Path:
 
 
 def cli(cluster: SlurmCluster, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
-    env = {**cluster.env, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_API_KEY": SECRET, "WANDB_MODE": "offline", **extra_env}
-    return subprocess.run([sys.executable, "-m", "harness.cli", "sweep", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=120)
+    env = {
+        **cluster.env,
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+        "WANDB_API_KEY": SECRET,
+        "WANDB_MODE": "offline",
+        **extra_env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "sweep", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def wait_for(cond, timeout: float, what: str, sweep_dir: Path) -> None:
@@ -79,15 +92,26 @@ def test_ddp_array_requeue_and_no_secret(slurm_cluster: SlurmCluster, tmp_path: 
     script = Path(jobs[0]["script"]).read_text()
     assert "--ntasks-per-node=2" in script and "--array=0-3\n" in script and "gres" not in script
     first = sweep.runs[0]
-    wait_for(lambda: (first.run_dir / "checkpoints" / "last.ckpt").is_file(), 150, "run 0's first checkpoint", sweep.dir)
+    wait_for(
+        lambda: (first.run_dir / "checkpoints" / "last.ckpt").is_file(), 150, "run 0's first checkpoint", sweep.dir
+    )
     print(f"submit -> first checkpoint of task 0: {time.monotonic() - t0:.1f}s")
     interrupted = not (first.run_dir / "result.json").exists()
     requeue = slurm_cluster.run("scontrol", "requeue", f"{jobs[0]['job_id']}_0")
     assert requeue.returncode == 0, requeue.stderr
     if interrupted:
-        wait_for(lambda: "requeued" in cli(slurm_cluster, "status", str(p)).stdout.split("\n")[0]
-                 or (first.run_dir / "metrics" / "version_1").exists(), 60, "status requeued", sweep.dir)
-    wait_for(lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), 300, "4 results", sweep.dir)  # 4 runs in turn, 30-50 s of start-up each on 2 busy cores
+        wait_for(
+            lambda: (
+                "requeued" in cli(slurm_cluster, "status", str(p)).stdout.split("\n")[0]
+                or (first.run_dir / "metrics" / "version_1").exists()
+            ),
+            60,
+            "status requeued",
+            sweep.dir,
+        )
+    wait_for(
+        lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), 300, "4 results", sweep.dir
+    )  # 4 runs in turn, 30-50 s of start-up each on 2 busy cores
     print(f"4-run DDP array incl. requeue: {time.monotonic() - t0:.1f}s")
     results = [json.loads((r.run_dir / "result.json").read_text()) for r in sweep.runs]
     assert [(r["status"], r["world_size"]) for r in results] == [("completed", 2)] * 4
@@ -120,9 +144,20 @@ def evaluate(sweep, run) -> float:
     config.trainer.devices = 1
     dm = build_data(config)
     model, _ = build_model(config, dm)
-    module = ClassifierModule(model, dm.num_classes, config.optim, config.arch, config.transfer.mode, config.hidden_noise_std,
-                              False, plateau_monitor="val/acc1", steps_per_epoch=steps_per_epoch(config, dm))
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    module = ClassifierModule(
+        model,
+        dm.num_classes,
+        config.optim,
+        config.arch,
+        config.transfer.mode,
+        config.hidden_noise_std,
+        False,
+        plateau_monitor="val/acc1",
+        steps_per_epoch=steps_per_epoch(config, dm),
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_checkpointing=False
+    )
     out = trainer.test(module, datamodule=dm, ckpt_path=str(run.run_dir / "checkpoints" / "last.ckpt"), verbose=False)
     return out[0]["test/acc1"]
 
@@ -136,7 +171,9 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: Slurm
     (run,) = sweep.runs
     assert cli(slurm_cluster, str(p), "--backend", "slurm").returncode == 0
     task = f"{json.loads((sweep.dir / 'jobs.json').read_text())[0]['job_id']}_0"
-    wait_for(lambda: (run.run_dir / "checkpoints" / "last.ckpt").is_file(), 150, "the first epoch's checkpoint", sweep.dir)
+    wait_for(
+        lambda: (run.run_dir / "checkpoints" / "last.ckpt").is_file(), 150, "the first epoch's checkpoint", sweep.dir
+    )
     assert not (run.run_dir / "result.json").exists(), "the run ended before it could be signalled: raise its epochs"
     signal = slurm_cluster.run("scancel", "--signal=USR1", task)
     assert signal.returncode == 0, signal.stderr
@@ -145,7 +182,9 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: Slurm
     result = json.loads((run.run_dir / "result.json").read_text())
     assert (result["status"], result["epochs"], result["world_size"]) == ("completed", 6, 2)
     log = next((sweep.dir / "logs").glob("*.out")).read_text()
-    assert "(restart 1)" in log and re.search(r"SIGUSR1 at step \d+: saved \S+/hpc_ckpt_1\.ckpt; requeued " + task, log), log[-3000:]
+    assert "(restart 1)" in log and re.search(
+        r"SIGUSR1 at step \d+: saved \S+/hpc_ckpt_1\.ckpt; requeued " + task, log
+    ), log[-3000:]
     assert re.search(r"resuming from \S+/hpc_ckpt_1\.ckpt", log), log[-3000:]
     restarts = slurm_cluster.run("sacct", "-n", "-X", "-j", task, "-o", "State", "-D")
     assert "REQUEUED" in restarts.stdout, restarts.stdout

@@ -1,5 +1,6 @@
 """`convbench train` end to end on small real and synthetic data: the run record, resume,
 transfer learning, divergence, hidden noise and the recipes."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from harness.config.recipes import OptimConfig
 from harness.config.train_config import TrainConfig, merge, resolve
 from harness.errors import UserError
 from harness.training.module import lr_factor
 from harness.training.preemption import Preempted
-from harness.config.recipes import OptimConfig
 from harness.training.run import build_data, train
 from harness.wandb_run import complete_export
 
@@ -28,9 +29,15 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def config(tmp_path: Path, **values: Any) -> TrainConfig:
-    base = {"arch": "lenet5", "dataset": "synthetic", "epochs": 1, "results": str(tmp_path / "results"), "wandb": {"mode": "disabled"},
-            "trainer": {"log_every_n_steps": 1},
-            "data": {"input_size": [1, 32, 32], "num_samples": 512, "num_workers": 0, "batch_size": 64, "val_size": 128}}
+    base = {
+        "arch": "lenet5",
+        "dataset": "synthetic",
+        "epochs": 1,
+        "results": str(tmp_path / "results"),
+        "wandb": {"mode": "disabled"},
+        "trainer": {"log_every_n_steps": 1},
+        "data": {"input_size": [1, 32, 32], "num_samples": 512, "num_workers": 0, "batch_size": 64, "val_size": 128},
+    }
     return resolve([("test", merge(base, values))])
 
 
@@ -40,12 +47,34 @@ def test_run_record(tmp_path: Path) -> None:
     run = tmp_path / "results" / c.run_id()
     on_disk = json.loads((run / "result.json").read_text())
     assert on_disk["run_id"] == result.run_id == c.run_id()
-    for key in ("arch", "dataset", "depth", "params", "macs", "epochs", "status", "train_acc1", "train_loss", "val_acc1",
-                "test_acc1", "test_acc5", "train_samples_per_s", "peak_memory_bytes", "wall_time_s", "first_step_at", "versions", "host"):
+    for key in (
+        "arch",
+        "dataset",
+        "depth",
+        "params",
+        "macs",
+        "epochs",
+        "status",
+        "train_acc1",
+        "train_loss",
+        "val_acc1",
+        "test_acc1",
+        "test_acc5",
+        "train_samples_per_s",
+        "peak_memory_bytes",
+        "wall_time_s",
+        "first_step_at",
+        "versions",
+        "host",
+    ):
         assert on_disk[key] is not None, key
     assert (on_disk["status"], on_disk["params"], on_disk["depth"]) == ("completed", 61_706, 5)
     assert 0 <= on_disk["test_acc1"] <= on_disk["test_acc5"] <= 1 and on_disk["train_samples_per_s"] > 0
-    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
+    assert (
+        (run / "config.yaml").is_file()
+        and (run / "checkpoints" / "last.ckpt").is_file()
+        and (run / "checkpoints" / "best.ckpt").is_file()
+    )
     assert "train/loss_step" in (run / "metrics" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     wandb_id = (run / "wandb_id").read_text()
     offline = list((run / "wandb").glob("offline-run-*"))
@@ -83,8 +112,12 @@ class InterruptAt(pl.Callback):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_gives_the_uninterrupted_result(tmp_path: Path, workers: int) -> None:
-    values = dict(arch="vggp4", epochs=3, hidden_noise_std=0.05,
-                  data={"input_size": [3, 32, 32], "num_workers": workers, "augment": {"flip": True, "noise_std": 0.05}})
+    values = dict(
+        arch="vggp4",
+        epochs=3,
+        hidden_noise_std=0.05,
+        data={"input_size": [3, 32, 32], "num_workers": workers, "augment": {"flip": True, "noise_std": 0.05}},
+    )
     straight = train(config(tmp_path / "a", **values))
     interrupted = config(tmp_path / "b", **values)
     with pytest.raises(SystemExit):
@@ -105,12 +138,16 @@ class SignalAt(pl.Callback):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGUSR1)
 
 
-def test_preemption_signal_checkpoints_and_the_resume_finishes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_preemption_signal_checkpoints_and_the_resume_finishes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Outside Slurm nothing is requeued, but the signal still checkpoints at the step it lands in and
     stops the run without a result; --resume continues from that step (tests/test_sweep_slurm.py
     has the requeue on a real cluster)."""
@@ -137,7 +174,9 @@ class TerminatedAt(pl.Callback):
     def __init__(self, step: int, then_fail: bool) -> None:
         self.step, self.then_fail = step, then_fail
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
             if self.then_fail:
@@ -178,8 +217,12 @@ def test_linear_probe_and_finetune(tmp_path: Path) -> None:
     before = _weights(ckpt)
     after = {}
     for mode in ("linear-probe", "finetune"):
-        c = config(tmp_path / mode, arch="vggp4", transfer={"mode": mode, "checkpoint": str(ckpt)},
-                   data={"input_size": [3, 32, 32], "num_classes": 3, "seed": 1})
+        c = config(
+            tmp_path / mode,
+            arch="vggp4",
+            transfer={"mode": mode, "checkpoint": str(ckpt)},
+            data={"input_size": [3, 32, 32], "num_classes": 3, "seed": 1},
+        )
         assert train(c).transfer == mode
         after[mode] = _weights(tmp_path / mode / "results" / c.run_id() / "checkpoints" / "last.ckpt")
     probe, tuned = after["linear-probe"], after["finetune"]
@@ -193,7 +236,14 @@ def test_linear_probe_and_finetune(tmp_path: Path) -> None:
 def test_transfer_from_another_architecture_is_refused(tmp_path: Path) -> None:
     ckpt = _pretrained(tmp_path)
     with pytest.raises(Exception, match="holds a vggp4 checkpoint, not vggp7"):
-        train(config(tmp_path / "x", arch="vggp7", transfer={"mode": "finetune", "checkpoint": str(ckpt)}, data={"input_size": [3, 32, 32]}))
+        train(
+            config(
+                tmp_path / "x",
+                arch="vggp7",
+                transfer={"mode": "finetune", "checkpoint": str(ckpt)},
+                data={"input_size": [3, 32, 32]},
+            )
+        )
 
 
 def test_hidden_noise_only_while_training(tmp_path: Path) -> None:
@@ -221,7 +271,11 @@ def test_max_steps_is_the_budget_and_the_schedule_spans_it(tmp_path: Path) -> No
     values = dict(trainer={"max_steps": 7, "log_every_n_steps": 1}, optim={"schedule": "multistep", "lr": 0.1})
     a = config(tmp_path / "a", **values)
     straight = train(a)
-    assert (straight.status, straight.global_step, straight.epochs) == ("completed", 7, 2) and straight.val_acc1 is not None
+    assert (straight.status, straight.global_step, straight.epochs) == (
+        "completed",
+        7,
+        2,
+    ) and straight.val_acc1 is not None
     ckpt = torch.load(tmp_path / "a" / "results" / a.run_id() / "checkpoints" / "last.ckpt", weights_only=False)
     assert (ckpt["global_step"], ckpt["lr_schedulers"][0]["_last_lr"]) == (7, pytest.approx([0.1 * 0.01]))
     b = config(tmp_path / "b", **values)
@@ -230,7 +284,9 @@ def test_max_steps_is_the_budget_and_the_schedule_spans_it(tmp_path: Path) -> No
     resumed = train(b, resume=True)
     for key in ("global_step", "train_acc1", "train_loss", "val_acc1", "test_acc1", "test_loss"):
         assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6), key
-    assert merged_curve(tmp_path / "b" / "results" / b.run_id()) == merged_curve(tmp_path / "a" / "results" / a.run_id())
+    assert merged_curve(tmp_path / "b" / "results" / b.run_id()) == merged_curve(
+        tmp_path / "a" / "results" / a.run_id()
+    )
     with pytest.raises(UserError, match=r"epochs=3 and trainer.max_steps=7: give one budget"):
         config(tmp_path, epochs=3, trainer={"max_steps": 7})
 
@@ -238,7 +294,20 @@ def test_max_steps_is_the_budget_and_the_schedule_spans_it(tmp_path: Path) -> No
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_lenet5_one_epoch_on_real_fashion_mnist(tmp_path: Path) -> None:
-    c = resolve([("test", {"arch": "lenet5", "dataset": "fashion-mnist", "epochs": 1, "results": str(tmp_path), "wandb": {"mode": "disabled"}})])
+    c = resolve(
+        [
+            (
+                "test",
+                {
+                    "arch": "lenet5",
+                    "dataset": "fashion-mnist",
+                    "epochs": 1,
+                    "results": str(tmp_path),
+                    "wandb": {"mode": "disabled"},
+                },
+            )
+        ]
+    )
     result = train(c)
     assert result.status == "completed" and result.test_acc1 >= 0.85, result.test_acc1
 
@@ -269,7 +338,9 @@ class KilledAt(pl.Callback):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.global_step == self.step:
             raise KeyboardInterrupt
 
@@ -287,10 +358,16 @@ def test_mid_epoch_resume_continues_the_curve_exactly(tmp_path: Path, how: str) 
     uninterrupted run's, and so do the final weights' val/test figures and the interrupted epoch's
     train metrics (6 steps an epoch;
     interrupted in epoch 2 at step 9)."""
-    values = dict(arch="vggp4", epochs=2, hidden_noise_std=0.05, data={"input_size": [3, 32, 32], "augment": {"flip": True}})
+    values = dict(
+        arch="vggp4", epochs=2, hidden_noise_std=0.05, data={"input_size": [3, 32, 32], "augment": {"flip": True}}
+    )
     a = config(tmp_path / "a", **values)
     straight = train(a)
-    c = config(tmp_path / "b", **values, trainer={"log_every_n_steps": 1, "checkpoint_every_min": 1e-9 if how == "interval" else 0.0})
+    c = config(
+        tmp_path / "b",
+        **values,
+        trainer={"log_every_n_steps": 1, "checkpoint_every_min": 1e-9 if how == "interval" else 0.0},
+    )
     run = tmp_path / "b" / "results" / c.run_id()
     if how == "sigterm":
         with pytest.raises(Preempted, match="SIGTERM at step 9"):
@@ -302,7 +379,9 @@ def test_mid_epoch_resume_continues_the_curve_exactly(tmp_path: Path, how: str) 
     assert (ckpt["global_step"], ckpt[type(build_data(c)).__qualname__]) == (9, {"epoch": 1, "batches": 3})
     resumed = train(c, resume=True)
     for key in ("train_acc1", "train_loss", "val_acc1", "val_loss", "test_acc1", "test_loss", "global_step"):
-        assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6), key  # the epoch's train metrics too
+        assert getattr(resumed, key) == pytest.approx(getattr(straight, key), rel=1e-6), (
+            key
+        )  # the epoch's train metrics too
     curve = merged_curve(run)
     assert [s for s, _ in curve] == list(range(12))
     assert curve == merged_curve(tmp_path / "a" / "results" / a.run_id())
@@ -315,9 +394,30 @@ def test_sigterm_to_the_process_group_with_workers_checkpoints(tmp_path: Path) -
     import sys
     import time
 
-    args = [sys.executable, "-m", "harness.cli", "train", "--arch", "lenet5", "--data", "synthetic", "--epochs", "50",
-            "--results", str(tmp_path), "--set", "data.input_size=[1,32,32]", "--set", "data.num_samples=4096",
-            "--set", "data.num_workers=2", "--set", "wandb.mode=disabled", "--set", "trainer.accelerator=cpu"]
+    args = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "train",
+        "--arch",
+        "lenet5",
+        "--data",
+        "synthetic",
+        "--epochs",
+        "50",
+        "--results",
+        str(tmp_path),
+        "--set",
+        "data.input_size=[1,32,32]",
+        "--set",
+        "data.num_samples=4096",
+        "--set",
+        "data.num_workers=2",
+        "--set",
+        "wandb.mode=disabled",
+        "--set",
+        "trainer.accelerator=cpu",
+    ]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
     for line in proc.stderr:  # the attempt's first line: training has begun
         if "starting at step 0" in line:
@@ -337,11 +437,43 @@ def test_ddp_record_gives_the_job_rate_and_each_rank(tmp_path: Path) -> None:
     with the spread, world size and hosts. (ddp_fork would not
     do here: its ranks are children, and the parent's callbacks never see their figures.)"""
     results = tmp_path / "results"
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "train", "--arch", "lenet5", "--data", "synthetic", "--epochs", "1",
-                        "--batch-size", "32", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--workers", "0",
-                        "--wandb", "disabled", "--results", str(results), "--set", "trainer.threads=1",
-                        "--set", "data.input_size=[1, 32, 32]", "--set", "data.num_samples=512"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "train",
+            "--arch",
+            "lenet5",
+            "--data",
+            "synthetic",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--accelerator",
+            "cpu",
+            "--workers",
+            "0",
+            "--wandb",
+            "disabled",
+            "--results",
+            str(results),
+            "--set",
+            "trainer.threads=1",
+            "--set",
+            "data.input_size=[1, 32, 32]",
+            "--set",
+            "data.num_samples=512",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     (record,) = results.glob("*/result.json")
     result = json.loads(record.read_text())

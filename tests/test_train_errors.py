@@ -2,23 +2,36 @@
 accepted, exit code 2, no traceback, and nothing already computed lost. The CLI's `main` runs
 in-process (a subprocess per case would spend most of the suite importing torch); an exception
 escaping it fails the test just as a traceback would."""
+
 from __future__ import annotations
 
 import gzip
 import os
 import pickle
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 
 from harness.cli import main
 
-SYNTH = ["--data", "synthetic", "--set", "data.num_samples=64", "--set", "data.input_size=[1,32,32]", "--workers", "0",
-         "--batch-size", "32", "--wandb", "disabled"]
+SYNTH = [
+    "--data",
+    "synthetic",
+    "--set",
+    "data.num_samples=64",
+    "--set",
+    "data.input_size=[1,32,32]",
+    "--workers",
+    "0",
+    "--batch-size",
+    "32",
+    "--wandb",
+    "disabled",
+]
 
 
 @dataclass
@@ -29,7 +42,9 @@ class Outcome:
 
 
 @pytest.fixture
-def train(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Outcome]:
+def train(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Outcome]:
     monkeypatch.chdir(tmp_path)
 
     def run(*args: str) -> Outcome:
@@ -48,46 +63,73 @@ def assert_one_line(r: Outcome, *fragments: str) -> None:
         assert f in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--arch", "resnet21", *SYNTH], ["unknown architecture 'resnet21'", "resnet20"]),
-    (["--arch", "lenet5", "--data", "mnist"], ["unknown dataset 'mnist'", "fashion-mnist"]),
-    (["--arch", "lenet5", *SYNTH, "--epochs", "0"], ["epochs=0", ">= 1"]),
-    (["--arch", "lenet5", *SYNTH, "--set", "optim.lrr=0.1"], ["unknown config key optim.lrr", "accepted under optim", "lr"]),
-    (["--arch", "lenet5", *SYNTH, "--set", "optim.lr=fast"], ["optim.lr='fast'", "expected float"]),
-    (["--arch", "lenet5", *SYNTH, "--set", "nosuch=1"], ["unknown config key nosuch"]),
-    (["--arch", "lenet5", *SYNTH, "--batch-size", "1000"], ["data.batch_size=1000 is larger than the training set", "64 images"]),
-    (["--arch", "lenet5", *SYNTH, "--set", "data.crop=true"], ["crop"]),
-    (["--arch", "lenet5", *SYNTH, "--set", "model.width=3"], ["does not take override", "width"]),
-    (["--arch", "lenet5", *SYNTH, "--transfer", "finetune"], ["needs --from"]),
-    (["--arch", "unet", *SYNTH], ["segmentation"]),
-    (["--arch", "alexnet", *SYNTH], ["cannot run on synthetic images of 1x32x32"]),
-    (["--arch", "lenet5", *SYNTH, "--config", "missing.yaml"], ["missing.yaml does not exist"]),
-    (["--arch", "lenet5", *SYNTH, "--set", "trainer.checkpoint_every_min=-1"], ["trainer.checkpoint_every_min=-1", ">= 0"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--arch", "resnet21", *SYNTH], ["unknown architecture 'resnet21'", "resnet20"]),
+        (["--arch", "lenet5", "--data", "mnist"], ["unknown dataset 'mnist'", "fashion-mnist"]),
+        (["--arch", "lenet5", *SYNTH, "--epochs", "0"], ["epochs=0", ">= 1"]),
+        (
+            ["--arch", "lenet5", *SYNTH, "--set", "optim.lrr=0.1"],
+            ["unknown config key optim.lrr", "accepted under optim", "lr"],
+        ),
+        (["--arch", "lenet5", *SYNTH, "--set", "optim.lr=fast"], ["optim.lr='fast'", "expected float"]),
+        (["--arch", "lenet5", *SYNTH, "--set", "nosuch=1"], ["unknown config key nosuch"]),
+        (
+            ["--arch", "lenet5", *SYNTH, "--batch-size", "1000"],
+            ["data.batch_size=1000 is larger than the training set", "64 images"],
+        ),
+        (["--arch", "lenet5", *SYNTH, "--set", "data.crop=true"], ["crop"]),
+        (["--arch", "lenet5", *SYNTH, "--set", "model.width=3"], ["does not take override", "width"]),
+        (["--arch", "lenet5", *SYNTH, "--transfer", "finetune"], ["needs --from"]),
+        (["--arch", "unet", *SYNTH], ["segmentation"]),
+        (["--arch", "alexnet", *SYNTH], ["cannot run on synthetic images of 1x32x32"]),
+        (["--arch", "lenet5", *SYNTH, "--config", "missing.yaml"], ["missing.yaml does not exist"]),
+        (
+            ["--arch", "lenet5", *SYNTH, "--set", "trainer.checkpoint_every_min=-1"],
+            ["trainer.checkpoint_every_min=-1", ">= 0"],
+        ),
+    ],
+)
 def test_bad_input(train: Callable[..., Outcome], tmp_path: Path, args: list[str], fragments: list[str]) -> None:
     assert_one_line(train(*args), *fragments)
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (lambda p: p.write_text(""), "is empty"),
-    (lambda p: p.write_text("\n# only a comment\n"), "is empty"),
-    (lambda p: p.mkdir(), "is a directory"),
-    (lambda p: p.write_bytes(bytes(range(256)) * 4), "not a text file"),
-    (lambda p: p.write_text("- just\n- a list\n"), "expected a mapping of config keys"),
-])
-def test_unusable_config_file(train: Callable[..., Outcome], tmp_path: Path, make: Callable[[Path], object], fragment: str) -> None:
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda p: p.write_text(""), "is empty"),
+        (lambda p: p.write_text("\n# only a comment\n"), "is empty"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: p.write_bytes(bytes(range(256)) * 4), "not a text file"),
+        (lambda p: p.write_text("- just\n- a list\n"), "expected a mapping of config keys"),
+    ],
+)
+def test_unusable_config_file(
+    train: Callable[..., Outcome], tmp_path: Path, make: Callable[[Path], object], fragment: str
+) -> None:
     make(tmp_path / "c.yaml")
     assert_one_line(train("--arch", "lenet5", *SYNTH, "--config", str(tmp_path / "c.yaml")), "c.yaml", fragment)
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (lambda p: p.write_bytes(b""), "is empty"),
-    (lambda p: p.mkdir(), "is a directory"),
-    (lambda p: p.write_bytes(os.urandom(4096)), "truncated or not a torch checkpoint"),
-])
-def test_unusable_transfer_checkpoint(train: Callable[..., Outcome], tmp_path: Path, make: Callable[[Path], object], fragment: str) -> None:
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda p: p.write_bytes(b""), "is empty"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: p.write_bytes(os.urandom(4096)), "truncated or not a torch checkpoint"),
+    ],
+)
+def test_unusable_transfer_checkpoint(
+    train: Callable[..., Outcome], tmp_path: Path, make: Callable[[Path], object], fragment: str
+) -> None:
     make(tmp_path / "w.ckpt")
-    assert_one_line(train("--arch", "lenet5", *SYNTH, "--transfer", "finetune", "--from", str(tmp_path / "w.ckpt")), "--from", "w.ckpt", fragment)
+    assert_one_line(
+        train("--arch", "lenet5", *SYNTH, "--transfer", "finetune", "--from", str(tmp_path / "w.ckpt")),
+        "--from",
+        "w.ckpt",
+        fragment,
+    )
 
 
 def test_fashion_mnist_root_that_is_a_file_or_empty_or_truncated(train: Callable[..., Outcome], tmp_path: Path) -> None:
@@ -114,7 +156,9 @@ def test_bad_yaml_names_the_line(train: Callable[..., Outcome], tmp_path: Path) 
 
 
 def test_missing_data_root_lists_expected_files(train: Callable[..., Outcome], tmp_path: Path) -> None:
-    r = train("--arch", "lenet5", "--data", "fashion-mnist", "--data-root", str(tmp_path / "nowhere"), "--wandb", "disabled")
+    r = train(
+        "--arch", "lenet5", "--data", "fashion-mnist", "--data-root", str(tmp_path / "nowhere"), "--wandb", "disabled"
+    )
     assert_one_line(r, "nowhere", "train-images-idx3-ubyte.gz")
 
 
@@ -167,13 +211,19 @@ def test_transfer_from_another_architecture(train: Callable[..., Outcome], tmp_p
     ok = train("--arch", "lenet5", *SYNTH)
     assert ok.returncode == 0, ok.stderr[-2000:]
     ckpt = next((tmp_path / "results").glob("lenet5-*/checkpoints/last.ckpt"))
-    assert_one_line(train("--arch", "vggp4", *SYNTH, "--transfer", "linear-probe", "--from", str(ckpt)),
-                    "holds a lenet5 checkpoint, not vggp4")
-    assert_one_line(train("--arch", "lenet5", *SYNTH, "--transfer", "finetune", "--from", str(tmp_path / "nope.ckpt")),
-                    "no such checkpoint")
+    assert_one_line(
+        train("--arch", "vggp4", *SYNTH, "--transfer", "linear-probe", "--from", str(ckpt)),
+        "holds a lenet5 checkpoint, not vggp4",
+    )
+    assert_one_line(
+        train("--arch", "lenet5", *SYNTH, "--transfer", "finetune", "--from", str(tmp_path / "nope.ckpt")),
+        "no such checkpoint",
+    )
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(ckpt.read_bytes()[:-1000])  # a copy that did not finish
-    assert_one_line(train("--arch", "lenet5", *SYNTH, "--transfer", "finetune", "--from", str(cut)), "cut.ckpt", "truncated")
+    assert_one_line(
+        train("--arch", "lenet5", *SYNTH, "--transfer", "finetune", "--from", str(cut)), "cut.ckpt", "truncated"
+    )
 
 
 def test_interrupted_run_is_not_overwritten(train: Callable[..., Outcome], tmp_path: Path) -> None:
@@ -188,7 +238,9 @@ def test_interrupted_run_is_not_overwritten(train: Callable[..., Outcome], tmp_p
     assert ckpt.read_bytes() == before
     ckpt.write_bytes(before[: len(before) // 2])  # the node died while the checkpoint was written
     assert_one_line(train("--arch", "lenet5", *SYNTH, "--resume"), "last.ckpt", "truncated")
-    assert ckpt.stat().st_size == len(before) // 2 and not result.exists()  # left as it was: nothing decided for the user
+    assert (
+        ckpt.stat().st_size == len(before) // 2 and not result.exists()
+    )  # left as it was: nothing decided for the user
     ckpt.write_bytes(before)
     resumed = train("--arch", "lenet5", *SYNTH, "--resume")
     assert resumed.returncode == 0 and result.is_file()

@@ -1,6 +1,7 @@
 """The shipped sweep files as `wandb agent` runs them: for every run of every sweep, the command line
 W&B's own code builds from the file's ``command:`` resolves, through convbench's CLI, to the config
 and run id of convbench's own expansion. Also: ``key=value`` arguments mean what ``--set`` means."""
+
 from __future__ import annotations
 
 import argparse
@@ -65,9 +66,16 @@ def test_wandb_agent_runs_each_shipped_sweep_as_convbench_does(path: Path, monke
 
 def test_positional_overrides_mean_what_set_means() -> None:
     common = ["train", "--arch", "lenet5", "--data", "synthetic"]
-    by_set = resolve_args(build_parser("train").parse_args(common + ["--set", "optim.lr=0.05", "--set", "data.classes=[0, 1]",
-                                                                      "--set", "trainer.deterministic=True"]))
-    by_arg = resolve_args(build_parser("train").parse_args(common + ["optim.lr=0.05", "data.classes=[0, 1]", "trainer.deterministic=True"]))
+    by_set = resolve_args(
+        build_parser("train").parse_args(
+            common + ["--set", "optim.lr=0.05", "--set", "data.classes=[0, 1]", "--set", "trainer.deterministic=True"]
+        )
+    )
+    by_arg = resolve_args(
+        build_parser("train").parse_args(
+            common + ["optim.lr=0.05", "data.classes=[0, 1]", "trainer.deterministic=True"]
+        )
+    )
     assert by_arg.to_dict() == by_set.to_dict() and by_arg.optim.lr == 0.05 and by_arg.data["classes"] == [0, 1]
     with pytest.raises(UserError, match="'lenet5': expected KEY=VALUE"):
         resolve_args(build_parser("train").parse_args(["train", "lenet5"]))

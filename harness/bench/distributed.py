@@ -27,6 +27,7 @@ What is measured, and why it is honest on gloo and NCCL alike:
   alone in the same process group after the step (warm-up, synchronised blocks, median per op),
   the upper bound DDP's bucketed, overlapped all-reduce approaches.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,9 +38,10 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -49,7 +51,17 @@ from harness.errors import UserError
 from harness.memory import peak_bytes, peak_reserved_bytes, reset_peak
 
 from .jobs import WORKER, DistributedJob, to_json, worker_output
-from .measure import TRAIN_FLOPS_FACTOR, Stamps, StepTimes, build_model, device_name, load_average, synchronize, synthetic_batch, train_step
+from .measure import (
+    TRAIN_FLOPS_FACTOR,
+    Stamps,
+    StepTimes,
+    build_model,
+    device_name,
+    load_average,
+    synchronize,
+    synthetic_batch,
+    train_step,
+)
 from .results import Result
 
 INIT_TIMEOUT = timedelta(minutes=5)  # a rank that never comes (or died) fails the measurement, not the allocation
@@ -71,6 +83,7 @@ def bus_bandwidth(nbytes: int, seconds: float, world: int) -> float | None:
 
 
 # --- the rank's side (inside a worker process) ---
+
 
 @dataclass
 class TimedAllReduce:
@@ -211,7 +224,9 @@ def _measure(job: DistributedJob, device: torch.device, backend: str, rank: int,
 
     timing = job.timing
     warm = timed_block(step, device, timing.warmup + 1)[1:] if timing.warmup else []
-    iters = timing.iters if not warm else max(timing.iters, int(timing.min_block_s / max(statistics.fmean(warm), 1e-6)) + 1)
+    iters = (
+        timing.iters if not warm else max(timing.iters, int(timing.min_block_s / max(statistics.fmean(warm), 1e-6)) + 1)
+    )
     iters = agree_max(iters, device)
     comm.steps.clear()
     with_comm, without = [], []
@@ -225,8 +240,13 @@ def _measure(job: DistributedJob, device: torch.device, backend: str, rank: int,
     dtype = next(p.dtype for p in model.parameters())
     raw = raw_allreduce(nbytes, dtype, device, timing.repeats, timing.min_block_s)
     step_time = StepTimes(with_comm).summary(statistics.median)
-    mine = {"host": socket.gethostname(), "step_time": step_time[0], "no_comm": StepTimes(without).summary(statistics.median)[0],
-            "in_flight": statistics.median(in_flight) if in_flight else 0.0, "raw": raw}
+    mine = {
+        "host": socket.gethostname(),
+        "step_time": step_time[0],
+        "no_comm": StepTimes(without).summary(statistics.median)[0],
+        "in_flight": statistics.median(in_flight) if in_flight else 0.0,
+        "raw": raw,
+    }
     ranks: list[dict[str, Any]] = [{} for _ in range(world)]
     dist.all_gather_object(ranks, mine)
     if rank != 0:
@@ -238,25 +258,54 @@ def _measure(job: DistributedJob, device: torch.device, backend: str, rank: int,
     samples_per_s = sum(rates)
     median, std, cv = step_time
     return Result(
-        name=job.name, mode="train", batch_size=job.batch_size, requested_batch_size=job.batch_size,
-        samples_per_s=samples_per_s, step_time_ms=median * 1e3, step_time_std_ms=None if std is None else std * 1e3,
-        step_time_cv=cv, step_time_mean_ms=StepTimes(with_comm).mean * 1e3,
-        peak_memory_bytes=peak_bytes(device), peak_memory_reserved_bytes=peak_reserved_bytes(device),
-        params=profile.params, macs=profile.macs, flops_per_step=flops_per_step, flops_per_s=flops_per_step * samples_per_s / (job.batch_size * world),
-        mfu=None, peak_flops_per_s=None, peak_flops_source=None,
-        input_size=list(job.input_size), device=device.type, device_name=device_name(device), torch_version=torch.__version__,
-        precision=job.precision, channels_last=job.channels_last, compile=job.compile, threads=job.threads,
-        load_average=load_average(), warmup=timing.warmup, iters=iters, repeats=timing.repeats,
-        world_size=world, nodes=len(set(hosts)), hosts=hosts, backend=backend,
-        rank_samples_per_s_min=min(rates), rank_samples_per_s_max=max(rates),
-        no_comm_step_time_ms=mean("no_comm") * 1e3, allreduce_share=1 - mean("no_comm") / mean("step_time"),
-        allreduce_bytes=nbytes, allreduce_ms=mean("in_flight") * 1e3,
+        name=job.name,
+        mode="train",
+        batch_size=job.batch_size,
+        requested_batch_size=job.batch_size,
+        samples_per_s=samples_per_s,
+        step_time_ms=median * 1e3,
+        step_time_std_ms=None if std is None else std * 1e3,
+        step_time_cv=cv,
+        step_time_mean_ms=StepTimes(with_comm).mean * 1e3,
+        peak_memory_bytes=peak_bytes(device),
+        peak_memory_reserved_bytes=peak_reserved_bytes(device),
+        params=profile.params,
+        macs=profile.macs,
+        flops_per_step=flops_per_step,
+        flops_per_s=flops_per_step * samples_per_s / (job.batch_size * world),
+        mfu=None,
+        peak_flops_per_s=None,
+        peak_flops_source=None,
+        input_size=list(job.input_size),
+        device=device.type,
+        device_name=device_name(device),
+        torch_version=torch.__version__,
+        precision=job.precision,
+        channels_last=job.channels_last,
+        compile=job.compile,
+        threads=job.threads,
+        load_average=load_average(),
+        warmup=timing.warmup,
+        iters=iters,
+        repeats=timing.repeats,
+        world_size=world,
+        nodes=len(set(hosts)),
+        hosts=hosts,
+        backend=backend,
+        rank_samples_per_s_min=min(rates),
+        rank_samples_per_s_max=max(rates),
+        no_comm_step_time_ms=mean("no_comm") * 1e3,
+        allreduce_share=1 - mean("no_comm") / mean("step_time"),
+        allreduce_bytes=nbytes,
+        allreduce_ms=mean("in_flight") * 1e3,
         allreduce_busbw=bus_bandwidth(nbytes, mean("in_flight"), world),
-        raw_allreduce_ms=mean("raw") * 1e3, raw_allreduce_busbw=bus_bandwidth(nbytes, mean("raw"), world),
+        raw_allreduce_ms=mean("raw") * 1e3,
+        raw_allreduce_busbw=bus_bandwidth(nbytes, mean("raw"), world),
     )
 
 
 # --- the launcher's side (the `convbench bench` process) ---
+
 
 @dataclass
 class Launcher:
@@ -278,11 +327,16 @@ class Launcher:
         from lightning_fabric.plugins.environments import SLURMEnvironment
 
         env = SLURMEnvironment()
-        tasks, n_nodes = env.world_size(), int(os.environ.get("SLURM_NNODES", os.environ.get("SLURM_JOB_NUM_NODES", "1")))
+        tasks, n_nodes = (
+            env.world_size(),
+            int(os.environ.get("SLURM_NNODES", os.environ.get("SLURM_JOB_NUM_NODES", "1"))),
+        )
         if tasks != devices * nodes or n_nodes != nodes:
-            raise UserError(f"--devices {devices} --nodes {nodes} asks for {devices * nodes} ranks on {nodes} node(s), but this "
-                            f"Slurm step has {tasks} task(s) on {n_nodes} node(s): run it with srun --nodes {nodes} "
-                            f"--ntasks-per-node {devices}")
+            raise UserError(
+                f"--devices {devices} --nodes {nodes} asks for {devices * nodes} ranks on {nodes} node(s), but this "
+                f"Slurm step has {tasks} task(s) on {n_nodes} node(s): run it with srun --nodes {nodes} "
+                f"--ntasks-per-node {devices}"
+            )
         rank = env.global_rank()
         return cls([rank], {rank: env.local_rank()}, env.main_address, env.main_port, rank == 0)
 
@@ -305,10 +359,19 @@ class Launcher:
         outputs: dict[int, dict[str, Any]] = {}
         try:
             for r in mine:  # output to files, not pipes: a rank chatty on stderr must never block on a full pipe
-                env = {**os.environ, "RANK": str(r), "WORLD_SIZE": str(world), "LOCAL_RANK": str(self.local_ranks[r]),
-                       "MASTER_ADDR": self.address, "MASTER_PORT": str(port), "OMP_NUM_THREADS": str(job.threads)}
+                env = {
+                    **os.environ,
+                    "RANK": str(r),
+                    "WORLD_SIZE": str(world),
+                    "LOCAL_RANK": str(self.local_ranks[r]),
+                    "MASTER_ADDR": self.address,
+                    "MASTER_PORT": str(port),
+                    "OMP_NUM_THREADS": str(job.threads),
+                }
                 files[r] = (tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+"))
-                procs[r] = subprocess.Popen(WORKER, stdin=subprocess.PIPE, stdout=files[r][0], stderr=files[r][1], text=True, env=env)
+                procs[r] = subprocess.Popen(
+                    WORKER, stdin=subprocess.PIPE, stdout=files[r][0], stderr=files[r][1], text=True, env=env
+                )
                 procs[r].stdin.write(payload)
                 procs[r].stdin.close()
             for r, proc in _as_they_finish(procs):
@@ -340,7 +403,9 @@ def with_efficiency(rows: list[Result]) -> list[Result]:
     """Scaling efficiency of one model's rows against its 1-rank row: rate(N) / (N x rate(1))."""
     one = next((r for r in rows if r.world_size == 1), None)
     for r in rows:
-        r.scaling_efficiency = None if one is None or r.world_size is None else r.samples_per_s / (r.world_size * one.samples_per_s)
+        r.scaling_efficiency = (
+            None if one is None or r.world_size is None else r.samples_per_s / (r.world_size * one.samples_per_s)
+        )
     return rows
 
 
@@ -353,7 +418,8 @@ def launcher(devices: int, nodes: int) -> Launcher:
     if under_slurm:
         return Launcher.slurm(devices, nodes)
     if nodes > 1:
-        raise UserError(f"--nodes {nodes}: ranks on other nodes need Slurm; run it under srun --nodes {nodes} "
-                        f"--ntasks-per-node {devices} (this process is not a Slurm task)")
+        raise UserError(
+            f"--nodes {nodes}: ranks on other nodes need Slurm; run it under srun --nodes {nodes} "
+            f"--ntasks-per-node {devices} (this process is not a Slurm task)"
+        )
     return Launcher.local(devices)
-

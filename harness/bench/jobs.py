@@ -1,5 +1,6 @@
 """What a worker is asked to measure (plain dataclasses that travel to it as JSON on stdin), and the
 parent's side: one worker process per job, its JSON result back, its failure as one line."""
+
 from __future__ import annotations
 
 import json

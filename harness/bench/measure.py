@@ -9,6 +9,7 @@ forward under torch.inference_mode in eval mode. Both run under autocast for the
 step without serialising the device (timm's benchmark.py times one synchronised block; per-step
 stamps also give the distribution).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,16 +19,17 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, TypeVar
+from typing import Any, ContextManager, TypeVar
 
-import architectures
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.benchmark import Timer
 
+import architectures
 from harness.errors import UserError
 
 from .jobs import DistributedJob, ModelJob, Timing
@@ -77,8 +79,13 @@ def autocast(device: torch.device, precision: str) -> Callable[[], ContextManage
     return lambda: torch.autocast(device.type, dtype=DTYPES[precision])
 
 
-def synthetic_batch(batch_size: int, input_size: tuple[int, int, int], output_shape: list[int], device: torch.device,
-                    channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_batch(
+    batch_size: int,
+    input_size: tuple[int, int, int],
+    output_shape: list[int],
+    device: torch.device,
+    channels_last: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Normal images and uniform labels shaped for the model's output: (N,) for a classifier's
     (classes,), (N, H, W) for a segmenter's (classes, H, W)."""
     x = torch.randn(batch_size, *input_size, device=device)
@@ -133,7 +140,9 @@ class Stamps:
 
     def __init__(self, device: torch.device, marks: int) -> None:
         self.device = device
-        self.events = [torch.Event(device=device, enable_timing=True) for _ in range(marks)] if device.type != "cpu" else []
+        self.events = (
+            [torch.Event(device=device, enable_timing=True) for _ in range(marks)] if device.type != "cpu" else []
+        )
         self.clock: list[float] = []
 
     def mark(self) -> None:
@@ -146,7 +155,7 @@ class Stamps:
     def durations(self) -> list[float]:
         if self.events:
             synchronize(self.device)
-            return [a.elapsed_time(b) / 1e3 for a, b in zip(self.events, self.events[1:len(self.clock)])]
+            return [a.elapsed_time(b) / 1e3 for a, b in zip(self.events, self.events[1 : len(self.clock)])]
         return [b - a for a, b in zip(self.clock, self.clock[1:])]
 
 
@@ -171,8 +180,9 @@ class StepTimes:
         return statistics.fmean(t for r in self.repeats for t in r)
 
 
-def time_steps(step: Callable[[], object], device: torch.device, timing: Timing,
-               between: Callable[[float], None] | None = None) -> StepTimes:
+def time_steps(
+    step: Callable[[], object], device: torch.device, timing: Timing, between: Callable[[float], None] | None = None
+) -> StepTimes:
     """`timing.warmup` untimed steps, then `timing.repeats` blocks of stamped steps: `timing.iters`,
     or as many as the warm-up steps (all but the first, which pays for first-call set-up) say fill
     `timing.min_block_s`. Garbage collection is off while timing, as timeit does.
@@ -185,7 +195,9 @@ def time_steps(step: Callable[[], object], device: torch.device, timing: Timing,
         stamps.mark()
     warm = stamps.durations()
     warm = warm[1:] or warm
-    iters = max(timing.iters, math.ceil(timing.min_block_s / max(statistics.fmean(warm), 1e-6))) if warm else timing.iters
+    iters = (
+        max(timing.iters, math.ceil(timing.min_block_s / max(statistics.fmean(warm), 1e-6))) if warm else timing.iters
+    )
     repeats = []
     gc.collect()
     gc.disable()
@@ -238,7 +250,9 @@ def time_phases(step: Step, device: torch.device, iters: int) -> dict[str, float
 def is_oom(err: BaseException) -> bool:
     """CUDA raises torch.OutOfMemoryError; the CPU allocator a RuntimeError (when the kernel refuses
     the allocation rather than killing the process, which the parent reports instead)."""
-    return isinstance(err, torch.OutOfMemoryError) or (isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+    )
 
 
 def free_memory() -> None:
@@ -247,7 +261,9 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def with_halving(measure: Callable[[int], T], batch_size: int, on_oom: Callable[[], None] = free_memory) -> tuple[T, int]:
+def with_halving(
+    measure: Callable[[int], T], batch_size: int, on_oom: Callable[[], None] = free_memory
+) -> tuple[T, int]:
     """`measure(batch_size)`, halving batch_size after each out-of-memory error; returns the result
     and the batch size that ran. The retry happens outside the except block, so the failed
     attempt's traceback, and the tensors its frames hold, are gone before `on_oom` frees memory."""

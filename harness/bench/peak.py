@@ -8,6 +8,7 @@ takes its AVX2 path while oneDNN's convolutions use AVX-512. On this project's 2
 GEMM ran at 120 GFLOP/s a thread and a 3x3 convolution at 268, so a GEMM-only peak put resnet20's
 MFU at 126%.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,7 +37,9 @@ def kernel_rates(device: torch.device, dtype: torch.dtype, threads: int) -> dict
     with torch.inference_mode():
         return {
             f"GEMM {n}^3": best_rate("torch.mm(a, b)", 2 * n**3, threads, a=a, b=b),
-            f"3x3 conv {c}ch {h}px": best_rate("F.conv2d(x, k, padding=1)", 2 * batch * h * w * c * c * 9, threads, x=x, k=k),
+            f"3x3 conv {c}ch {h}px": best_rate(
+                "F.conv2d(x, k, padding=1)", 2 * batch * h * w * c * c * 9, threads, x=x, k=k
+            ),
         }
 
 

@@ -1,5 +1,6 @@
 """One measured row and where it goes: the same fields in the JSON list, the CSV file (appended,
 or merged from many with `--merge`), the rich tables printed, the wandb table and the scaling chart."""
+
 from __future__ import annotations
 
 import ast
@@ -7,9 +8,10 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -85,7 +87,9 @@ class Result:
     allreduce_share: float | None = None  # 1 - no_comm_step_time / step_time: the step's exposed all-reduce cost
     allreduce_bytes: int | None = None  # gradient bytes all-reduced per step (DDP's buckets)
     allreduce_ms: float | None = None  # per step, while any bucket's all-reduce was in flight
-    allreduce_busbw: float | None = None  # bytes/s, nccl-tests' busbw of DDP's buckets: 2(n-1)/n x bytes / allreduce time
+    allreduce_busbw: float | None = (
+        None  # bytes/s, nccl-tests' busbw of DDP's buckets: 2(n-1)/n x bytes / allreduce time
+    )
     raw_allreduce_ms: float | None = None  # one torch.distributed.all_reduce of allreduce_bytes, alone
     raw_allreduce_busbw: float | None = None
 
@@ -106,12 +110,25 @@ def _num(value: float | None, fmt: str, scale: float = 1.0, suffix: str = "") ->
 
 
 def row(r: Result, detail: bool, verify: bool) -> list[str]:
-    batch = str(r.batch_size) if r.batch_size == r.requested_batch_size else f"{r.batch_size} (OOM at {r.requested_batch_size})"
+    batch = (
+        str(r.batch_size)
+        if r.batch_size == r.requested_batch_size
+        else f"{r.batch_size} (OOM at {r.requested_batch_size})"
+    )
     mode = r.mode if r.mode != "data" else f"data, {r.workers} worker{'' if r.workers == 1 else 's'}"
     spread = "" if r.step_time_std_ms is None else f" ± {r.step_time_std_ms:.2f}"
-    cells = [r.name, mode, batch, f"{r.samples_per_s:,.1f}", f"{r.step_time_ms:.2f}{spread}", human(r.peak_memory_bytes, "B"),
-             "-" if r.params is None else human(r.params), "-" if r.macs is None else human(r.macs),
-             _num(r.flops_per_s, ".1f", 1e-9), _num(r.mfu, ".1f", 100, "%")]
+    cells = [
+        r.name,
+        mode,
+        batch,
+        f"{r.samples_per_s:,.1f}",
+        f"{r.step_time_ms:.2f}{spread}",
+        human(r.peak_memory_bytes, "B"),
+        "-" if r.params is None else human(r.params),
+        "-" if r.macs is None else human(r.macs),
+        _num(r.flops_per_s, ".1f", 1e-9),
+        _num(r.mfu, ".1f", 100, "%"),
+    ]
     if detail:
         cells += [_num(r.forward_ms, ".2f"), _num(r.backward_ms, ".2f"), _num(r.optimizer_ms, ".2f")]
     if verify:
@@ -125,40 +142,71 @@ def print_results(results: Sequence[Result], detail: bool, verify: bool) -> None
     models = [r for r in results if r.mode != "data"]
     if models and models[0].peak_flops_per_s is not None:
         r = models[0]
-        print(f"{r.device} ({r.device_name}), {r.threads} threads, torch {r.torch_version}, precision {r.precision}"
-              f"{', channels_last' if r.channels_last else ''}{', compiled' if r.compile else ''}; "
-              f"step ms = median over {r.repeats} repeats of each one's median of {r.iters} steps, ± their std; "
-              f"MFU vs {r.peak_flops_per_s / 1e9:.1f} GFLOP/s ({r.peak_flops_source}); "
-              "FLOPs = 2 x MACs per image, train step = 3 x forward")
+        print(
+            f"{r.device} ({r.device_name}), {r.threads} threads, torch {r.torch_version}, precision {r.precision}"
+            f"{', channels_last' if r.channels_last else ''}{', compiled' if r.compile else ''}; "
+            f"step ms = median over {r.repeats} repeats of each one's median of {r.iters} steps, ± their std; "
+            f"MFU vs {r.peak_flops_per_s / 1e9:.1f} GFLOP/s ({r.peak_flops_source}); "
+            "FLOPs = 2 x MACs per image, train step = 3 x forward"
+        )
     busiest = max(r.load_average for r in results)
     if busiest > len(os.sched_getaffinity(0)):
-        print(f"warning: the machine was busy (1-minute load average up to {busiest:.1f} on {len(os.sched_getaffinity(0))} cores): "
-              "expect noisy figures; on a shared machine --threads 1 suffers least from neighbours")
+        print(
+            f"warning: the machine was busy (1-minute load average up to {busiest:.1f} on {len(os.sched_getaffinity(0))} cores): "
+            "expect noisy figures; on a shared machine --threads 1 suffers least from neighbours"
+        )
 
 
-SCALING_COLUMNS = ["name", "ranks", "nodes", "batch/rank", "samples/s", "rank min-max", "efficiency", "step ms", "no-comm ms",
-                   "all-reduce share", "all-reduce ms", "busbw GB/s", "raw all-reduce ms", "raw busbw GB/s"]
+SCALING_COLUMNS = [
+    "name",
+    "ranks",
+    "nodes",
+    "batch/rank",
+    "samples/s",
+    "rank min-max",
+    "efficiency",
+    "step ms",
+    "no-comm ms",
+    "all-reduce share",
+    "all-reduce ms",
+    "busbw GB/s",
+    "raw all-reduce ms",
+    "raw busbw GB/s",
+]
 
 
 def scaling_row(r: Result) -> list[str]:
     spread = "" if r.step_time_std_ms is None else f" ± {r.step_time_std_ms:.2f}"
-    return [r.name, str(r.world_size), str(r.nodes), str(r.batch_size), f"{r.samples_per_s:,.1f}",
-            f"{r.rank_samples_per_s_min:,.1f}-{r.rank_samples_per_s_max:,.1f}", _num(r.scaling_efficiency, ".1f", 100, "%"),
-            f"{r.step_time_ms:.2f}{spread}", _num(r.no_comm_step_time_ms, ".2f"), _num(r.allreduce_share, ".1f", 100, "%"),
-            _num(r.allreduce_ms, ".2f"), _num(r.allreduce_busbw, ".2f", 1e-9), _num(r.raw_allreduce_ms, ".3f"),
-            _num(r.raw_allreduce_busbw, ".2f", 1e-9)]
+    return [
+        r.name,
+        str(r.world_size),
+        str(r.nodes),
+        str(r.batch_size),
+        f"{r.samples_per_s:,.1f}",
+        f"{r.rank_samples_per_s_min:,.1f}-{r.rank_samples_per_s_max:,.1f}",
+        _num(r.scaling_efficiency, ".1f", 100, "%"),
+        f"{r.step_time_ms:.2f}{spread}",
+        _num(r.no_comm_step_time_ms, ".2f"),
+        _num(r.allreduce_share, ".1f", 100, "%"),
+        _num(r.allreduce_ms, ".2f"),
+        _num(r.allreduce_busbw, ".2f", 1e-9),
+        _num(r.raw_allreduce_ms, ".3f"),
+        _num(r.raw_allreduce_busbw, ".2f", 1e-9),
+    ]
 
 
 def print_scaling(results: Sequence[Result]) -> None:
     """The DDP rows (`--devices`): one line per model and world size, and a footnote saying what each figure is."""
     _print_table(SCALING_COLUMNS, [scaling_row(r) for r in results])
     r = results[0]
-    print(f"{r.device} ({r.device_name}), {r.backend}, {r.threads} thread{'' if r.threads == 1 else 's'} a rank, torch {r.torch_version}, "
-          f"precision {r.precision}{', channels_last' if r.channels_last else ''}{', compiled' if r.compile else ''}; "
-          "samples/s = the sum over ranks of batch/rank / each rank's median step; efficiency = samples/s / (ranks x the "
-          "1-rank samples/s), batch per rank fixed; all-reduce share = 1 - no-comm step / step (the same step with DDP's "
-          "all-reduce skipped, interleaved): its exposed cost; all-reduce ms = per step while a gradient bucket was in flight; "
-          "busbw = 2(n-1)/n x gradient bytes / time (nccl-tests); raw = one all_reduce of the same bytes alone")
+    print(
+        f"{r.device} ({r.device_name}), {r.backend}, {r.threads} thread{'' if r.threads == 1 else 's'} a rank, torch {r.torch_version}, "
+        f"precision {r.precision}{', channels_last' if r.channels_last else ''}{', compiled' if r.compile else ''}; "
+        "samples/s = the sum over ranks of batch/rank / each rank's median step; efficiency = samples/s / (ranks x the "
+        "1-rank samples/s), batch per rank fixed; all-reduce share = 1 - no-comm step / step (the same step with DDP's "
+        "all-reduce skipped, interleaved): its exposed cost; all-reduce ms = per step while a gradient bucket was in flight; "
+        "busbw = 2(n-1)/n x gradient bytes / time (nccl-tests); raw = one all_reduce of the same bytes alone"
+    )
 
 
 def print_any(results: Sequence[Result], detail: bool = False, verify: bool = False) -> None:
@@ -189,8 +237,10 @@ def check_csv(path: Path) -> None:
         with path.open(newline="") as f:
             header = next(csv.reader(f), [])
         if header != FIELDS:
-            raise UserError(f"--csv {path}: the file's header is not convbench bench's ({len(header)} vs {len(FIELDS)} "
-                            "columns); use another file")
+            raise UserError(
+                f"--csv {path}: the file's header is not convbench bench's ({len(header)} vs {len(FIELDS)} "
+                "columns); use another file"
+            )
 
 
 def append_csv(path: Path, results: Sequence[Result], mode: str = "a") -> None:
@@ -234,11 +284,15 @@ def read_results(paths: Sequence[Path]) -> list[Result]:
             with path.open(newline="") as f:
                 reader = csv.DictReader(f)
                 if reader.fieldnames != FIELDS:
-                    raise UserError(f"--merge {path}: the header is not convbench bench's; merge files written by "
-                                    "`convbench bench --csv` or `--json`")
+                    raise UserError(
+                        f"--merge {path}: the header is not convbench bench's; merge files written by "
+                        "`convbench bench --csv` or `--json`"
+                    )
                 rows += [Result(**{k: _parse(kinds[k], v) for k, v in line.items()}) for line in reader]
         except (ValueError, TypeError, SyntaxError, KeyError) as err:
-            raise UserError(f"--merge {path}: not a convbench bench result file ({type(err).__name__}: {err})") from None
+            raise UserError(
+                f"--merge {path}: not a convbench bench result file ({type(err).__name__}: {err})"
+            ) from None
     return rows
 
 
@@ -282,14 +336,39 @@ def scaling_chart(results: Sequence[Result], path: Path) -> Path:
     return path
 
 
-CHART_COLUMNS = ["model", "name", "mode", "batch_size", "macs", "params", "samples_per_s", "step_time_ms", "peak_memory_mib", "mfu"]
+CHART_COLUMNS = [
+    "model",
+    "name",
+    "mode",
+    "batch_size",
+    "macs",
+    "params",
+    "samples_per_s",
+    "step_time_ms",
+    "peak_memory_mib",
+    "mfu",
+]
 
 
 def chart_table(results: Sequence[Result]) -> list[list[Any]]:
     """The model rows (a data pipeline row has no MACs), one line each: 'resnet20 train' (or 'resnet20
     train x2' at 2 ranks) is the model label."""
-    return [[f"{r.name} {r.mode}" + ("" if r.world_size is None else f" x{r.world_size}"), r.name, r.mode, r.batch_size, r.macs,
-             r.params, r.samples_per_s, r.step_time_ms, r.peak_memory_bytes / 2**20, r.mfu] for r in results if r.macs is not None]
+    return [
+        [
+            f"{r.name} {r.mode}" + ("" if r.world_size is None else f" x{r.world_size}"),
+            r.name,
+            r.mode,
+            r.batch_size,
+            r.macs,
+            r.params,
+            r.samples_per_s,
+            r.step_time_ms,
+            r.peak_memory_bytes / 2**20,
+            r.mfu,
+        ]
+        for r in results
+        if r.macs is not None
+    ]
 
 
 def log_results(results: Sequence[Result], mode: str, results_dir: Path, config: dict[str, Any]) -> Path:
@@ -301,17 +380,31 @@ def log_results(results: Sequence[Result], mode: str, results_dir: Path, config:
     from harness.wandb_run import require_written
 
     results_dir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(project="convbench", job_type="bench", dir=str(results_dir), mode=mode, config=config,
-                     settings=wandb.Settings(silent=True, console="off"))
-    data: dict[str, Any] = {"bench": wandb.Table(columns=FIELDS, data=[[_cell(v) for v in r.to_dict().values()] for r in results])}
+    run = wandb.init(
+        project="convbench",
+        job_type="bench",
+        dir=str(results_dir),
+        mode=mode,
+        config=config,
+        settings=wandb.Settings(silent=True, console="off"),
+    )
+    data: dict[str, Any] = {
+        "bench": wandb.Table(columns=FIELDS, data=[[_cell(v) for v in r.to_dict().values()] for r in results])
+    }
     cells = chart_table(results)
     if cells:
         t = wandb.Table(columns=CHART_COLUMNS, data=cells)
-        data.update({
-            "charts/samples_per_s": wandb.plot.bar(t, "model", "samples_per_s", title="samples/s per model"),
-            "charts/samples_per_s_vs_macs": wandb.plot.scatter(t, "macs", "samples_per_s", title="samples/s vs MACs per sample"),
-            "charts/memory_vs_samples_per_s": wandb.plot.scatter(t, "samples_per_s", "peak_memory_mib", title="peak memory MiB vs samples/s"),
-        })
+        data.update(
+            {
+                "charts/samples_per_s": wandb.plot.bar(t, "model", "samples_per_s", title="samples/s per model"),
+                "charts/samples_per_s_vs_macs": wandb.plot.scatter(
+                    t, "macs", "samples_per_s", title="samples/s vs MACs per sample"
+                ),
+                "charts/memory_vs_samples_per_s": wandb.plot.scatter(
+                    t, "samples_per_s", "peak_memory_mib", title="peak memory MiB vs samples/s"
+                ),
+            }
+        )
         if any(c[-1] is not None for c in cells):
             data["charts/mfu"] = wandb.plot.bar(t, "model", "mfu", title="MFU per model")
     run.log(data)

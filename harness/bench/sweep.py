@@ -16,6 +16,7 @@ runs, which a benchmark is not). Each task runs one `srun ... convbench bench MO
       results: results/bench/bench-scaling
     slurm: {partition: gpu, gpus_per_node: 8, cpus_per_task: 8, time: "01:00:00", mem: 64G}
 """
+
 from __future__ import annotations
 
 import itertools
@@ -31,11 +32,11 @@ import yaml
 from annotated_types import Ge, MinLen
 
 import architectures
-from harness.config import schema
 from harness.bench.jobs import PRECISIONS
-from harness.errors import UserError
+from harness.config import schema
 from harness.config.files import read_text
 from harness.config.schema import STRICT, ConfigError
+from harness.errors import UserError
 from harness.sweep.slurm import TEMPLATES, _slurm
 from harness.sweep.spec import SlurmConfig
 
@@ -59,10 +60,14 @@ class BenchSpec:
         zoo = set(architectures.names())
         for m in self.models:
             if m not in zoo:
-                raise ConfigError(("bench", "models"), f"bench.models: unknown architecture {m!r} (see `convbench list`)")
+                raise ConfigError(
+                    ("bench", "models"), f"bench.models: unknown architecture {m!r} (see `convbench list`)"
+                )
         for p in self.precision:
             if p not in PRECISIONS:
-                raise ConfigError(("bench", "precision"), f"bench.precision: {p!r} is not one of {', '.join(PRECISIONS)}")
+                raise ConfigError(
+                    ("bench", "precision"), f"bench.precision: {p!r} is not one of {', '.join(PRECISIONS)}"
+                )
 
 
 @dataclass
@@ -76,10 +81,15 @@ class BenchSweepFile:
 
     def __post_init__(self) -> None:
         if self.slurm.signal != SlurmConfig.signal:
-            raise ConfigError(("slurm", "signal"), "slurm.signal: a bench has nothing to checkpoint on a signal; leave it out")
+            raise ConfigError(
+                ("slurm", "signal"), "slurm.signal: a bench has nothing to checkpoint on a signal; leave it out"
+            )
         if self.slurm.array_parallelism is not None:
-            raise ConfigError(("slurm", "array_parallelism"), "slurm.array_parallelism: a bench sweep's tasks are not throttled; "
-                              "leave it out (each task holds whole nodes: --exclusive in slurm.extra)")
+            raise ConfigError(
+                ("slurm", "array_parallelism"),
+                "slurm.array_parallelism: a bench sweep's tasks are not throttled; "
+                "leave it out (each task holds whole nodes: --exclusive in slurm.extra)",
+            )
 
 
 @dataclass
@@ -115,7 +125,9 @@ def load(path: Path) -> BenchSweep:
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("bench"), dict):
-        raise UserError(f"{path}: a bench sweep needs a `bench:` mapping (models, devices, ...); train sweeps run with `convbench sweep`")
+        raise UserError(
+            f"{path}: a bench sweep needs a `bench:` mapping (models, devices, ...); train sweeps run with `convbench sweep`"
+        )
     try:
         doc: BenchSweepFile = schema.parse(BenchSweepFile, data)
     except ConfigError as err:
@@ -129,11 +141,22 @@ def load(path: Path) -> BenchSweep:
 def directives(sweep: BenchSweep) -> list[str]:
     s, b = sweep.slurm, sweep.spec
     if s.gpus_per_node and s.gpus_per_node != b.devices:
-        raise UserError(f"{sweep.path}: slurm.gpus_per_node={s.gpus_per_node} but bench.devices={b.devices}: one rank per GPU, make them equal")
-    lines = [f"--job-name=convbench-bench-{sweep.name}", f"--array=0-{len(b.models) - 1}", f"--nodes={b.nodes}",
-             f"--ntasks-per-node={b.devices}", f"--cpus-per-task={s.cpus_per_task}"]
+        raise UserError(
+            f"{sweep.path}: slurm.gpus_per_node={s.gpus_per_node} but bench.devices={b.devices}: one rank per GPU, make them equal"
+        )
+    lines = [
+        f"--job-name=convbench-bench-{sweep.name}",
+        f"--array=0-{len(b.models) - 1}",
+        f"--nodes={b.nodes}",
+        f"--ntasks-per-node={b.devices}",
+        f"--cpus-per-task={s.cpus_per_task}",
+    ]
     lines += [f"--gres=gpu:{s.gpus_per_node}"] if s.gpus_per_node else []
-    lines += [f"--{key}={getattr(s, key)}" for key in ("mem", "time", "partition", "account", "qos", "constraint") if getattr(s, key)]
+    lines += [
+        f"--{key}={getattr(s, key)}"
+        for key in ("mem", "time", "partition", "account", "qos", "constraint")
+        if getattr(s, key)
+    ]
     lines += [f"--output={sweep.results.resolve()}/logs/%A_%a.out"]
     lines += [str(x) for x in s.extra]
     return [f"#SBATCH {line}" for line in lines]
@@ -142,11 +165,20 @@ def directives(sweep: BenchSweep) -> list[str]:
 def render(sweep: BenchSweep) -> str:
     out = sweep.results.resolve()
     python = shlex.quote(sys.executable)
-    steps = [f"srun --kill-on-bad-exit=1 {python} -m harness.cli bench \"${{MODEL}}\" --devices {sweep.spec.devices} --nodes {sweep.spec.nodes} "
-             f"{shlex.join(flags)} --csv {shlex.quote(str(out))}/\"${{MODEL}}.csv\"" for flags in sweep.settings()]
-    values = {"name": sweep.name, "out": shlex.quote(str(out)), "workdir": shlex.quote(os.getcwd()),
-              "directives": "\n".join(directives(sweep)), "setup": "\n".join(sweep.slurm.setup),
-              "models": " ".join(shlex.quote(m) for m in sweep.models), "steps": "\n".join(steps)}
+    steps = [
+        f'srun --kill-on-bad-exit=1 {python} -m harness.cli bench "${{MODEL}}" --devices {sweep.spec.devices} --nodes {sweep.spec.nodes} '
+        f'{shlex.join(flags)} --csv {shlex.quote(str(out))}/"${{MODEL}}.csv"'
+        for flags in sweep.settings()
+    ]
+    values = {
+        "name": sweep.name,
+        "out": shlex.quote(str(out)),
+        "workdir": shlex.quote(os.getcwd()),
+        "directives": "\n".join(directives(sweep)),
+        "setup": "\n".join(sweep.slurm.setup),
+        "models": " ".join(shlex.quote(m) for m in sweep.models),
+        "steps": "\n".join(steps),
+    }
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], (TEMPLATES / "bench-array.sbatch").read_text())
 
 

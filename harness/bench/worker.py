@@ -9,6 +9,7 @@ model measures the same in every process. Anything else that writes to stdout (c
 libraries) is sent to stderr so the parent reads exactly one JSON document. A user mistake is
 reported as {"error": ...} with exit 2; anything else is a traceback on stderr and exit 1.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -18,7 +19,7 @@ import os
 import platform
 import statistics
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -27,8 +28,21 @@ from harness.errors import user_errors
 from harness.memory import peak_bytes, peak_reserved_bytes, peak_rss_bytes, reset_peak
 
 from .jobs import DataJob, DistributedJob, Job, ModelJob, from_json
-from .measure import (TRAIN_FLOPS_FACTOR, Step, StepTimes, TimerCheck, build_model, device_name, infer_step, load_average, synthetic_batch,
-                      time_phases, time_steps, train_step, with_halving)
+from .measure import (
+    TRAIN_FLOPS_FACTOR,
+    Step,
+    StepTimes,
+    TimerCheck,
+    build_model,
+    device_name,
+    infer_step,
+    load_average,
+    synthetic_batch,
+    time_phases,
+    time_steps,
+    train_step,
+    with_halving,
+)
 from .results import Result
 
 # Fixed glibc malloc thresholds, so that every measuring process takes the same allocation path.
@@ -72,20 +86,44 @@ def measure_model(job: ModelJob) -> Result:
     step_time, std, cv = times.summary(statistics.median)
     flops_per_s = flops_per_step / step_time
     result = Result(
-        name=job.name, mode=job.mode, batch_size=batch_size, requested_batch_size=job.batch_size,
-        samples_per_s=batch_size / step_time, step_time_ms=step_time * 1e3,
-        step_time_std_ms=None if std is None else std * 1e3, step_time_cv=cv, step_time_mean_ms=times.mean * 1e3,
-        peak_memory_bytes=peak_memory, peak_memory_reserved_bytes=peak_reserved,
-        params=profile.params, macs=profile.macs, flops_per_step=flops_per_step, flops_per_s=flops_per_s,
-        mfu=None, peak_flops_per_s=None, peak_flops_source=None,  # the parent's peak job fills these in
-        input_size=list(job.input_size), device=str(device), device_name=device_name(device),
-        torch_version=torch.__version__, precision=job.precision, channels_last=job.channels_last,
-        compile=job.compile, threads=job.threads, load_average=load_average(), warmup=job.timing.warmup,
-        iters=len(times.repeats[0]), repeats=job.timing.repeats,
+        name=job.name,
+        mode=job.mode,
+        batch_size=batch_size,
+        requested_batch_size=job.batch_size,
+        samples_per_s=batch_size / step_time,
+        step_time_ms=step_time * 1e3,
+        step_time_std_ms=None if std is None else std * 1e3,
+        step_time_cv=cv,
+        step_time_mean_ms=times.mean * 1e3,
+        peak_memory_bytes=peak_memory,
+        peak_memory_reserved_bytes=peak_reserved,
+        params=profile.params,
+        macs=profile.macs,
+        flops_per_step=flops_per_step,
+        flops_per_s=flops_per_s,
+        mfu=None,
+        peak_flops_per_s=None,
+        peak_flops_source=None,  # the parent's peak job fills these in
+        input_size=list(job.input_size),
+        device=str(device),
+        device_name=device_name(device),
+        torch_version=torch.__version__,
+        precision=job.precision,
+        channels_last=job.channels_last,
+        compile=job.compile,
+        threads=job.threads,
+        load_average=load_average(),
+        warmup=job.timing.warmup,
+        iters=len(times.repeats[0]),
+        repeats=job.timing.repeats,
     )
     if job.detail:
         ms = {name: seconds * 1e3 for name, seconds in time_phases(step, device, job.timing.iters).items()}
-        result.forward_ms, result.backward_ms, result.optimizer_ms = ms["forward"], ms.get("backward"), ms.get("optimizer")
+        result.forward_ms, result.backward_ms, result.optimizer_ms = (
+            ms["forward"],
+            ms.get("backward"),
+            ms.get("optimizer"),
+        )
     if check is not None:
         result.timer_samples_per_s = batch_size / check.median
         result.timer_agreement = result.samples_per_s / result.timer_samples_per_s - 1
@@ -106,15 +144,38 @@ def measure_data(job: DataJob) -> Result:
     batch_time, std, cv = times.summary(statistics.fmean)
     rate = job.batch_size / batch_time
     return Result(
-        name=job.dataset, mode="data", batch_size=job.batch_size, requested_batch_size=job.batch_size,
-        samples_per_s=rate, step_time_ms=batch_time * 1e3,
-        step_time_std_ms=None if std is None else std * 1e3, step_time_cv=cv, step_time_mean_ms=times.mean * 1e3,
-        peak_memory_bytes=peak_rss_bytes(), peak_memory_reserved_bytes=None, params=None, macs=None,
-        flops_per_step=None, flops_per_s=None, mfu=None, peak_flops_per_s=None, peak_flops_source=None,
-        input_size=list(dm.input_size), device="cpu", device_name=device_name(torch.device("cpu")),
-        torch_version=torch.__version__, precision=None, channels_last=None, compile=None, threads=job.threads,
-        load_average=load_average(), warmup=job.timing.warmup, iters=len(times.repeats[0]), repeats=job.timing.repeats,
-        workers=job.workers, samples_per_s_per_worker=rate / max(job.workers, 1),
+        name=job.dataset,
+        mode="data",
+        batch_size=job.batch_size,
+        requested_batch_size=job.batch_size,
+        samples_per_s=rate,
+        step_time_ms=batch_time * 1e3,
+        step_time_std_ms=None if std is None else std * 1e3,
+        step_time_cv=cv,
+        step_time_mean_ms=times.mean * 1e3,
+        peak_memory_bytes=peak_rss_bytes(),
+        peak_memory_reserved_bytes=None,
+        params=None,
+        macs=None,
+        flops_per_step=None,
+        flops_per_s=None,
+        mfu=None,
+        peak_flops_per_s=None,
+        peak_flops_source=None,
+        input_size=list(dm.input_size),
+        device="cpu",
+        device_name=device_name(torch.device("cpu")),
+        torch_version=torch.__version__,
+        precision=None,
+        channels_last=None,
+        compile=None,
+        threads=job.threads,
+        load_average=load_average(),
+        warmup=job.timing.warmup,
+        iters=len(times.repeats[0]),
+        repeats=job.timing.repeats,
+        workers=job.workers,
+        samples_per_s_per_worker=rate / max(job.workers, 1),
     )
 
 

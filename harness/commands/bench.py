@@ -19,6 +19,7 @@ Choices worth knowing:
 - --merge FILE... reads bench CSV/JSON files (a sweep's per-job results) into one table, and with
   --csv writes them as one file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,12 +27,22 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import architectures
 import datamodules
-from harness.bench.jobs import MODES, PRECISIONS, DataJob, DistributedJob, ModelJob, PeakJob, Timing, default_batch_size, run_job
+from harness.bench.jobs import (
+    MODES,
+    PRECISIONS,
+    DataJob,
+    DistributedJob,
+    ModelJob,
+    PeakJob,
+    Timing,
+    default_batch_size,
+    run_job,
+)
 from harness.bench.results import Result, append_csv, check_csv, print_any
 from harness.commands.options import parse_input_size
 from harness.errors import UserError
@@ -66,42 +77,98 @@ def _int_at_least(text: str, minimum: int) -> int:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("names", nargs="*", metavar="NAME", help="architectures (see `convbench list`); none with --data alone")
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help="architectures (see `convbench list`); none with --data alone"
+    )
     p.add_argument("--mode", choices=(*MODES, "both"), help="default: both (train with --devices)")
-    p.add_argument("--batch-size", type=positive_int, help="default: 128 for inputs up to 64 px (and for --data); above, 32 on "
-                   "GPU and 8 on CPU. Halved until it fits on out-of-memory; the batch that ran is reported")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="default: 128 for inputs up to 64 px (and for --data); above, 32 on "
+        "GPU and 8 on CPU. Halved until it fits on out-of-memory; the batch that ran is reported",
+    )
     p.add_argument("--input-size", nargs=3, metavar=("C", "H", "W"), help="default: the architecture's reference input")
     p.add_argument("--num-classes", type=positive_int, help="default: the architecture's")
     p.add_argument("--channels-last", action="store_true", help="NHWC model and input")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compiled during warm-up)")
-    p.add_argument("--precision", choices=PRECISIONS, default="32",
-                   help="autocast dtype; default 32. 16-mixed needs a GPU: CPU float16 matmul is emulated, ~100x slower than fp32")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="32",
+        help="autocast dtype; default 32. 16-mixed needs a GPU: CPU float16 matmul is emulated, ~100x slower than fp32",
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--warmup", type=nonnegative_int, default=10, help="untimed steps first; default 10")
-    p.add_argument("--iters", type=positive_int, default=20, help="timed steps per repeat, at least: more when needed for a repeat to last --min-block seconds; default 20")
-    p.add_argument("--min-block", type=positive_float, default=1.0, metavar="SECONDS", help="least duration of a repeat; default 1.0")
-    p.add_argument("--repeats", type=positive_int, default=5, help="timed blocks; step time is their median, ± their std; default 5")
+    p.add_argument(
+        "--iters",
+        type=positive_int,
+        default=20,
+        help="timed steps per repeat, at least: more when needed for a repeat to last --min-block seconds; default 20",
+    )
+    p.add_argument(
+        "--min-block",
+        type=positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="least duration of a repeat; default 1.0",
+    )
+    p.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=5,
+        help="timed blocks; step time is their median, ± their std; default 5",
+    )
     p.add_argument("--threads", type=positive_int, help="torch.set_num_threads; default all cores this process may use")
     p.add_argument("--detail", action="store_true", help="also time forward, backward and optimizer apart")
-    p.add_argument("--verify", action="store_true", help="also time the step with torch.utils.benchmark.Timer and report the agreement")
-    p.add_argument("--data", choices=datamodules.names(), metavar="DATASET",
-                   help=f"also measure this dataset's train pipeline in images/s ({', '.join(datamodules.names())})")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also time the step with torch.utils.benchmark.Timer and report the agreement",
+    )
+    p.add_argument(
+        "--data",
+        choices=datamodules.names(),
+        metavar="DATASET",
+        help=f"also measure this dataset's train pipeline in images/s ({', '.join(datamodules.names())})",
+    )
     p.add_argument("--data-root", help="--data's folder; default the dataset's")
     p.add_argument("--workers", type=nonnegative_int, default=2, help="--data's DataLoader workers; default 2")
-    p.add_argument("--devices", type=positive_int, metavar="N",
-                   help="measure the DDP train step at 1, 2, 4, ... N x --nodes ranks (N ranks a node; gloo on CPU, NCCL on GPU)")
-    p.add_argument("--nodes", type=positive_int, default=1, metavar="M",
-                   help="with --devices: nodes of a Slurm step (run under srun --nodes M --ntasks-per-node N); default 1")
+    p.add_argument(
+        "--devices",
+        type=positive_int,
+        metavar="N",
+        help="measure the DDP train step at 1, 2, 4, ... N x --nodes ranks (N ranks a node; gloo on CPU, NCCL on GPU)",
+    )
+    p.add_argument(
+        "--nodes",
+        type=positive_int,
+        default=1,
+        metavar="M",
+        help="with --devices: nodes of a Slurm step (run under srun --nodes M --ntasks-per-node N); default 1",
+    )
     p.add_argument("--chart", type=Path, metavar="PNG", help="with --devices or --merge: write the scaling chart")
-    p.add_argument("--merge", type=Path, nargs="+", metavar="FILE",
-                   help="read bench CSV/JSON result files into one table (measures nothing); --csv writes it as one file")
-    p.add_argument("--sweep", type=Path, metavar="FILE",
-                   help="submit a bench sweep (e.g. sweeps/bench/scaling.yaml) as a Slurm array, one model a task")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="read bench CSV/JSON result files into one table (measures nothing); --csv writes it as one file",
+    )
+    p.add_argument(
+        "--sweep",
+        type=Path,
+        metavar="FILE",
+        help="submit a bench sweep (e.g. sweeps/bench/scaling.yaml) as a Slurm array, one model a task",
+    )
     p.add_argument("--dry-run", action="store_true", help="with --sweep: print the sbatch script, submit nothing")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per model and mode (and dataset)")
     p.add_argument("--csv", type=Path, metavar="FILE", help="append one row per result (header when the file is new)")
-    p.add_argument("--wandb", choices=("disabled", "offline", "online"), default="disabled",
-                   help="log a table of the results; default disabled (offline never touches the network)")
+    p.add_argument(
+        "--wandb",
+        choices=("disabled", "offline", "online"),
+        default="disabled",
+        help="log a table of the results; default disabled (offline never touches the network)",
+    )
     p.add_argument("--results", type=Path, default=Path("results"), help="where wandb writes; default results/")
 
 
@@ -127,10 +194,21 @@ def model_jobs(args: argparse.Namespace, device: str, threads: int, timing: Timi
         info = architectures.info(name)
         size = parse_input_size(args.input_size, info.input_size)
         for mode in MODES if args.mode in (None, "both") else (args.mode,):
-            yield ModelJob(name=name, mode=mode, batch_size=args.batch_size or default_batch_size(size, device),
-                           input_size=size, num_classes=args.num_classes, device=device, precision=args.precision,
-                           channels_last=args.channels_last, compile=args.compile, threads=threads, timing=timing,
-                           detail=args.detail, verify=args.verify)
+            yield ModelJob(
+                name=name,
+                mode=mode,
+                batch_size=args.batch_size or default_batch_size(size, device),
+                input_size=size,
+                num_classes=args.num_classes,
+                device=device,
+                precision=args.precision,
+                channels_last=args.channels_last,
+                compile=args.compile,
+                threads=threads,
+                timing=timing,
+                detail=args.detail,
+                verify=args.verify,
+            )
 
 
 def check_distributed(args: argparse.Namespace) -> None:
@@ -140,10 +218,16 @@ def check_distributed(args: argparse.Namespace) -> None:
             if given:
                 raise UserError(f"{flag} needs --devices N (the DDP bench)")
         return
-    for flag, given in (("--mode " + str(args.mode), args.mode not in (None, "train")), ("--detail", args.detail),
-                        ("--verify", args.verify), ("--data", args.data is not None)):
+    for flag, given in (
+        ("--mode " + str(args.mode), args.mode not in (None, "train")),
+        ("--detail", args.detail),
+        ("--verify", args.verify),
+        ("--data", args.data is not None),
+    ):
         if given:
-            raise UserError(f"{flag} does not apply to --devices, which measures the DDP train step; run it without --devices")
+            raise UserError(
+                f"{flag} does not apply to --devices, which measures the DDP train step; run it without --devices"
+            )
     if not args.names:
         raise UserError("--devices: name at least one architecture")
 
@@ -154,7 +238,9 @@ def run_distributed(args: argparse.Namespace, timing: Timing) -> list[Result]:
 
     device = resolve_device(args.device)
     if args.precision == "16-mixed" and device == "cpu":
-        raise UserError("--precision 16-mixed needs a GPU: CPU float16 matmul is emulated (~100x slower than fp32); use bf16-mixed")
+        raise UserError(
+            "--precision 16-mixed needs a GPU: CPU float16 matmul is emulated (~100x slower than fp32); use bf16-mixed"
+        )
     if device == "cuda" and not os.environ.get("SLURM_NTASKS"):
         import torch
 
@@ -167,9 +253,18 @@ def run_distributed(args: argparse.Namespace, timing: Timing) -> list[Result]:
     index = 0
     for name in args.names:
         size = parse_input_size(args.input_size, architectures.info(name).input_size)
-        job = DistributedJob(name=name, batch_size=args.batch_size or default_batch_size(size, device), input_size=size,
-                             num_classes=args.num_classes, device=device, precision=args.precision,
-                             channels_last=args.channels_last, compile=args.compile, threads=threads, timing=timing)
+        job = DistributedJob(
+            name=name,
+            batch_size=args.batch_size or default_batch_size(size, device),
+            input_size=size,
+            num_classes=args.num_classes,
+            device=device,
+            precision=args.precision,
+            channels_last=args.channels_last,
+            compile=args.compile,
+            threads=threads,
+            timing=timing,
+        )
         rows = []
         for world in world_sizes(args.devices * args.nodes):
             label = f"{name} train, {world} rank{'' if world == 1 else 's'}"
@@ -186,14 +281,18 @@ def sweep(args: argparse.Namespace) -> int:
     from harness.sweep import bench
 
     if args.names or args.data or args.devices or args.merge:
-        raise UserError("--sweep takes its models and devices from the file: give it no NAME, --data, --devices or --merge")
+        raise UserError(
+            "--sweep takes its models and devices from the file: give it no NAME, --data, --devices or --merge"
+        )
     spec = bench.load(args.sweep)
     if args.dry_run:
         print(bench.render(spec), end="")
         return 0
     job_id, script = bench.submit(spec)
-    print(f"submitted array job {job_id} ({script}): {len(spec.models)} models x {len(spec.settings())} settings; when it is done: "
-          f"convbench bench --merge {spec.results}/*.csv --csv {spec.results}.csv --chart {spec.results}.png")
+    print(
+        f"submitted array job {job_id} ({script}): {len(spec.models)} models x {len(spec.settings())} settings; when it is done: "
+        f"convbench bench --merge {spec.results}/*.csv --csv {spec.results}.csv --chart {spec.results}.png"
+    )
     return 0
 
 
@@ -224,8 +323,10 @@ def run(args: argparse.Namespace) -> int:
     if args.names:
         device = resolve_device(args.device)
         if args.precision == "16-mixed" and device == "cpu":
-            raise UserError("--precision 16-mixed needs a GPU: CPU float16 matmul is emulated (~100x slower than fp32); "
-                            "use bf16-mixed")
+            raise UserError(
+                "--precision 16-mixed needs a GPU: CPU float16 matmul is emulated (~100x slower than fp32); "
+                "use bf16-mixed"
+            )
         for job in model_jobs(args, device, threads, timing):  # --mode both unless given
             label = f"{job.name} {job.mode}"
             with progress(label):
@@ -238,8 +339,15 @@ def run(args: argparse.Namespace) -> int:
             r.mfu = r.flops_per_s / r.peak_flops_per_s
     if args.data:
         size = parse_input_size(args.input_size, (3, 32, 32)) if args.input_size else None
-        job = DataJob(dataset=args.data, batch_size=args.batch_size or 128, workers=args.workers, root=args.data_root,
-                      input_size=size, threads=threads, timing=timing)
+        job = DataJob(
+            dataset=args.data,
+            batch_size=args.batch_size or 128,
+            workers=args.workers,
+            root=args.data_root,
+            input_size=size,
+            threads=threads,
+            timing=timing,
+        )
         with progress(f"{args.data} pipeline"):
             results.append(Result(**run_job(job, f"{args.data} pipeline")))
     return output(args, results)
@@ -253,7 +361,9 @@ def merge(args: argparse.Namespace) -> int:
     results = read_results(args.merge)
     if not results:
         raise UserError(f"--merge: no rows in {', '.join(map(str, args.merge))}")
-    results.sort(key=lambda r: (r.name, r.mode, r.device_name, str(r.precision), bool(r.channels_last), r.world_size or 0))
+    results.sort(
+        key=lambda r: (r.name, r.mode, r.device_name, str(r.precision), bool(r.channels_last), r.world_size or 0)
+    )
     if args.csv is not None:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         append_csv(args.csv, results, mode="w")

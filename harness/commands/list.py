@@ -1,4 +1,5 @@
 """`convbench list [PATTERN] [--json]`: the registry as a table."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,16 +19,38 @@ def run(args: argparse.Namespace) -> int:
     for name in architectures.names(args.pattern):
         i = architectures.info(name)
         params = sum(p.numel() for p in architectures.create(name).parameters())
-        rows.append({"name": name, "family": i.family, "depth": i.depth, "residual": i.residual, "params": params,
-                     "input_size": list(i.input_size), "num_classes": i.num_classes, "task": i.task, "reference": i.reference})
+        rows.append(
+            {
+                "name": name,
+                "family": i.family,
+                "depth": i.depth,
+                "residual": i.residual,
+                "params": params,
+                "input_size": list(i.input_size),
+                "num_classes": i.num_classes,
+                "task": i.task,
+                "reference": i.reference,
+            }
+        )
     if not rows:
         raise architectures.ArchitectureError(f"no architecture matches {args.pattern!r} (try `convbench list`)")
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     print_table(
-        None, ["name", "family", "depth", "residual", "params", "input"],
-        ([r["name"], r["family"], r["depth"], "yes" if r["residual"] else "no", f"{r['params']:,}", "x".join(map(str, r["input_size"]))] for r in rows),
+        None,
+        ["name", "family", "depth", "residual", "params", "input"],
+        (
+            [
+                r["name"],
+                r["family"],
+                r["depth"],
+                "yes" if r["residual"] else "no",
+                f"{r['params']:,}",
+                "x".join(map(str, r["input_size"])),
+            ]
+            for r in rows
+        ),
         right=("depth", "params"),
     )
     return 0

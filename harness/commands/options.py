@@ -1,4 +1,5 @@
 """Argument parsing that more than one verb shares."""
+
 from __future__ import annotations
 
 from harness.errors import UserError

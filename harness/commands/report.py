@@ -1,6 +1,7 @@
 """`convbench report DIR [DIR ...]`: aggregate every result.json under the DIRs (results roots, sweep
 directories, any tree) into report.md, report.json, runs.json and PNG charts in --out (default
 <first DIR>/report)."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,11 +12,19 @@ from harness.config.train_config import WANDB_MODES
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dirs", nargs="+", metavar="RESULTS_OR_SWEEP_DIR",
-                   help="searched recursively for result.json files; several: one report over all their runs")
+    p.add_argument(
+        "dirs",
+        nargs="+",
+        metavar="RESULTS_OR_SWEEP_DIR",
+        help="searched recursively for result.json files; several: one report over all their runs",
+    )
     p.add_argument("--out", help="where the report goes (default FIRST_DIR/report)")
-    p.add_argument("--wandb", choices=WANDB_MODES, default="disabled",
-                   help="also log the table and charts to a W&B summary run in the runs' group (default disabled)")
+    p.add_argument(
+        "--wandb",
+        choices=WANDB_MODES,
+        default="disabled",
+        help="also log the table and charts to a W&B summary run in the runs' group (default disabled)",
+    )
     p.add_argument("--no-charts", action="store_true", help="tables only")
 
 

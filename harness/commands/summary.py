@@ -1,4 +1,5 @@
 """`convbench summary NAME`: per-layer output shape, parameters and MACs, and the totals."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,15 +27,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         prof = architectures.profile(model, size)
     except RuntimeError as err:
-        raise UserError(f"{args.name} cannot run on input {'x'.join(map(str, size))}: {str(err).splitlines()[0]}") from None
+        raise UserError(
+            f"{args.name} cannot run on input {'x'.join(map(str, size))}: {str(err).splitlines()[0]}"
+        ) from None
     if args.json:
         print(json.dumps({"name": args.name, "family": info.family, **prof.to_dict()}))
         return 0
     print_table(
-        f"{args.name}  ({info.reference})", ["layer", "type", "output", "params", "MACs"],
+        f"{args.name}  ({info.reference})",
+        ["layer", "type", "output", "params", "MACs"],
         ([l.name, l.type, "x".join(map(str, l.output_shape)), f"{l.params:,}", f"{l.macs:,}"] for l in prof.layers),
         right=("params", "MACs"),
     )
-    print(f"input {'x'.join(map(str, size))}  depth {prof.depth}  params {prof.params:,}  "
-          f"MACs {prof.macs:,} ({human(prof.macs)}; FLOPs = 2 x MACs)  output {'x'.join(map(str, prof.output_shape))}")
+    print(
+        f"input {'x'.join(map(str, size))}  depth {prof.depth}  params {prof.params:,}  "
+        f"MACs {prof.macs:,} ({human(prof.macs)}; FLOPs = 2 x MACs)  output {'x'.join(map(str, prof.output_shape))}"
+    )
     return 0

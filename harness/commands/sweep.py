@@ -1,6 +1,7 @@
 """`convbench sweep [run|status|cancel] FILE`: a grid of runs from a W&B-style sweep file (sweeps/*.yaml),
 run locally (`--parallel N` subprocesses) or as SLURM array jobs. `convbench sweep FILE` = run.
 Exit codes: 0 every run completed (or, for slurm, submitted), 1 some run did not complete, 2 a user mistake."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,10 +13,14 @@ ACTIONS = ("run", "status", "cancel")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("words", nargs="+", metavar="[ACTION] FILE", help="ACTION: run (default) | status | cancel; FILE: a sweep YAML")
+    p.add_argument(
+        "words", nargs="+", metavar="[ACTION] FILE", help="ACTION: run (default) | status | cancel; FILE: a sweep YAML"
+    )
     p.add_argument("--backend", choices=("local", "slurm"), default="local")
     p.add_argument("--parallel", type=int, default=1, help="local: runs at a time; the cores are split between them")
-    p.add_argument("--dry-run", action="store_true", help="list the runs (local) or print the sbatch scripts (slurm); run nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the runs (local) or print the sbatch scripts (slurm); run nothing"
+    )
     p.add_argument("--results", help="results root (default: the sweep's convbench.results, else results/)")
     p.add_argument("--json", action="store_true", help="status: print JSON")
 
@@ -62,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
             info = architectures.info(r.config.arch)
             deps = f"  after {','.join(map(str, r.deps))}" if r.deps else ""
             label = f"{r.name}: " if r.name else ""
-            print(f"{r.index:>4}  {r.run_id:<40} {r.config.arch:<12} depth {info.depth:<4} {label}{_overrides(r.values)}{deps}")
+            print(
+                f"{r.index:>4}  {r.run_id:<40} {r.config.arch:<12} depth {info.depth:<4} {label}{_overrides(r.values)}{deps}"
+            )
         return 0
     if args.backend == "slurm":
         from harness.sweep.slurm import submit
@@ -74,9 +81,14 @@ def run(args: argparse.Namespace) -> int:
     outcome = run_local(sweep, parallel=args.parallel)
     final = outcome.final
     bad = {i: s for i, s in final.items() if s != "completed"}
-    print(f"sweep {sweep.name}: {len(final) - len(bad)}/{len(final)} completed" + (f"; not completed: {bad}" if bad else ""))
+    print(
+        f"sweep {sweep.name}: {len(final) - len(bad)}/{len(final)} completed"
+        + (f"; not completed: {bad}" if bad else "")
+    )
     if outcome.overhead is not None:
         slots = min(outcome.parallel, len(outcome.run_s))
-        print(f"sweep {sweep.name}: {len(outcome.run_s)} runs trained in {outcome.wall_s:.0f}s wall; their own times sum to "
-              f"{sum(outcome.run_s):.0f}s over {slots} slots: overhead {outcome.overhead:.2f}x")
+        print(
+            f"sweep {sweep.name}: {len(outcome.run_s)} runs trained in {outcome.wall_s:.0f}s wall; their own times sum to "
+            f"{sum(outcome.run_s):.0f}s over {slots} slots: overhead {outcome.overhead:.2f}x"
+        )
     return 1 if bad else 0

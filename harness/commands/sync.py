@@ -3,6 +3,7 @@ run (exporting those run with W&B disabled or whose export was interrupted), the
 `wandb sync` command that uploads them, or run it with --upload (on a machine with internet: the
 login node). Runs logged online are already in W&B and left alone. Exit codes: 0 done, 2 a user
 mistake or an upload that could not start, 1 an upload that failed."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,13 @@ class UploadFailed(UserError):
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", metavar="RESULTS", help="a results root, sweep directory or run directory (searched recursively)")
+    p.add_argument(
+        "dir", metavar="RESULTS", help="a results root, sweep directory or run directory (searched recursively)"
+    )
     p.add_argument("--upload", action="store_true", help="run `wandb sync` on the offline runs not yet uploaded")
-    p.add_argument("--timeout", type=float, default=900, help="--upload: seconds before `wandb sync` is stopped (default 900)")
+    p.add_argument(
+        "--timeout", type=float, default=900, help="--upload: seconds before `wandb sync` is stopped (default 900)"
+    )
 
 
 def reachable(base_url: str, timeout: float = 10) -> str | None:
@@ -33,7 +38,9 @@ def reachable(base_url: str, timeout: float = 10) -> str | None:
     minutes on a machine without internet (a compute node)."""
     url = urlparse(base_url)
     try:
-        socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+        socket.create_connection(
+            (url.hostname or "", url.port or (443 if url.scheme == "https" else 80)), timeout=timeout
+        ).close()
     except OSError as err:
         return f"{type(err).__name__}: {err.strerror or err}"
     return None
@@ -63,8 +70,11 @@ def run(args: argparse.Namespace) -> int:
             kept += 1
         if not synced(d):
             pending.append(d)
-    print(f"{len(files)} finished runs: {exported} exported now, {kept} already exported, {online} logged online; "
-          f"{len(pending)} not yet uploaded", file=sys.stderr)
+    print(
+        f"{len(files)} finished runs: {exported} exported now, {kept} already exported, {online} logged online; "
+        f"{len(pending)} not yet uploaded",
+        file=sys.stderr,
+    )
     if not pending:
         return 0
     command = [shutil.which("wandb") or "wandb", "sync", *map(str, pending)]
@@ -79,14 +89,24 @@ def run(args: argparse.Namespace) -> int:
     base_url = settings.base_url
     why = reachable(base_url)
     if why is not None:
-        raise UserError(f"cannot reach W&B at {base_url} ({why}): run `convbench sync {args.dir} --upload` where there is internet "
-                        "(the login node), or copy the offline runs there and `wandb sync` them")
+        raise UserError(
+            f"cannot reach W&B at {base_url} ({why}): run `convbench sync {args.dir} --upload` where there is internet "
+            "(the login node), or copy the offline runs there and `wandb sync` them"
+        )
     try:
-        proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=args.timeout,
-                              env={**os.environ, "WANDB_SILENT": "false"})
+        proc = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+            env={**os.environ, "WANDB_SILENT": "false"},
+        )
     except subprocess.TimeoutExpired:
-        raise UploadFailed(f"`wandb sync` did not finish in {args.timeout:.0f} s ({len(pending)} runs); run it again: "
-                           "uploaded runs are marked .synced and skipped") from None
+        raise UploadFailed(
+            f"`wandb sync` did not finish in {args.timeout:.0f} s ({len(pending)} runs); run it again: "
+            "uploaded runs are marked .synced and skipped"
+        ) from None
     if proc.returncode != 0:
         last = next((line for line in reversed((proc.stderr + proc.stdout).splitlines()) if line.strip()), "no output")
         raise UploadFailed(f"`wandb sync` failed (exit {proc.returncode}): {last.strip()}")

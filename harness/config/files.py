@@ -1,6 +1,7 @@
 """Files a user names (``--config``, sweep files, ``--from`` and resume checkpoints): each is checked
 before it is used, so an empty, truncated, binary or unreadable file, or a directory, is a one-line
 UserError naming it, never a traceback from the library that would have read it."""
+
 from __future__ import annotations
 
 import os

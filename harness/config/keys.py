@@ -1,5 +1,6 @@
 """Dotted config keys (``optim.lr``, ``data.augment.flip``) and the nested mappings they stand for:
 the one translation between the two, used by flags, ``--set``, sweep files and the report."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,6 @@
 """Optimiser and schedule presets that reproduce the papers. Every field can be overridden
 (``--set optim.lr=0.05``); a recipe also proposes the paper's batch size unless one is given."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,25 +45,54 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "alexnet": Recipe(dict(lr=1e-2, weight_decay=5e-4, schedule="plateau"), 128,
-                      "Krizhevsky et al. 2012: SGD 0.9, lr 1e-2 /10 by hand when val error plateaus, wd 5e-4, dropout 0.5"),
-    "vgg": Recipe(dict(lr=1e-2, weight_decay=5e-4, schedule="plateau"), 256,
-                  "Simonyan & Zisserman 2015: SGD 0.9, lr 1e-2 /10 when val accuracy stops improving, wd 5e-4, batch 256"),
-    "googlenet": Recipe(dict(lr=1e-2, weight_decay=2e-4, schedule="multistep", milestones=tuple(i / 10 for i in range(1, 10)), gamma=0.8), 128,
-                        "Szegedy et al. 2015: SGD 0.9, lr decreased by 4% every 8 epochs (here: x0.8 at each tenth of the run)"),
-    "resnet-cifar": Recipe(dict(lr=0.1, weight_decay=1e-4, schedule="multistep", milestones=(0.5, 0.75)), 128,
-                           "He et al. 2016 s4.2: SGD 0.9, lr 0.1 /10 at 32k and 48k of 64k iterations, wd 1e-4, batch 128"),
-    "resnet-imagenet": Recipe(dict(lr=0.1, weight_decay=1e-4, schedule="plateau"), 256,
-                              "He et al. 2016: SGD 0.9, lr 0.1 /10 when the error plateaus, wd 1e-4, batch 256"),
-    "densenet-cifar": Recipe(dict(lr=0.1, weight_decay=1e-4, nesterov=True, schedule="multistep", milestones=(0.5, 0.75)), 64,
-                             "Huang et al. 2017: SGD Nesterov 0.9, lr 0.1 /10 at 50% and 75% of the epochs, wd 1e-4, batch 64"),
-    "lenet": Recipe(dict(lr=0.05, weight_decay=5e-4, schedule="cosine"), 32,
-                    "LeNet-5 on small grey images: SGD 0.9, lr 0.05 cosine, wd 5e-4, batch 32 (86-87% after one Fashion-MNIST epoch)"),
+    "alexnet": Recipe(
+        dict(lr=1e-2, weight_decay=5e-4, schedule="plateau"),
+        128,
+        "Krizhevsky et al. 2012: SGD 0.9, lr 1e-2 /10 by hand when val error plateaus, wd 5e-4, dropout 0.5",
+    ),
+    "vgg": Recipe(
+        dict(lr=1e-2, weight_decay=5e-4, schedule="plateau"),
+        256,
+        "Simonyan & Zisserman 2015: SGD 0.9, lr 1e-2 /10 when val accuracy stops improving, wd 5e-4, batch 256",
+    ),
+    "googlenet": Recipe(
+        dict(
+            lr=1e-2, weight_decay=2e-4, schedule="multistep", milestones=tuple(i / 10 for i in range(1, 10)), gamma=0.8
+        ),
+        128,
+        "Szegedy et al. 2015: SGD 0.9, lr decreased by 4% every 8 epochs (here: x0.8 at each tenth of the run)",
+    ),
+    "resnet-cifar": Recipe(
+        dict(lr=0.1, weight_decay=1e-4, schedule="multistep", milestones=(0.5, 0.75)),
+        128,
+        "He et al. 2016 s4.2: SGD 0.9, lr 0.1 /10 at 32k and 48k of 64k iterations, wd 1e-4, batch 128",
+    ),
+    "resnet-imagenet": Recipe(
+        dict(lr=0.1, weight_decay=1e-4, schedule="plateau"),
+        256,
+        "He et al. 2016: SGD 0.9, lr 0.1 /10 when the error plateaus, wd 1e-4, batch 256",
+    ),
+    "densenet-cifar": Recipe(
+        dict(lr=0.1, weight_decay=1e-4, nesterov=True, schedule="multistep", milestones=(0.5, 0.75)),
+        64,
+        "Huang et al. 2017: SGD Nesterov 0.9, lr 0.1 /10 at 50% and 75% of the epochs, wd 1e-4, batch 64",
+    ),
+    "lenet": Recipe(
+        dict(lr=0.05, weight_decay=5e-4, schedule="cosine"),
+        32,
+        "LeNet-5 on small grey images: SGD 0.9, lr 0.05 cosine, wd 5e-4, batch 32 (86-87% after one Fashion-MNIST epoch)",
+    ),
 }
 
 DEFAULT_FOR_FAMILY = {
-    "lenet": "lenet", "alexnet": "alexnet", "vgg": "vgg", "vgg_pattern": "resnet-cifar", "googlenet": "googlenet",
-    "resnet": "resnet-imagenet", "resnet_cifar": "resnet-cifar", "densenet": "resnet-imagenet",
-    "densenet_cifar": "densenet-cifar", "unet": "resnet-cifar",
+    "lenet": "lenet",
+    "alexnet": "alexnet",
+    "vgg": "vgg",
+    "vgg_pattern": "resnet-cifar",
+    "googlenet": "googlenet",
+    "resnet": "resnet-imagenet",
+    "resnet_cifar": "resnet-cifar",
+    "densenet": "resnet-imagenet",
+    "densenet_cifar": "densenet-cifar",
+    "unet": "resnet-cifar",
 }
-

@@ -5,6 +5,7 @@ module turns its first complaint into one line naming the dotted key, the value 
 pydantic validates in strict mode from JSON text, which is exactly what YAML and the CLI can express:
 mappings for sections, lists for tuples, ints for floats, and never ``"5"`` for an int or ``true``
 for a number."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,15 @@ from typing import Any
 
 from harness.errors import UserError
 
-SCALARS = {"int_type": "int", "float_type": "float", "string_type": "str", "bool_type": "bool",
-           "list_type": "a list", "tuple_type": "a list", "dict_type": "a mapping"}
+SCALARS = {
+    "int_type": "int",
+    "float_type": "float",
+    "string_type": "str",
+    "bool_type": "bool",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a mapping",
+}
 # every config dataclass says `__pydantic_config__ = STRICT` (a plain dict: pydantic loads only to check)
 STRICT = {"strict": True, "extra": "forbid"}
 BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}

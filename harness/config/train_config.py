@@ -6,6 +6,7 @@ differs between the seeds of one experiment (``replicate: True``: the report ave
 ``identity: "non-default"`` marks a key added after runs were recorded: hashed only when set away
 from its default, so the ids of earlier runs stay.
 :mod:`harness.config.schema` checks every layer against them; ``data.*`` keys against datamodules.DataConfig."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,11 +21,11 @@ import yaml
 from annotated_types import Ge
 
 from harness.config import schema
-from harness.errors import UserError
 from harness.config.files import read_text
 from harness.config.keys import flatten, nest
 from harness.config.recipes import DEFAULT_FOR_FAMILY, RECIPES, OptimConfig
 from harness.config.schema import STRICT, ConfigError
+from harness.errors import UserError
 
 NOT_IDENTITY = {"identity": False}
 REPLICATE = {"replicate": True}
@@ -102,8 +103,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.trainer.max_steps and self.epochs != 1:
-            raise ConfigError(("epochs",), f"epochs={self.epochs} and trainer.max_steps={self.trainer.max_steps}: give one "
-                              "budget (max_steps trains that many steps, however many epochs they take)")
+            raise ConfigError(
+                ("epochs",),
+                f"epochs={self.epochs} and trainer.max_steps={self.trainer.max_steps}: give one "
+                "budget (max_steps trains that many steps, however many epochs they take)",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,7 +115,9 @@ class TrainConfig:
     def run_id(self) -> str:
         """Stable name of the run: the arch and dataset plus a hash of everything that changes what is
         computed (:func:`identity`)."""
-        digest = hashlib.sha256(json.dumps(identity(self.to_dict()), sort_keys=True, default=str).encode()).hexdigest()[:10]
+        digest = hashlib.sha256(json.dumps(identity(self.to_dict()), sort_keys=True, default=str).encode()).hexdigest()[
+            :10
+        ]
         return f"{self.arch}-{self.dataset}-s{self.seed}-{digest}"
 
 
@@ -139,7 +145,9 @@ def role(key: str) -> str:
     f = _field(tuple(key.split(".")))
     if f is None:
         return "identity"
-    return "ignored" if f.metadata.get("identity") is False else "replicate" if f.metadata.get("replicate") else "identity"
+    return (
+        "ignored" if f.metadata.get("identity") is False else "replicate" if f.metadata.get("replicate") else "identity"
+    )
 
 
 def default(key: str) -> Any:
@@ -214,7 +222,9 @@ def load_file(path: str) -> dict[str, Any]:
     if data is None:
         raise UserError(f"config file {path} is empty (comments only, no config keys)")
     if not isinstance(data, dict):
-        raise UserError(f"config file {path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
+        raise UserError(
+            f"config file {path}: expected a mapping of config keys at the top level, got {type(data).__name__}"
+        )
     return data
 
 
@@ -233,14 +243,17 @@ def check_key(key: str, value: Any) -> None:
             continue
         names = schema.fields_of(cls)
         if part not in names:
-            raise ConfigError(at, f"unknown config key {key}; accepted under {'.'.join(at[:i]) or 'the top level'}: {', '.join(names)}")
+            raise ConfigError(
+                at,
+                f"unknown config key {key}; accepted under {'.'.join(at[:i]) or 'the top level'}: {', '.join(names)}",
+            )
         hint = schema.hints(cls)[part]
         if i + 1 == len(at):
             break
         if typing.get_origin(hint) is dict or hint is dict:
             return  # a mapping of free keys (model.*): the architecture checks them
         if not dataclasses.is_dataclass(hint):
-            raise ConfigError(at, f"{'.'.join(at[:i + 1])} takes no sub-keys")
+            raise ConfigError(at, f"{'.'.join(at[: i + 1])} takes no sub-keys")
         cls = hint
     if dataclasses.is_dataclass(schema.hints(cls)[at[-1]]):
         schema.parse(schema.hints(cls)[at[-1]], value if isinstance(value, dict) else {"": value}, prefix=at)

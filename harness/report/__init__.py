@@ -7,14 +7,16 @@ results roots or sweep directories (a study and its labelled variant, two splits
 Modules: collect (find and check result.json files, read metrics.csv curves), tables (grouping,
 mean ± std, markdown), findings (degradation and transfer verdicts), charts (matplotlib PNGs),
 publish (W&B)."""
+
 from __future__ import annotations
 
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from harness.report import findings
 from harness.report.collect import Run, collect
@@ -69,10 +71,16 @@ def status_line(counts: dict[str, int]) -> str:
 
 
 def _markdown_doc(rep: Report) -> str:
-    lines = [f"# convbench report: {rep.source}", "", status_line(rep.status_counts) + ". Only completed runs are aggregated.", "",
-             "Each row is one configuration (arch, dataset, transfer mode, labels/class and any other differing config key, "
-             "shown as variant); metrics are mean ± sample std over its n seeds (no ± when n = 1). Accuracies in %; "
-             "samples/s (training throughput), peak MiB (peak memory) and wall s (the whole run) are means.", ""]
+    lines = [
+        f"# convbench report: {rep.source}",
+        "",
+        status_line(rep.status_counts) + ". Only completed runs are aggregated.",
+        "",
+        "Each row is one configuration (arch, dataset, transfer mode, labels/class and any other differing config key, "
+        "shown as variant); metrics are mean ± sample std over its n seeds (no ± when n = 1). Accuracies in %; "
+        "samples/s (training throughput), peak MiB (peak memory) and wall s (the whole run) are means.",
+        "",
+    ]
     lines.append(rep.markdown_table if rep.rows else "_no completed runs_")
     if rep.findings_md:
         lines += ["", rep.findings_md.rstrip()]
@@ -99,7 +107,9 @@ def build(roots: Path | Sequence[Path], out: Path | None = None, charts: bool = 
     out.mkdir(parents=True, exist_ok=True)
     rows = aggregate(runs)
     counts = Counter(r.get("status") for r in runs)
-    status_counts = {s: counts[s] for s in STATUS_ORDER if counts[s]} | {s: n for s, n in sorted(counts.items()) if s not in STATUS_ORDER}
+    status_counts = {s: counts[s] for s in STATUS_ORDER if counts[s]} | {
+        s: n for s, n in sorted(counts.items()) if s not in STATUS_ORDER
+    }
     cols, cells = table(rows)
     rep = Report(roots, out, runs, rows, run_rows(runs, roots[0]), status_counts, markdown(cols, cells))
     rep.findings_md, rep.findings = findings.markdown(rows, runs)
@@ -107,12 +117,23 @@ def build(roots: Path | Sequence[Path], out: Path | None = None, charts: bool = 
         from harness.report.charts import draw_all
 
         rep.charts, rep.skipped = draw_all(runs, rows, out)
-    meta = {"source": rep.source, "status_counts": status_counts,
-            "group_by": "arch, dataset, transfer, labels_per_class and the config keys in 'variant'",
-            "stats": "mean and sample std (n-1; null for n=1) over seeds; accuracies as fractions",
-            "charts": {k: p.name for k, p in rep.charts.items()}, "charts_skipped": rep.skipped, "findings": rep.findings}
+    meta = {
+        "source": rep.source,
+        "status_counts": status_counts,
+        "group_by": "arch, dataset, transfer, labels_per_class and the config keys in 'variant'",
+        "stats": "mean and sample std (n-1; null for n=1) over seeds; accuracies as fractions",
+        "charts": {k: p.name for k, p in rep.charts.items()},
+        "charts_skipped": rep.skipped,
+        "findings": rep.findings,
+    }
     rep.files = [
-        _dump(out / "report.json", {**meta, "rows": [{k: v for k, v in r.items() if k != "variant_label" and not k.startswith("_")} for r in rows]}),
+        _dump(
+            out / "report.json",
+            {
+                **meta,
+                "rows": [{k: v for k, v in r.items() if k != "variant_label" and not k.startswith("_")} for r in rows],
+            },
+        ),
         _dump(out / "runs.json", rep.runs_table),
     ]
     md = out / "report.md"

@@ -2,13 +2,15 @@
 the reason when the runs lack what it needs. Charts 1-3 use only the from-scratch, full-label rows;
 with several tasks (datasets, or class subsets of one) each of them is drawn once per task
 (``<name>_<task>.png``)."""
+
 from __future__ import annotations
 
 import math
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import matplotlib
 
@@ -77,9 +79,21 @@ def accuracy_vs_depth(rows: list[dict[str, Any]], path: Path, dataset: str | Non
     for name, members in sorted(series.items()):
         members.sort(key=lambda r: r["depth"])
         ys = [_pct(r["test_acc1"]) for r in members]
-        ax.errorbar([r["depth"] for r in members], [y for y, _ in ys], yerr=[e for _, e in ys], label=name, capsize=3, marker="o",
-                    color=colors[str(members[0]["family"])], linestyle="-" if members[0]["residual"] else "--")
-    ax.set(xlabel="depth (weighted layers)", ylabel="test top-1 accuracy (%)", title=_title("Accuracy vs depth (mean ± std over seeds)", dataset))
+        ax.errorbar(
+            [r["depth"] for r in members],
+            [y for y, _ in ys],
+            yerr=[e for _, e in ys],
+            label=name,
+            capsize=3,
+            marker="o",
+            color=colors[str(members[0]["family"])],
+            linestyle="-" if members[0]["residual"] else "--",
+        )
+    ax.set(
+        xlabel="depth (weighted layers)",
+        ylabel="test top-1 accuracy (%)",
+        title=_title("Accuracy vs depth (mean ± std over seeds)", dataset),
+    )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -105,15 +119,28 @@ def degradation(rows: list[dict[str, Any]], path: Path, dataset: str | None = No
             series[_series_name(r)].append(r)
     for name, members in sorted(series.items()):
         members.sort(key=lambda r: r["depth"])
-        style = dict(label=name, capsize=3, marker="o", color=colors[str(members[0]["family"])],
-                     linestyle="-" if members[0]["residual"] else "--")
+        style = dict(
+            label=name,
+            capsize=3,
+            marker="o",
+            color=colors[str(members[0]["family"])],
+            linestyle="-" if members[0]["residual"] else "--",
+        )
         depth = [r["depth"] for r in members]
         err = [(100 - 100 * r["train_acc1"]["mean"], 100 * (r["train_acc1"]["std"] or 0)) for r in members]
         ax_err.errorbar(depth, [e for e, _ in err], yerr=[s for _, s in err], **style)
-        loss = [(r["train_loss"]["mean"], r["train_loss"]["std"] or 0) for r in members if r["train_loss"]["mean"] is not None]
+        loss = [
+            (r["train_loss"]["mean"], r["train_loss"]["std"] or 0)
+            for r in members
+            if r["train_loss"]["mean"] is not None
+        ]
         if len(loss) == len(members):
             ax_loss.errorbar(depth, [m for m, _ in loss], yerr=[s for _, s in loss], **style)
-    ax_err.set(xlabel="depth (weighted layers)", ylabel="final training error (%) = 100 − train top-1", title="Training error vs depth")
+    ax_err.set(
+        xlabel="depth (weighted layers)",
+        ylabel="final training error (%) = 100 − train top-1",
+        title="Training error vs depth",
+    )
     ax_loss.set(xlabel="depth (weighted layers)", ylabel="final training loss", title="Training loss vs depth")
     for ax in (ax_err, ax_loss):
         ax.grid(alpha=0.3)
@@ -146,12 +173,16 @@ def training_curves(runs: list[Run], rows: list[dict[str, Any]], path: Path, dat
     if not rows:
         raise Skip("needs a family at two or more depths")
     chosen = [(row, by_id[i]) for row in rows for i in row["run_ids"] if i in by_id]
-    metric = next((m for m in ("train_error", "train_loss_step", "train_loss") if any(m in r.curve() for _, r in chosen)), None)
+    metric = next(
+        (m for m in ("train_error", "train_loss_step", "train_loss") if any(m in r.curve() for _, r in chosen)), None
+    )
     if metric is None:
         raise Skip("needs metrics/version_N/metrics.csv with train/acc1 or train/loss_step in the run directories")
     lines: dict[tuple[bool, Any, str], list[list[tuple[float, float]]]] = defaultdict(list)
     depth_of: dict[tuple[bool, Any, str], Any] = {}
-    dashed: dict[tuple[bool, Any, str], bool] = {}  # a labelled variant (zero_init_residual) beside its depth's usual line
+    dashed: dict[
+        tuple[bool, Any, str], bool
+    ] = {}  # a labelled variant (zero_init_residual) beside its depth's usual line
     for row, r in chosen:
         c = r.curve().get(metric)
         if c:
@@ -171,16 +202,31 @@ def training_curves(runs: list[Run], rows: list[dict[str, Any]], path: Path, dat
         for k in mine:
             curve = _mean_curve(lines[k])
             n = len(lines[k])
-            ax.plot([x for x, _ in curve], [100 * y if pct else y for _, y in curve], marker="o" if len(curve) < 30 else None,
-                    markersize=3, color=cmap(depths.index(k[1]) / max(1, len(depths) - 1) * 0.85), linestyle="--" if dashed[k] else "-",
-                    label=f"{k[2]} (depth {depth_of[k]}{', n=%d' % n if n > 1 else ''})")
-        ax.set(title=f"{'residual' if residual else 'plain'} nets", xlabel="epoch" if metric == "train_loss" else "step")
+            ax.plot(
+                [x for x, _ in curve],
+                [100 * y if pct else y for _, y in curve],
+                marker="o" if len(curve) < 30 else None,
+                markersize=3,
+                color=cmap(depths.index(k[1]) / max(1, len(depths) - 1) * 0.85),
+                linestyle="--" if dashed[k] else "-",
+                label=f"{k[2]} (depth {depth_of[k]}{', n=%d' % n if n > 1 else ''})",
+            )
+        ax.set(
+            title=f"{'residual' if residual else 'plain'} nets", xlabel="epoch" if metric == "train_loss" else "step"
+        )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel({"train_error": "training error (%)", "train_loss_step": "training loss (per step)",
-                        "train_loss": "training loss (per epoch)"}[metric])
-    fig.suptitle(_title(f"Training curves{', plain vs residual' if len(kinds) == 2 else ''} (mean over seeds)", dataset))
+    axes[0][0].set_ylabel(
+        {
+            "train_error": "training error (%)",
+            "train_loss_step": "training loss (per step)",
+            "train_loss": "training loss (per epoch)",
+        }[metric]
+    )
+    fig.suptitle(
+        _title(f"Training curves{', plain vs residual' if len(kinds) == 2 else ''} (mean over seeds)", dataset)
+    )
     return _save(fig, path)
 
 
@@ -194,19 +240,27 @@ def accuracy_vs_cost(rows: list[dict[str, Any]], path: Path, dataset: str | None
         raise Skip("needs test top-1 with samples/s or peak memory")
     colors = _family_styles(rows)
     fig, (ax_s, ax_m) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    for ax, members, key, xlabel in ((ax_s, speed, "train_samples_per_s", "training throughput (samples/s over all ranks, log scale)"),
-                                     (ax_m, mem, "peak_memory_mib", "peak memory (MiB)")):
+    for ax, members, key, xlabel in (
+        (ax_s, speed, "train_samples_per_s", "training throughput (samples/s over all ranks, log scale)"),
+        (ax_m, mem, "peak_memory_mib", "peak memory (MiB)"),
+    ):
         for r in members:
             y, e = _pct(r["test_acc1"])
-            ax.errorbar(r[key]["mean"], y, yerr=e, fmt="o" if r["residual"] else "s", color=colors[str(r["family"])], capsize=3)
+            ax.errorbar(
+                r[key]["mean"], y, yerr=e, fmt="o" if r["residual"] else "s", color=colors[str(r["family"])], capsize=3
+            )
             ranks = f" x{r['world_size']}" if r.get("world_size", 1) > 1 else ""
-            ax.annotate(_arch_label(r) + ranks, (r[key]["mean"], y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.annotate(
+                _arch_label(r) + ranks, (r[key]["mean"], y), textcoords="offset points", xytext=(5, 4), fontsize=8
+            )
         ax.set(xlabel=xlabel)
         ax.grid(alpha=0.3, which="both")
         fams = sorted({str(r["family"]) for r in members})
         kinds = sorted({bool(r["residual"]) for r in members}, reverse=True)
         handles = [Patch(color=colors[f], label=f) for f in fams]
-        handles += [Line2D([], [], color="black", marker="o" if k else "s", linestyle="", label=_kind(k)) for k in kinds]
+        handles += [
+            Line2D([], [], color="black", marker="o" if k else "s", linestyle="", label=_kind(k)) for k in kinds
+        ]
         if members:
             ax.legend(handles=handles, fontsize=8)
     if speed:
@@ -231,19 +285,32 @@ def transfer_bars(rows: list[dict[str, Any]], path: Path) -> Path:
     for ax, (arch, task) in zip(axes[0], panels):
         mine = [r for r in rows if (r["arch"], r["task"]) == (arch, task) and r["test_acc1"]["mean"] is not None]
         budgets = sorted({r["labels_per_class"] for r in mine}, key=lambda b: math.inf if b is None else b)
-        series = sorted({(r["transfer"], r["variant_label"]) for r in mine}, key=lambda s: (TRANSFER_ORDER.get(s[0], 9), s[1]))
+        series = sorted(
+            {(r["transfer"], r["variant_label"]) for r in mine}, key=lambda s: (TRANSFER_ORDER.get(s[0], 9), s[1])
+        )
         width = 0.8 / max(1, len(series))
         for i, (mode, variant) in enumerate(series):
             xs, ys, es = [], [], []
             for j, b in enumerate(budgets):
-                hit = [r for r in mine if (r["transfer"], r["variant_label"], r["labels_per_class"]) == (mode, variant, b)]
+                hit = [
+                    r for r in mine if (r["transfer"], r["variant_label"], r["labels_per_class"]) == (mode, variant, b)
+                ]
                 if hit:
                     y, e = _pct(hit[0]["test_acc1"])
                     xs.append(j - 0.4 + width * (i + 0.5))
                     ys.append(y)
                     es.append(e)
-            ax.bar(xs, ys, width, yerr=es, capsize=3, label=mode + (f" [{variant}]" if variant else ""),
-                   color=MODE_COLORS.get(mode) if not variant else None, edgecolor="black", linewidth=0.5)
+            ax.bar(
+                xs,
+                ys,
+                width,
+                yerr=es,
+                capsize=3,
+                label=mode + (f" [{variant}]" if variant else ""),
+                color=MODE_COLORS.get(mode) if not variant else None,
+                edgecolor="black",
+                linewidth=0.5,
+            )
         ax.set_xticks(range(len(budgets)), ["all" if b is None else str(b) for b in budgets])
         ax.set(xlabel="labelled training images per class", ylabel="test top-1 accuracy (%)", title=f"{arch} on {task}")
         ax.grid(alpha=0.3, axis="y")
@@ -266,7 +333,9 @@ def draw_all(runs: list[Run], rows: list[dict[str, Any]], out: Path) -> tuple[di
         suffix = "_" + re.sub(r"[^\w.-]+", "-", task) if len(tasks) > 1 else ""
         if not mine:
             for name in ("accuracy_vs_depth", "degradation_vs_depth", "training_curves", "accuracy_vs_cost"):
-                skipped[name + suffix] = f"no from-scratch full-label runs on {task} (only transfer or labels_per_class runs)"
+                skipped[name + suffix] = (
+                    f"no from-scratch full-label runs on {task} (only transfer or labels_per_class runs)"
+                )
             continue
         label = task if len(tasks) > 1 else None
         jobs: list[tuple[str, Callable[[Path], Path]]] = [

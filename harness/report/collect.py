@@ -6,15 +6,17 @@ A directory holding no ``result.json`` at all is a sweep directory: convbench's 
 names every run directory in its ``runs.json``, which is read alone; any other is read best effort: any
 string in its JSON/YAML files that names ``<ancestor>/<string>/result.json``
 (or is a path to a run directory or a result.json) is taken as a run of the sweep."""
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from harness.errors import UserError
 from harness.run_record import RESULT, RunResult, read_metrics
@@ -105,7 +107,13 @@ def _referenced(root: Path, exclude: Path | None) -> list[Path]:
                 continue
             try:
                 text = f.read_text()
-                data = json.loads(text) if f.suffix == ".json" else yaml.load(text, Loader=loader) if f.suffix != ".txt" else text.split()
+                data = (
+                    json.loads(text)
+                    if f.suffix == ".json"
+                    else yaml.load(text, Loader=loader)
+                    if f.suffix != ".txt"
+                    else text.split()
+                )
             except Exception:  # noqa: BLE001 - not a manifest we can read: ignore it
                 continue
             for s in _strings(data):
@@ -113,7 +121,11 @@ def _referenced(root: Path, exclude: Path | None) -> list[Path]:
                     continue
                 checked.add((d, s))
                 p = Path(s)
-                candidates = [p, p / RESULT] if p.is_absolute() else [b / p for b in (d, *bases)] + [b / p / RESULT for b in (d, *bases)]
+                candidates = (
+                    [p, p / RESULT]
+                    if p.is_absolute()
+                    else [b / p for b in (d, *bases)] + [b / p / RESULT for b in (d, *bases)]
+                )
                 for c in candidates:
                     if c.name == RESULT and c.is_file():
                         found.append(c)
@@ -129,7 +141,11 @@ def _sweep_manifest(root: Path) -> list[Path] | None:
         table = json.loads((root / "runs.json").read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(table, list) or not table or not all(isinstance(e, dict) and isinstance(e.get("run_dir"), str) for e in table):
+    if (
+        not isinstance(table, list)
+        or not table
+        or not all(isinstance(e, dict) and isinstance(e.get("run_dir"), str) for e in table)
+    ):
         return None
     return [f for f in (Path(e["run_dir"]) / RESULT for e in table) if f.is_file()]
 

@@ -14,6 +14,7 @@ to the eye:
   finetune, each one's improvement over scratch, the winner and its margin over the runner-up.
 
 Training error = 100 - the epoch's running train top-1 (as the papers' training curves)."""
+
 from __future__ import annotations
 
 import statistics
@@ -74,17 +75,25 @@ def degradation(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(plain) < 2 and len(residual) < 2:
             continue
         finding: dict[str, Any] = {
-            "family": family, "task": task, "depths": sorted(set(plain) | set(residual)),
+            "family": family,
+            "task": task,
+            "depths": sorted(set(plain) | set(residual)),
             "plain_train_err": {d: _err(r["train_acc1"]) for d, r in sorted(plain.items())},
             "residual_train_err": {d: _err(r["train_acc1"]) for d, r in sorted(residual.items())},
-            "plain": None, "residual": None,
+            "plain": None,
+            "residual": None,
         }
         if len(plain) >= 2:
             lo, hi = min(plain), max(plain)
             best = min((d for d in plain if d < hi), key=lambda d: _err(plain[d]["train_acc1"]))
             rise = _err(plain[hi]["train_acc1"]) - _err(plain[best]["train_acc1"])
-            finding["plain"] = {"shallow": lo, "best": best, "deep": hi, "rise": rise,
-                                "spread": max(_spread(plain[best]), _spread(plain[hi]))}
+            finding["plain"] = {
+                "shallow": lo,
+                "best": best,
+                "deep": hi,
+                "rise": rise,
+                "spread": max(_spread(plain[best]), _spread(plain[hi])),
+            }
         if len(residual) >= 2:
             _, (a, b, worst, spread) = _ordered({d: (_err(r["train_acc1"]), _spread(r)) for d, r in residual.items()})
             finding["residual"] = {"shallow": a, "deep": b, "rise": worst, "spread": spread}
@@ -96,32 +105,48 @@ def _degradation_md(rows: list[dict[str, Any]], findings: list[dict[str, Any]]) 
     lines: list[str] = []
     usual = _usual(rows)
     for f in findings:
-        index = {(bool(r["residual"]), r["depth"]): r for r in usual if (str(r["family"]), r["task"]) == (f["family"], f["task"])}
-        lines += [f"### {f['family']} on {f['task']}: training error by depth", "",
-                  "| depth | plain | plain train err % | residual | residual train err % | plain test err % | residual test err % |",
-                  "|---:|---|---:|---|---:|---:|---:|"]
+        index = {
+            (bool(r["residual"]), r["depth"]): r
+            for r in usual
+            if (str(r["family"]), r["task"]) == (f["family"], f["task"])
+        }
+        lines += [
+            f"### {f['family']} on {f['task']}: training error by depth",
+            "",
+            "| depth | plain | plain train err % | residual | residual train err % | plain test err % | residual test err % |",
+            "|---:|---|---:|---|---:|---:|---:|",
+        ]
         for d in f["depths"]:
             p, r = index.get((False, d)), index.get((True, d))
-            lines.append(f"| {d} | {p['arch'] if p else '–'} | {_err_text(p['train_acc1']) if p else '–'} | {r['arch'] if r else '–'} | "
-                         f"{_err_text(r['train_acc1']) if r else '–'} | {_err_text(p['test_acc1']) if p else '–'} | "
-                         f"{_err_text(r['test_acc1']) if r else '–'} |")
+            lines.append(
+                f"| {d} | {p['arch'] if p else '–'} | {_err_text(p['train_acc1']) if p else '–'} | {r['arch'] if r else '–'} | "
+                f"{_err_text(r['train_acc1']) if r else '–'} | {_err_text(p['test_acc1']) if p else '–'} | "
+                f"{_err_text(r['test_acc1']) if r else '–'} |"
+            )
         lines.append("")
         pl, err = f["plain"], f["plain_train_err"]
         if pl is not None:
             past = "with depth" if pl["best"] == pl["shallow"] else f"past depth {pl['best']}"
-            verdict = (f"rises {past}: degradation reproduced" if pl["rise"] > pl["spread"] else
-                       f"does not rise {past} beyond the seeds' spread: degradation not reproduced")
+            verdict = (
+                f"rises {past}: degradation reproduced"
+                if pl["rise"] > pl["spread"]
+                else f"does not rise {past} beyond the seeds' spread: degradation not reproduced"
+            )
             path = f"{err[pl['shallow']]:.2f}% at depth {pl['shallow']} -> "
             if pl["best"] != pl["shallow"]:
                 path += f"{err[pl['best']]:.2f}% at depth {pl['best']} (the lowest) -> "
-            lines.append(f"- Plain nets: training error {path}{err[pl['deep']]:.2f}% at depth {pl['deep']} ({pl['rise']:+.2f} points "
-                         f"from depth {pl['best']}, seeds' spread {pl['spread']:.2f}): it {verdict}.")
+            lines.append(
+                f"- Plain nets: training error {path}{err[pl['deep']]:.2f}% at depth {pl['deep']} ({pl['rise']:+.2f} points "
+                f"from depth {pl['best']}, seeds' spread {pl['spread']:.2f}): it {verdict}."
+            )
         res = f["residual"]
         if res is not None:
             ok = res["rise"] <= res["spread"]
-            lines.append(f"- Residual nets: {'every' if ok else 'not every'} deeper net trains at least as well as each shallower one "
-                         f"within the seeds' spread (worst pair: depth {res['deep']} vs {res['shallow']}, {res['rise']:+.2f} points of "
-                         f"training error, spread {res['spread']:.2f}).")
+            lines.append(
+                f"- Residual nets: {'every' if ok else 'not every'} deeper net trains at least as well as each shallower one "
+                f"within the seeds' spread (worst pair: depth {res['deep']} vs {res['shallow']}, {res['rise']:+.2f} points of "
+                f"training error, spread {res['spread']:.2f})."
+            )
         lines.append("")
     return lines
 
@@ -130,14 +155,19 @@ def _seed_curve(runs: list[Run], metric: str = "train_error") -> dict[float, tup
     """{step: (mean, sample std)} of a row's runs at the steps every one of them logged (std 0 for one run)."""
     curves = [dict(r.curve().get(metric, [])) for r in runs]
     steps = set.intersection(*(set(c) for c in curves)) if curves else set()
-    return {x: (statistics.fmean(ys), statistics.stdev(ys) if len(ys) > 1 else 0.0)
-            for x in sorted(steps) for ys in [[100 * c[x] for c in curves]]}
+    return {
+        x: (statistics.fmean(ys), statistics.stdev(ys) if len(ys) > 1 else 0.0)
+        for x in sorted(steps)
+        for ys in [[100 * c[x] for c in curves]]
+    }
 
 
 def _ordered(point: dict[int, tuple[float, float]]) -> tuple[bool, tuple[int, int, float, float]]:
     """Whether no deeper net's error exceeds a shallower one's beyond the larger std of the two; and the worst pair."""
     ds = sorted(point)
-    pairs = [(a, b, point[b][0] - point[a][0], max(point[a][1], point[b][1])) for i, a in enumerate(ds) for b in ds[i + 1:]]
+    pairs = [
+        (a, b, point[b][0] - point[a][0], max(point[a][1], point[b][1])) for i, a in enumerate(ds) for b in ds[i + 1 :]
+    ]
     worst = max(pairs, key=lambda p: p[2] - p[3])
     return worst[2] <= worst[3], worst
 
@@ -157,8 +187,16 @@ def budget(rows: list[dict[str, Any]], runs: list[Run]) -> list[dict[str, Any]]:
     out = []
     for (task, variant), ladder in sorted(ladders.items()):
         for family in sorted({str(r["family"]) for r in ladder}):
-            residual = {r["depth"]: curve[id(r)] for r in ladder if str(r["family"]) == family and r["residual"] and r["depth"] is not None}
-            plain_rows = [r for r in ladders.get((task, ""), []) if str(r["family"]) == family and not r["residual"] and r["depth"] is not None]
+            residual = {
+                r["depth"]: curve[id(r)]
+                for r in ladder
+                if str(r["family"]) == family and r["residual"] and r["depth"] is not None
+            }
+            plain_rows = [
+                r
+                for r in ladders.get((task, ""), [])
+                if str(r["family"]) == family and not r["residual"] and r["depth"] is not None
+            ]
             plain = {r["depth"]: curve[id(r)] for r in plain_rows if curve[id(r)]}
             if len(residual) < 2 or not all(residual.values()):
                 continue
@@ -179,10 +217,20 @@ def budget(rows: list[dict[str, Any]], runs: list[Run]) -> list[dict[str, Any]]:
                 if not pt["holds"]:
                     break
                 since = pt["step"]
-            out.append({"family": family, "task": task, "variant": variant, "depths": sorted(residual),
-                        "plain_depths": sorted(plain) if len(plain) >= 2 else [], "steps": steps[-1], "holds_from": since,
-                        "holds_at": [pt["step"] for pt in points if pt["holds"]], "end": points[-1],
-                        "train_err": {d: {x: c[x][0] for x in steps} for d, c in residual.items()}})
+            out.append(
+                {
+                    "family": family,
+                    "task": task,
+                    "variant": variant,
+                    "depths": sorted(residual),
+                    "plain_depths": sorted(plain) if len(plain) >= 2 else [],
+                    "steps": steps[-1],
+                    "holds_from": since,
+                    "holds_at": [pt["step"] for pt in points if pt["holds"]],
+                    "end": points[-1],
+                    "train_err": {d: {x: c[x][0] for x in steps} for d, c in residual.items()},
+                }
+            )
     return out
 
 
@@ -205,8 +253,10 @@ def _budget_md(found: list[dict[str, Any]]) -> list[str]:
             verdict = f"does not hold at the last step all the curves logged (step {f['steps']})"
         held = ", ".join(str(x) for x in f["holds_at"]) or "none"
         both = ", with the deepest plain net worse than the shallowest," if plain else ""
-        lines.append(f"- {name}: training error {order} (within the seeds' spread){both} {verdict}. At step {f['steps']}: worst residual "
-                     f"pair depth {b} vs {a}, {rise:+.2f} points (spread {spread:.2f}){plain}. Logged steps where it holds: {held}.")
+        lines.append(
+            f"- {name}: training error {order} (within the seeds' spread){both} {verdict}. At step {f['steps']}: worst residual "
+            f"pair depth {b} vs {a}, {rise:+.2f} points (spread {spread:.2f}){plain}. Logged steps where it holds: {held}."
+        )
     return lines + [""]
 
 
@@ -230,11 +280,22 @@ def variants(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             spread = max(_spread(r), _spread(base))
             rate, base_rate = r["train_samples_per_s"]["mean"], base["train_samples_per_s"]["mean"]
             changed = {k: v for k, v in r["variant"].items() if v is not None and not is_default(k, v)}
-            out.append({"arch": r["arch"], "task": r["task"], "variant": variant_label(changed),
-                        "train_err": _err(r["train_acc1"]), "default_train_err": _err(base["train_acc1"]), "rise": rise,
-                        "spread": spread, "within_spread": abs(rise) <= spread, "test_err": _err(r["test_acc1"]),
-                        "default_test_err": _err(base["test_acc1"]),
-                        "speedup": rate / base_rate if rate and base_rate else None, "n": (r["n"], base["n"])})
+            out.append(
+                {
+                    "arch": r["arch"],
+                    "task": r["task"],
+                    "variant": variant_label(changed),
+                    "train_err": _err(r["train_acc1"]),
+                    "default_train_err": _err(base["train_acc1"]),
+                    "rise": rise,
+                    "spread": spread,
+                    "within_spread": abs(rise) <= spread,
+                    "test_err": _err(r["test_acc1"]),
+                    "default_test_err": _err(base["test_acc1"]),
+                    "speedup": rate / base_rate if rate and base_rate else None,
+                    "n": (r["n"], base["n"]),
+                }
+            )
     out.sort(key=lambda f: (f["variant"], str(f["task"]), str(f["arch"])))
     return out
 
@@ -242,18 +303,27 @@ def variants(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _variants_md(found: list[dict[str, Any]]) -> list[str]:
     if not found:
         return []
-    lines = ["### Variants against the defaults", "",
-             "| arch | task | variant | train err % | at defaults | difference (points) | seeds' spread | verdict | "
-             "test err % | at defaults | samples/s ratio |",
-             "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    lines = [
+        "### Variants against the defaults",
+        "",
+        "| arch | task | variant | train err % | at defaults | difference (points) | seeds' spread | verdict | "
+        "test err % | at defaults | samples/s ratio |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
     for f in found:
         speed = "–" if f["speedup"] is None else f"{f['speedup']:.2f}x"
-        verdict = "within the spread" if f["within_spread"] else ("lower, beyond the spread" if f["rise"] < 0 else "higher, beyond the spread")
+        verdict = (
+            "within the spread"
+            if f["within_spread"]
+            else ("lower, beyond the spread" if f["rise"] < 0 else "higher, beyond the spread")
+        )
         if min(f["n"]) < 2:
             verdict += " (one seed: no spread)"
         test, default_test = ("–" if e is None else f"{e:.2f}" for e in (f["test_err"], f["default_test_err"]))
-        lines.append(f"| {f['arch']} | {f['task']} | {f['variant']} | {f['train_err']:.2f} | {f['default_train_err']:.2f} | "
-                     f"{f['rise']:+.2f} | {f['spread']:.2f} | {verdict} | {test} | {default_test} | {speed} |")
+        lines.append(
+            f"| {f['arch']} | {f['task']} | {f['variant']} | {f['train_err']:.2f} | {f['default_train_err']:.2f} | "
+            f"{f['rise']:+.2f} | {f['spread']:.2f} | {verdict} | {test} | {default_test} | {speed} |"
+        )
     return lines + [""]
 
 
@@ -273,10 +343,26 @@ def transfer(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         scratch = modes.get("scratch")
         gain = {m: 100 * (a["mean"] - scratch["mean"]) for m, a in modes.items() if m != "scratch"} if scratch else {}
         gain_spread = {m: 100 * max(modes[m]["std"] or 0.0, scratch["std"] or 0.0) for m in gain} if scratch else {}
-        out.append({"arch": arch, "task": task, "labels_per_class": lpc, "test_acc1": modes, "winner": ranked[0],
-                    "margin": 100 * (modes[ranked[0]]["mean"] - modes[ranked[1]]["mean"]), "spread": spread,
-                    "over_scratch": gain, "over_scratch_spread": gain_spread})
-    out.sort(key=lambda f: (f["arch"], f["task"], f["labels_per_class"] if f["labels_per_class"] is not None else float("inf")))
+        out.append(
+            {
+                "arch": arch,
+                "task": task,
+                "labels_per_class": lpc,
+                "test_acc1": modes,
+                "winner": ranked[0],
+                "margin": 100 * (modes[ranked[0]]["mean"] - modes[ranked[1]]["mean"]),
+                "spread": spread,
+                "over_scratch": gain,
+                "over_scratch_spread": gain_spread,
+            }
+        )
+    out.sort(
+        key=lambda f: (
+            f["arch"],
+            f["task"],
+            f["labels_per_class"] if f["labels_per_class"] is not None else float("inf"),
+        )
+    )
     return out
 
 
@@ -296,16 +382,24 @@ def _claims(findings: list[dict[str, Any]]) -> list[str]:
     for f in findings:
         by[(f["arch"], f["task"])].append(f)
     for (arch, task), fs in sorted(by.items()):
-        fs = [f for f in fs if f["labels_per_class"] is not None and {"linear-probe", "finetune"} <= set(f["over_scratch"])]
+        fs = [
+            f
+            for f in fs
+            if f["labels_per_class"] is not None and {"linear-probe", "finetune"} <= set(f["over_scratch"])
+        ]
         if not fs:
             continue
         lp = [f["over_scratch"]["linear-probe"] for f in fs]
         ft_lp = [f["over_scratch"]["finetune"] - f["over_scratch"]["linear-probe"] for f in fs]
         few = fs[0]
         budgets = ", ".join(str(f["labels_per_class"]) for f in fs)
-        lines.append(f"- {arch} on {task} (labels/class {budgets}): linear probe over scratch "
-                     + ", ".join(f"{g:+.2f}" for g in lp) + "; finetune over linear probe " + ", ".join(f"{g:+.2f}" for g in ft_lp)
-                     + f"; at {few['labels_per_class']} labels/class finetune over scratch {_gain(few, 'finetune')} points.")
+        lines.append(
+            f"- {arch} on {task} (labels/class {budgets}): linear probe over scratch "
+            + ", ".join(f"{g:+.2f}" for g in lp)
+            + "; finetune over linear probe "
+            + ", ".join(f"{g:+.2f}" for g in ft_lp)
+            + f"; at {few['labels_per_class']} labels/class finetune over scratch {_gain(few, 'finetune')} points."
+        )
     return lines
 
 
@@ -314,17 +408,29 @@ def _transfer_md(findings: list[dict[str, Any]]) -> list[str]:
         return []
     modes = sorted({m for f in findings for m in f["test_acc1"]}, key=lambda m: TRANSFER_ORDER.get(m, 9))
     gains = [m for m in modes if m != "scratch" and "scratch" in modes]
-    lines = ["### Transfer: test top-1 % by task and label budget, and each mode's improvement over scratch", "",
-             "Improvements in points; ~ marks one within the seeds' spread (the larger std of the two).", "",
-             "| arch | task | labels/class | " + " | ".join(modes) + " | " + "".join(f"{m} vs scratch | " for m in gains)
-             + "best | margin (points) |",
-             "|---|---|---:|" + "---:|" * (len(modes) + len(gains)) + "---|---:|"]
+    lines = [
+        "### Transfer: test top-1 % by task and label budget, and each mode's improvement over scratch",
+        "",
+        "Improvements in points; ~ marks one within the seeds' spread (the larger std of the two).",
+        "",
+        "| arch | task | labels/class | "
+        + " | ".join(modes)
+        + " | "
+        + "".join(f"{m} vs scratch | " for m in gains)
+        + "best | margin (points) |",
+        "|---|---|---:|" + "---:|" * (len(modes) + len(gains)) + "---|---:|",
+    ]
     for f in findings:
         lpc = "all" if f["labels_per_class"] is None else str(f["labels_per_class"])
         accs = [fmt(f["test_acc1"][m], "pct") if m in f["test_acc1"] else "–" for m in modes]
         clear = "" if f["margin"] > f["spread"] else " (within the seeds' spread)"
-        lines.append(f"| {f['arch']} | {f['task']} | {lpc} | " + " | ".join(accs) + " | " + "".join(f"{_gain(f, m)} | " for m in gains)
-                     + f"{f['winner']} | {f['margin']:+.2f}{clear} |")
+        lines.append(
+            f"| {f['arch']} | {f['task']} | {lpc} | "
+            + " | ".join(accs)
+            + " | "
+            + "".join(f"{_gain(f, m)} | " for m in gains)
+            + f"{f['winner']} | {f['margin']:+.2f}{clear} |"
+        )
     claims = _claims(findings)
     return lines + ([""] + claims if claims else []) + [""]
 

@@ -3,6 +3,7 @@
 per family, accuracy vs throughput and vs memory) beside the PNGs (wandb.Image), in the runs' W&B
 project and group (their config wandb.*, the most common value), with its files under ``<out>/wandb``.
 Offline mode never touches the network."""
+
 from __future__ import annotations
 
 import os
@@ -32,9 +33,17 @@ def log(rep: Report, mode: str) -> Path:
     save_dir.mkdir(parents=True, exist_ok=True)
     group = _common(rep, "group")
     name = f"report-{group or rep.roots[0].resolve().name}"
-    run = wandb.init(project=_common(rep, "project") or "convbench", entity=_common(rep, "entity"), group=group, name=name,
-                     job_type="report", dir=str(rep.out), mode=mode, reinit="finish_previous",
-                     config={"source": rep.source, "status_counts": rep.status_counts})
+    run = wandb.init(
+        project=_common(rep, "project") or "convbench",
+        entity=_common(rep, "entity"),
+        group=group,
+        name=name,
+        job_type="report",
+        dir=str(rep.out),
+        mode=mode,
+        reinit="finish_previous",
+        config={"source": rep.source, "status_counts": rep.status_counts},
+    )
     try:
         cols, cells = table(rep.rows)
         run_cols = list(rep.runs_table[0]) if rep.runs_table else []
@@ -56,8 +65,20 @@ def _cell(v: Any) -> Any:
     return v if v is None or isinstance(v, (int, float, str, bool)) else str(v)
 
 
-CHART_COLUMNS = ["arch", "series", "task", "depth", "residual", "test_acc1_pct", "train_error_pct", "train_samples_per_s",
-                 "peak_memory_mib", "params", "macs", "n"]
+CHART_COLUMNS = [
+    "arch",
+    "series",
+    "task",
+    "depth",
+    "residual",
+    "test_acc1_pct",
+    "train_error_pct",
+    "train_samples_per_s",
+    "peak_memory_mib",
+    "params",
+    "macs",
+    "n",
+]
 
 
 def chart_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
@@ -69,12 +90,27 @@ def chart_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
     pct = lambda s: None if s["mean"] is None else 100 * s["mean"]  # noqa: E731
     out = []
     for r in main:
-        series = f"{r['family']} ({'residual' if r['residual'] else 'plain'})" + (f" [{r['chart_variant']}]" if r["chart_variant"] else "")
+        series = f"{r['family']} ({'residual' if r['residual'] else 'plain'})" + (
+            f" [{r['chart_variant']}]" if r["chart_variant"] else ""
+        )
         series += f" {r['task']}" if several else ""
         train = r["train_acc1"]["mean"]
-        out.append([r["arch"], series, r["task"], r["depth"], bool(r["residual"]), pct(r["test_acc1"]),
-                    None if train is None else 100 * (1 - train), r["train_samples_per_s"]["mean"], r["peak_memory_mib"]["mean"],
-                    r["params"], r["macs"], r["n"]])
+        out.append(
+            [
+                r["arch"],
+                series,
+                r["task"],
+                r["depth"],
+                bool(r["residual"]),
+                pct(r["test_acc1"]),
+                None if train is None else 100 * (1 - train),
+                r["train_samples_per_s"]["mean"],
+                r["peak_memory_mib"]["mean"],
+                r["params"],
+                r["macs"],
+                r["n"],
+            ]
+        )
     return out
 
 
@@ -87,9 +123,16 @@ def native_charts(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return {}
     t = wandb.Table(columns=CHART_COLUMNS, data=cells)
     return {
-        "native/accuracy_vs_depth": wandb.plot.line(t, "depth", "test_acc1_pct", stroke="series", title="test top-1 % vs depth"),
-        "native/train_error_vs_depth": wandb.plot.line(t, "depth", "train_error_pct", stroke="series",
-                                                       title="training error % vs depth (degradation)"),
-        "native/accuracy_vs_throughput": wandb.plot.scatter(t, "train_samples_per_s", "test_acc1_pct", title="test top-1 % vs train samples/s"),
-        "native/accuracy_vs_memory": wandb.plot.scatter(t, "peak_memory_mib", "test_acc1_pct", title="test top-1 % vs peak memory MiB"),
+        "native/accuracy_vs_depth": wandb.plot.line(
+            t, "depth", "test_acc1_pct", stroke="series", title="test top-1 % vs depth"
+        ),
+        "native/train_error_vs_depth": wandb.plot.line(
+            t, "depth", "train_error_pct", stroke="series", title="training error % vs depth (degradation)"
+        ),
+        "native/accuracy_vs_throughput": wandb.plot.scatter(
+            t, "train_samples_per_s", "test_acc1_pct", title="test top-1 % vs train samples/s"
+        ),
+        "native/accuracy_vs_memory": wandb.plot.scatter(
+            t, "peak_memory_mib", "test_acc1_pct", title="test top-1 % vs peak memory MiB"
+        ),
     }

@@ -8,30 +8,67 @@ definition as the run id's, read from the config's field metadata (:func:`harnes
 The differing keys are shown as the row's ``variant``. A task is a dataset
 and the class subset trained on (data.classes): transfer studies pretrain on some classes and learn
 the others, and those runs answer different questions."""
+
 from __future__ import annotations
 
 import json
 import statistics
 from collections import Counter, defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from harness.config.train_config import identity_items, role
 from harness.report.collect import Run, finite
 
 TRANSFER_ORDER = {"scratch": 0, "linear-probe": 1, "finetune": 2}
-BASE_KEYS = ("arch", "dataset", "data.classes", "transfer.mode", "data.labels_per_class")  # in base_key, not the variant
+BASE_KEYS = (
+    "arch",
+    "dataset",
+    "data.classes",
+    "transfer.mode",
+    "data.labels_per_class",
+)  # in base_key, not the variant
 # (result key, column title, kind) of the mean ± std columns
-METRICS = (("test_acc1", "test top-1 %", "pct"), ("test_acc5", "test top-5 %", "pct"), ("train_acc1", "train top-1 %", "pct"),
-           ("train_loss", "train loss", "loss"))
-RUN_FIELDS = ("run_id", "arch", "family", "depth", "residual", "dataset", "classes", "transfer", "labels_per_class", "seed", "status",
-              "train_loss", "train_acc1", "test_acc1", "test_acc5", "train_samples_per_s", "train_samples_per_s_rank_min",
-              "train_samples_per_s_rank_max", "world_size", "num_nodes", "hosts", "peak_memory_mib", "wall_time_s", "error")
+METRICS = (
+    ("test_acc1", "test top-1 %", "pct"),
+    ("test_acc5", "test top-5 %", "pct"),
+    ("train_acc1", "train top-1 %", "pct"),
+    ("train_loss", "train loss", "loss"),
+)
+RUN_FIELDS = (
+    "run_id",
+    "arch",
+    "family",
+    "depth",
+    "residual",
+    "dataset",
+    "classes",
+    "transfer",
+    "labels_per_class",
+    "seed",
+    "status",
+    "train_loss",
+    "train_acc1",
+    "test_acc1",
+    "test_acc5",
+    "train_samples_per_s",
+    "train_samples_per_s_rank_min",
+    "train_samples_per_s_rank_max",
+    "world_size",
+    "num_nodes",
+    "hosts",
+    "peak_memory_mib",
+    "wall_time_s",
+    "error",
+)
 
 
 def identity_keys(run: Run) -> dict[str, Any]:
     """The config keys that make a run's group: what is computed, less the seed and the base key (and an
     empty ``model: {}``, the same as a run that sets some model.* key leaving the others unset)."""
-    return {k: v for k, v in identity_items(run.config).items() if k not in BASE_KEYS and role(k) == "identity" and v != {}}
+    return {
+        k: v for k, v in identity_items(run.config).items() if k not in BASE_KEYS and role(k) == "identity" and v != {}
+    }
 
 
 def _hashable(v: Any) -> str:
@@ -83,8 +120,16 @@ def variant_label(variant: dict[str, Any]) -> str:
 
 def _sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
     inf = float("inf")
-    return (str(row["family"]), row["depth"] if row["depth"] is not None else inf, bool(row["residual"]), str(row["arch"]),
-            row["task"], TRANSFER_ORDER.get(row["transfer"], 9), row["labels_per_class"] or inf, row["variant_label"])
+    return (
+        str(row["family"]),
+        row["depth"] if row["depth"] is not None else inf,
+        bool(row["residual"]),
+        str(row["arch"]),
+        row["task"],
+        TRANSFER_ORDER.get(row["transfer"], 9),
+        row["labels_per_class"] or inf,
+        row["variant_label"],
+    )
 
 
 def aggregate(runs: list[Run]) -> list[dict[str, Any]]:
@@ -97,22 +142,40 @@ def aggregate(runs: list[Run]) -> list[dict[str, Any]]:
         members.sort(key=lambda r: (r.get("seed") if r.get("seed") is not None else 0, r.get("run_id")))
         first = members[0]
         row: dict[str, Any] = {
-            "arch": first.get("arch"), "family": first.get("family"), "depth": first.get("depth"), "residual": first.get("residual"),
-            "dataset": first.get("dataset"), "classes": first.classes, "task": task(first.get("dataset"), first.classes),
-            "transfer": first.transfer, "labels_per_class": first.labels_per_class,
-            "variant": variant, "variant_label": variant_label(variant), "_identity": identity_keys(first),
-            "params": first.get("params"), "macs": first.get("macs"), "n": len(members),
-            "world_size": first.get("world_size") or 1,  # trainer.devices and num_nodes are identity keys: one per group
-            "seeds": [r.get("seed") for r in members], "run_ids": [r.get("run_id") for r in members],
+            "arch": first.get("arch"),
+            "family": first.get("family"),
+            "depth": first.get("depth"),
+            "residual": first.get("residual"),
+            "dataset": first.get("dataset"),
+            "classes": first.classes,
+            "task": task(first.get("dataset"), first.classes),
+            "transfer": first.transfer,
+            "labels_per_class": first.labels_per_class,
+            "variant": variant,
+            "variant_label": variant_label(variant),
+            "_identity": identity_keys(first),
+            "params": first.get("params"),
+            "macs": first.get("macs"),
+            "n": len(members),
+            "world_size": first.get("world_size")
+            or 1,  # trainer.devices and num_nodes are identity keys: one per group
+            "seeds": [r.get("seed") for r in members],
+            "run_ids": [r.get("run_id") for r in members],
         }
         for key, _, _ in METRICS:
             row[key] = stats(r.get(key) for r in members)
-        row["train_samples_per_s"] = stats(r.get("train_samples_per_s") for r in members)  # the job's: the sum over its ranks
+        row["train_samples_per_s"] = stats(
+            r.get("train_samples_per_s") for r in members
+        )  # the job's: the sum over its ranks
         row["eval_samples_per_s"] = stats(r.get("eval_samples_per_s") for r in members)
-        row["peak_memory_mib"] = stats((r.get("peak_memory_bytes") or 0) / 2**20 if r.get("peak_memory_bytes") is not None else None
-                                       for r in members)
+        row["peak_memory_mib"] = stats(
+            (r.get("peak_memory_bytes") or 0) / 2**20 if r.get("peak_memory_bytes") is not None else None
+            for r in members
+        )
         row["wall_time_s"] = stats(r.get("wall_time_s") for r in members)
-        row["not_completed"] = {s: n for (b, s), n in sorted(others.items(), key=lambda kv: str(kv[0])) if b == base_key(first)}
+        row["not_completed"] = {
+            s: n for (b, s), n in sorted(others.items(), key=lambda kv: str(kv[0])) if b == base_key(first)
+        }
         rows.append(row)
     rows.sort(key=_sort_key)
     return rows
@@ -124,8 +187,13 @@ def run_rows(runs: list[Run], root: Any = None) -> list[dict[str, Any]]:
     for r in runs:
         peak = finite(r.get("peak_memory_bytes"))
         row = {k: r.get(k) if k not in ("classes", "labels_per_class", "peak_memory_mib") else None for k in RUN_FIELDS}
-        row.update(classes=r.classes, transfer=r.transfer, labels_per_class=r.labels_per_class, peak_memory_bytes=r.get("peak_memory_bytes"),
-                   peak_memory_mib=None if peak is None else peak / 2**20)
+        row.update(
+            classes=r.classes,
+            transfer=r.transfer,
+            labels_per_class=r.labels_per_class,
+            peak_memory_bytes=r.get("peak_memory_bytes"),
+            peak_memory_mib=None if peak is None else peak / 2**20,
+        )
         for k in ("train_loss", "train_acc1", "test_acc1", "test_acc5", "train_samples_per_s", "wall_time_s"):
             row[k] = finite(row[k])
         row["error"] = (r.get("error") or "").splitlines()[0][:300] if r.get("error") else None
@@ -133,9 +201,19 @@ def run_rows(runs: list[Run], root: Any = None) -> list[dict[str, Any]]:
         row["path"] = str(r.path.relative_to(root)) if root is not None and r.path.is_relative_to(root) else r.path.name
         out.append(row)
     inf = float("inf")
-    out.sort(key=lambda x: (str(x["family"]), x["depth"] if x["depth"] is not None else inf, bool(x["residual"]), str(x["arch"]),
-                            str(x["dataset"]), TRANSFER_ORDER.get(x["transfer"], 9), x["labels_per_class"] or inf,
-                            x["seed"] if x["seed"] is not None else inf, x["run_id"]))
+    out.sort(
+        key=lambda x: (
+            str(x["family"]),
+            x["depth"] if x["depth"] is not None else inf,
+            bool(x["residual"]),
+            str(x["arch"]),
+            str(x["dataset"]),
+            TRANSFER_ORDER.get(x["transfer"], 9),
+            x["labels_per_class"] or inf,
+            x["seed"] if x["seed"] is not None else inf,
+            x["run_id"],
+        )
+    )
     return out
 
 
@@ -158,26 +236,41 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Column titles and cells of the aggregated table (labels/class and variant only when used)."""
     lpc = any(r["labels_per_class"] is not None for r in rows)
     var = any(r["variant_label"] for r in rows)
-    cols = ["arch", "family", "depth", "type", "dataset", "transfer"] + (["labels/class"] if lpc else []) + (["variant"] if var else [])
+    cols = (
+        ["arch", "family", "depth", "type", "dataset", "transfer"]
+        + (["labels/class"] if lpc else [])
+        + (["variant"] if var else [])
+    )
     cols += ["params", "MACs", "n"] + [title for _, title, _ in METRICS] + ["ranks", "samples/s", "peak MiB", "wall s"]
     cells = []
     for r in rows:
-        c = [r["arch"], r["family"] or "–", "–" if r["depth"] is None else str(r["depth"]),
-             "residual" if r["residual"] else "plain", r["task"], r["transfer"]]
+        c = [
+            r["arch"],
+            r["family"] or "–",
+            "–" if r["depth"] is None else str(r["depth"]),
+            "residual" if r["residual"] else "plain",
+            r["task"],
+            r["transfer"],
+        ]
         c += [str(r["labels_per_class"]) if r["labels_per_class"] is not None else "all"] if lpc else []
         c += [r["variant_label"] or "–"] if var else []
         c += [_human(r["params"]), _human(r["macs"]), str(r["n"])]
         c += [fmt(r[key], kind) for key, _, kind in METRICS]
         # cost columns: the mean only (their std is in report.json); samples/s over all ranks
         c += [str(r["world_size"])]
-        c += [fmt({**r[k], "std": None}, kind) for k, kind in (("train_samples_per_s", "int"), ("peak_memory_mib", "int"), ("wall_time_s", "s"))]
+        c += [
+            fmt({**r[k], "std": None}, kind)
+            for k, kind in (("train_samples_per_s", "int"), ("peak_memory_mib", "int"), ("wall_time_s", "s"))
+        ]
         cells.append([str(x) for x in c])
     return cols, cells
 
 
 def markdown(cols: list[str], cells: list[list[str]]) -> str:
     esc = lambda s: s.replace("|", "\\|")  # noqa: E731
-    right = {"depth", "params", "MACs", "n", "labels/class", "ranks", "samples/s", "peak MiB", "wall s"} | {t for _, t, _ in METRICS}
+    right = {"depth", "params", "MACs", "n", "labels/class", "ranks", "samples/s", "peak MiB", "wall s"} | {
+        t for _, t, _ in METRICS
+    }
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" if c in right else "---" for c in cols) + "|"]
     lines += ["| " + " | ".join(esc(x) for x in row) + " |" for row in cells]
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from its last checkpoint (train --resume); and each child holds ``locks/<i>.lock
 descriptor it inherits, and only its own), so a second runner started while a child of a killed runner
 still trains waits for it instead of training the same run twice.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -22,9 +23,9 @@ import sys
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from harness.sweep import store
 from harness.sweep.spec import Run, Sweep
@@ -225,7 +226,9 @@ def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = say_
             status = done.status if done else f"failed (exit {code}, no result.json)"
             if done and done.wall_time_s is not None:
                 outcome.run_s.append(done.wall_time_s)
-            say(f"[{run.index}] {run.run_id}: {status} in {time.time() - t0:.1f}s (log {sweep.dir / 'logs' / f'{run.index}.log'})")
+            say(
+                f"[{run.index}] {run.run_id}: {status} in {time.time() - t0:.1f}s (log {sweep.dir / 'logs' / f'{run.index}.log'})"
+            )
             settle(run, status if done else "failed")
     selector.close()
     outcome.wall_s = time.monotonic() - start

@@ -3,6 +3,7 @@
 A sweep of 10,000 runs is one short string in jobs.json, in ``--array=`` and in every message,
 never a list of every index.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator

@@ -12,6 +12,7 @@ significant digits, so 1000 at the default: runs 0-999, then 1000-1999, ...), it
 indices minus the block's first (the offset, rendered into the script), written as ranges (``0-599``,
 ``0-9,20-29``) with ``%N`` from ``convbench.slurm.array_parallelism``.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,9 +20,9 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from harness.errors import UserError
 from harness.sweep import ranges, store
@@ -29,7 +30,17 @@ from harness.sweep.spec import Run, Sweep
 from harness.sweep.store import ArrayJob
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"  # a symlink to slurm/templates, packaged as data
-ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED"}
+ACTIVE = {
+    "PENDING",
+    "RUNNING",
+    "CONFIGURING",
+    "COMPLETING",
+    "REQUEUED",
+    "RESIZING",
+    "SUSPENDED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+}
 MAX_ARRAY_SPEC = 4096  # slurmctld refuses a longer --array string ("Pathname ... too long", Slurm 22.05)
 SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001
 
@@ -40,7 +51,9 @@ def _slurm(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
     except FileNotFoundError:
         raise UserError(f"{cmd[0]} not found: is Slurm installed and SLURM_CONF set?") from None
     except subprocess.TimeoutExpired:
-        raise UserError(f"{' '.join(cmd[:3])} ... gave no answer in {timeout:.0f}s: is slurmctld overloaded or down?") from None
+        raise UserError(
+            f"{' '.join(cmd[:3])} ... gave no answer in {timeout:.0f}s: is slurmctld overloaded or down?"
+        ) from None
 
 
 def _last_line(proc: subprocess.CompletedProcess) -> str:
@@ -57,8 +70,10 @@ class Limits:
 
     def __post_init__(self) -> None:
         if self.max_array_size < 1:
-            raise UserError(f"the cluster's MaxArraySize={self.max_array_size}: job arrays are disabled there, and a sweep is "
-                            "submitted as arrays (ask for MaxArraySize >= 1 in slurm.conf)")
+            raise UserError(
+                f"the cluster's MaxArraySize={self.max_array_size}: job arrays are disabled there, and a sweep is "
+                "submitted as arrays (ask for MaxArraySize >= 1 in slurm.conf)"
+            )
 
     @property
     def block(self) -> int:
@@ -77,7 +92,9 @@ def limits(dry_run: bool = False, say: Callable[[str], None] = print) -> Limits:
         values, why = {}, str(err)
     if "MaxArraySize" not in values:
         if not dry_run:
-            raise UserError(f"cannot read the cluster's MaxArraySize ({why}); is SLURM_CONF set and slurmctld reachable?")
+            raise UserError(
+                f"cannot read the cluster's MaxArraySize ({why}); is SLURM_CONF set and slurmctld reachable?"
+            )
         say(f"# {why}: arrays split at Slurm's default MaxArraySize={SLURM_DEFAULT_MAX_ARRAY_SIZE}")
         values = {"MaxArraySize": str(SLURM_DEFAULT_MAX_ARRAY_SIZE)}
     return Limits(int(values["MaxArraySize"]), int(values.get("MaxJobCount", "0")))
@@ -113,26 +130,38 @@ def directives(sweep: Sweep, runs: list[Run], array: str) -> list[str]:
     s, t = sweep.slurm, runs[0].config.trainer
     gpus = s.gpus_per_node
     if gpus and t.devices != gpus:
-        raise UserError(f"convbench.slurm.gpus_per_node={gpus} but trainer.devices={t.devices}: one rank per GPU, make them equal")
-    lines = [f"--job-name=convbench-{sweep.name}", f"--array={array}", f"--nodes={t.num_nodes}",
-             f"--ntasks-per-node={t.devices}"]
+        raise UserError(
+            f"convbench.slurm.gpus_per_node={gpus} but trainer.devices={t.devices}: one rank per GPU, make them equal"
+        )
+    lines = [
+        f"--job-name=convbench-{sweep.name}",
+        f"--array={array}",
+        f"--nodes={t.num_nodes}",
+        f"--ntasks-per-node={t.devices}",
+    ]
     if gpus:
         lines.append(f"--gres=gpu:{gpus}")
     lines.append(f"--cpus-per-task={s.cpus_per_task}")
     for key in ("mem", "time", "partition", "account", "qos", "constraint"):
         if getattr(s, key):
             lines.append(f"--{key}={getattr(s, key)}")
-    lines += [f"--signal={s.signal}", "--requeue", "--open-mode=append",
-              f"--output={sweep.dir}/logs/%A_%a.out"]
+    lines += [f"--signal={s.signal}", "--requeue", "--open-mode=append", f"--output={sweep.dir}/logs/%A_%a.out"]
     lines += s.extra
     return [f"#SBATCH {line}" for line in lines]
 
 
 def render(sweep: Sweep, runs: list[Run], array: str, offset: int) -> str:
     text = (TEMPLATES / "array.sbatch").read_text()
-    values = {"sweep": sweep.name, "sweep_dir": shlex.quote(str(sweep.dir)), "workdir": shlex.quote(os.getcwd()),
-              "directives": "\n".join(directives(sweep, runs, array)), "setup": "\n".join(sweep.slurm.setup),
-              "python": shlex.quote(sys.executable), "signal": sweep.slurm.signal, "offset": str(offset)}
+    values = {
+        "sweep": sweep.name,
+        "sweep_dir": shlex.quote(str(sweep.dir)),
+        "workdir": shlex.quote(os.getcwd()),
+        "directives": "\n".join(directives(sweep, runs, array)),
+        "setup": "\n".join(sweep.slurm.setup),
+        "python": shlex.quote(sys.executable),
+        "signal": sweep.slurm.signal,
+        "offset": str(offset),
+    }
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], text)
 
 
@@ -160,8 +189,10 @@ def task_states(sweep: Sweep) -> dict[int, Task]:
     queue = _slurm(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ids])
     if queue.returncode != 0 and "Invalid job id" not in queue.stderr:
         # without the live queue a queued run looks unsubmitted: say so rather than resubmit or misreport it
-        raise UserError(f"squeue failed (exit {queue.returncode}: {_last_line(queue)}): cannot check this sweep's "
-                        "Slurm jobs; is SLURM_CONF set and slurmctld reachable?")
+        raise UserError(
+            f"squeue failed (exit {queue.returncode}: {_last_line(queue)}): cannot check this sweep's "
+            "Slurm jobs; is SLURM_CONF set and slurmctld reachable?"
+        )
     for line in queue.stdout.splitlines():
         jid, _, state = line.partition("|")
         m = re.fullmatch(r"(\d+)_(\d+|\[[^\]]*\])", jid)
@@ -194,8 +225,10 @@ def submit(sweep: Sweep, dry_run: bool = False, say: Callable[[str], None] = pri
         say(f"[{r.index}] {r.run_id}: blocked: a run it needs did not complete")
     todo = [r for r in todo if r not in blocked]
     if not dry_run and lim.max_job_count and len(todo) > lim.max_job_count:
-        raise UserError(f"{len(todo):,} runs to submit, but the cluster's MaxJobCount is {lim.max_job_count:,} (every array task is "
-                        "a job record): split the sweep into smaller files, or ask for a larger MaxJobCount")
+        raise UserError(
+            f"{len(todo):,} runs to submit, but the cluster's MaxJobCount is {lim.max_job_count:,} (every array task is "
+            "a job record): split the sweep into smaller files, or ask for a larger MaxJobCount"
+        )
     groups: dict[tuple, list[Run]] = {}
     for r in todo:
         t = r.config.trainer
@@ -216,8 +249,11 @@ def submit(sweep: Sweep, dry_run: bool = False, say: Callable[[str], None] = pri
             script = render(sweep, runs, tasks + throttle, offset)
             runs_text = ranges.compact(t + offset for t in ranges.expand(tasks))
             if dry_run:
-                say(f"# ---- array {n}: runs {runs_text}" + (" (after stage 0)" if key[0] else "")
-                    + (f", task id + {offset} = run index" if offset else ""))
+                say(
+                    f"# ---- array {n}: runs {runs_text}"
+                    + (" (after stage 0)" if key[0] else "")
+                    + (f", task id + {offset} = run index" if offset else "")
+                )
                 say(script)
                 n += 1
                 continue
@@ -226,17 +262,23 @@ def submit(sweep: Sweep, dry_run: bool = False, say: Callable[[str], None] = pri
             cmd = ["sbatch", "--parsable"] + ([f"--dependency={dependency}"] if dependency else []) + [str(path)]
             proc = _slurm(cmd)
             if proc.returncode != 0:
-                raise UserError(f"sbatch {path} failed: {_last_line(proc)}"
-                                + (f" (submitted before it: {', '.join(j.job_id for j in submitted)})" if submitted else ""))
-            job = store.add_job(sweep, ArrayJob(proc.stdout.strip().split(";")[0], str(path), runs_text, offset, dependency))
+                raise UserError(
+                    f"sbatch {path} failed: {_last_line(proc)}"
+                    + (f" (submitted before it: {', '.join(j.job_id for j in submitted)})" if submitted else "")
+                )
+            job = store.add_job(
+                sweep, ArrayJob(proc.stdout.strip().split(";")[0], str(path), runs_text, offset, dependency)
+            )
             group.append(job)
             for i in job.indices():
                 stage0_jobs[i] = job.job_id
         if group:
             count = sum(ranges.count(j.runs) for j in group)
-            say(f"submitted {count:,} run{'s' * (count != 1)} as {len(group)} array job{'s' * (len(group) != 1)} "
+            say(
+                f"submitted {count:,} run{'s' * (count != 1)} as {len(group)} array job{'s' * (len(group) != 1)} "
                 f"({', '.join(_label(j) for j in group)}): {'job' if len(group) == 1 else 'jobs'} {', '.join(j.job_id for j in group)}"
-                + (f" ({dependency})" if dependency else ""))
+                + (f" ({dependency})" if dependency else "")
+            )
             submitted += group
     if not todo and not dry_run:
         say("nothing to submit: every run is completed, blocked or already queued")

@@ -21,6 +21,7 @@ mapping of constants, default empty) and their own keys; grid runs take ``convbe
 parameters. In a grid over ``transfer.mode``, the ``scratch`` runs drop ``transfer.checkpoint`` (and so
 their dependency).
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,11 +37,11 @@ import yaml
 from annotated_types import Ge, MinLen
 
 from harness.config import schema
-from harness.config.train_config import TrainConfig, check_key, resolve
-from harness.errors import UserError
 from harness.config.files import read_text
 from harness.config.keys import nest
 from harness.config.schema import STRICT, ConfigError
+from harness.config.train_config import TrainConfig, check_key, resolve
+from harness.errors import UserError
 
 REF = re.compile(r"^\{run:(.+)\}$")
 
@@ -66,8 +67,10 @@ class SlurmConfig:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"(B:)?(SIG)?USR1@\d+", self.signal):
-            raise ValueError(f"convbench.slurm.signal={self.signal!r}: accepted [B:][SIG]USR1@SECONDS (harness.training.preemption "
-                             "checkpoints and requeues on SIGUSR1; SIGTERM needs no --signal)")
+            raise ValueError(
+                f"convbench.slurm.signal={self.signal!r}: accepted [B:][SIG]USR1@SECONDS (harness.training.preemption "
+                "checkpoints and requeues on SIGUSR1; SIGTERM needs no --signal)"
+            )
 
 
 @dataclass
@@ -121,7 +124,9 @@ class Run:
     config: TrainConfig
     name: str | None = None  # named runs (convbench.runs)
     deps: list[int] = field(default_factory=list)  # indices of the runs this one needs
-    params: dict[str, Any] | None = None  # grid runs: the parameters as W&B's agent passes them (before common and references)
+    params: dict[str, Any] | None = (
+        None  # grid runs: the parameters as W&B's agent passes them (before common and references)
+    )
 
     @functools.cached_property
     def run_id(self) -> str:
@@ -158,7 +163,9 @@ class Sweep:
         from harness.config.train_config import parse_set
 
         named = {r.name: r for r in self.runs if r.name}
-        if len(arguments) == 1 and arguments[0] in named:  # a named run (convbench.runs) by its name: W&B's grid has none
+        if (
+            len(arguments) == 1 and arguments[0] in named
+        ):  # a named run (convbench.runs) by its name: W&B's grid has none
             return named[arguments[0]]
         given: dict[str, Any] = {}
         for arg in arguments:
@@ -172,7 +179,9 @@ class Sweep:
         keys = sorted({k for r in self.runs if r.params for k in r.params})
         unknown = sorted(set(given) - set(keys))
         why = f"unknown parameter {unknown[0]}" if unknown else "no grid run has these values"
-        raise UserError(f"{self.path}: {why} ({' '.join(arguments) or 'no arguments'}); its parameters: {', '.join(keys)}")
+        raise UserError(
+            f"{self.path}: {why} ({' '.join(arguments) or 'no arguments'}); its parameters: {', '.join(keys)}"
+        )
 
 
 @dataclass
@@ -188,6 +197,7 @@ class Draft:
 
 # ---------------------------------------------------------------- YAML with line numbers
 
+
 def _compose(path: Path) -> tuple[Any, dict[tuple, int]]:
     """The document and {key path: line} for every mapping key and sequence item."""
     text = read_text(path, "sweep file")
@@ -197,7 +207,9 @@ def _compose(path: Path) -> tuple[Any, dict[tuple, int]]:
         data = loader.construct_document(node) if node is not None else {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        raise UserError(f"{path}{f' line {mark.line + 1}' if mark else ''}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        raise UserError(
+            f"{path}{f' line {mark.line + 1}' if mark else ''}: not valid YAML ({getattr(err, 'problem', err)})"
+        ) from None
     finally:
         loader.dispose()
     lines: dict[tuple, int] = {}
@@ -243,6 +255,7 @@ def _check_value(key: str, value: Any, where: _Where, at: tuple) -> None:
 
 # ---------------------------------------------------------------- the four steps of load
 
+
 def parse(path: Path) -> tuple[SweepFile, _Where]:
     """The sweep file, every key and value checked against the schema, errors naming their line."""
     data, lines = _compose(path)
@@ -252,7 +265,11 @@ def parse(path: Path) -> tuple[SweepFile, _Where]:
     try:
         doc: SweepFile = schema.parse(SweepFile, data)
     except ConfigError as err:
-        hint = " (convbench-only keys go under convbench:)" if len(err.at) == 1 and err.problem.startswith("unknown") else ""
+        hint = (
+            " (convbench-only keys go under convbench:)"
+            if len(err.at) == 1 and err.problem.startswith("unknown")
+            else ""
+        )
         raise where.error(err.at, err.problem + hint) from None
     name = doc.convbench.name or doc.name or path.stem
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
@@ -284,8 +301,10 @@ def parse(path: Path) -> tuple[SweepFile, _Where]:
 def expand(doc: SweepFile, where: _Where) -> list[Draft]:
     """The named runs, then the grid (or a random sample of it): each run's flat keys."""
     cb = doc.convbench
-    drafts = [Draft({**cb.common, **values}, run_name, ("convbench", "runs", run_name), name=run_name)
-              for run_name, values in cb.runs.items()]
+    drafts = [
+        Draft({**cb.common, **values}, run_name, ("convbench", "runs", run_name), name=run_name)
+        for run_name, values in cb.runs.items()
+    ]
     axes = {k: p.values for k, p in doc.parameters.items() if p.values is not None}
     constants = {k: p.value for k, p in doc.parameters.items() if p.values is None}
     if cb.seeds is not None:
@@ -300,11 +319,15 @@ def expand(doc: SweepFile, where: _Where) -> list[Draft]:
         flat = {**cb.common, **params}
         if flat.get("transfer.mode", "scratch") == "scratch":
             flat.pop("transfer.checkpoint", None)  # the scratch arm of a transfer grid trains from random weights
-        drafts.append(Draft(flat, " ".join(f"{k}={v}" for k, v in combo.items()) or "constants", ("parameters",), params=params))
+        drafts.append(
+            Draft(flat, " ".join(f"{k}={v}" for k, v in combo.items()) or "constants", ("parameters",), params=params)
+        )
     return drafts
 
 
-def resolve_references(draft: Draft, index: int, named: dict[str, Run], where: _Where) -> tuple[dict[str, Any], list[int]]:
+def resolve_references(
+    draft: Draft, index: int, named: dict[str, Run], where: _Where
+) -> tuple[dict[str, Any], list[int]]:
     """``"{run:NAME}"`` values -> the named run's last checkpoint, and the indices of the runs needed."""
     flat, deps = dict(draft.values), []
     for key, value in draft.values.items():
@@ -316,7 +339,10 @@ def resolve_references(draft: Draft, index: int, named: dict[str, Run], where: _
         except (KeyError, ValueError) as err:
             raise where.error(("parameters", key), f"run {index}: {value!r}: no parameter {err} to fill in") from None
         if ref not in named:
-            raise where.error(("parameters", key), f"run {index}: {value!r} names run {ref!r}; convbench.runs has: {', '.join(named) or 'none'}")
+            raise where.error(
+                ("parameters", key),
+                f"run {index}: {value!r} names run {ref!r}; convbench.runs has: {', '.join(named) or 'none'}",
+            )
         flat[key] = str(named[ref].run_dir / "checkpoints" / "last.ckpt")
         deps.append(named[ref].index)
     return flat, deps
@@ -349,6 +375,8 @@ def load(path: str | Path, results: str | None = None) -> Sweep:
     seen: dict[str, int] = {}
     for run in runs:
         if run.run_id in seen:
-            raise UserError(f"{path}: runs {seen[run.run_id]} and {run.index} are the same run ({run.run_id}): duplicate grid values?")
+            raise UserError(
+                f"{path}: runs {seen[run.run_id]} and {run.index} are the same run ({run.run_id}): duplicate grid values?"
+            )
         seen[run.run_id] = run.index
     return Sweep(path, name, doc.method, root, runs, doc.convbench.slurm)

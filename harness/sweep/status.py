@@ -1,4 +1,5 @@
 """Per-run status of a sweep: from the results store first, then SLURM (squeue/sacct), then local locks."""
+
 from __future__ import annotations
 
 import fcntl
@@ -56,6 +57,14 @@ def statuses(sweep: Sweep) -> list[dict[str, Any]]:
             status = "interrupted"
         else:
             status = "pending"
-        rows.append({"index": run.index, "run_id": run.run_id, "status": status, "slurm": state or None,
-                     "slurm_task": task.task if task else None, "test_acc1": done.test_acc1 if done is not None else None})
+        rows.append(
+            {
+                "index": run.index,
+                "run_id": run.run_id,
+                "status": status,
+                "slurm": state or None,
+                "slurm_task": task.task if task else None,
+                "test_acc1": done.test_acc1 if done is not None else None,
+            }
+        )
     return rows

@@ -12,6 +12,7 @@
 A run is done when ``<results>/<run_id>/result.json`` exists (the only source of truth); nothing in the
 sweep dir decides whether a run is run again.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,8 +80,18 @@ def prepare(sweep: Sweep) -> Path:
             same = False
         if not same:
             _write_text(p, text)
-    table = [{"index": r.index, "run_id": r.run_id, "name": r.name, "deps": r.deps, "run_dir": str(r.run_dir),
-              "config": str(d / "runs" / f"{r.index}.yaml"), "values": r.values} for r in sweep.runs]
+    table = [
+        {
+            "index": r.index,
+            "run_id": r.run_id,
+            "name": r.name,
+            "deps": r.deps,
+            "run_dir": str(r.run_dir),
+            "config": str(d / "runs" / f"{r.index}.yaml"),
+            "values": r.values,
+        }
+        for r in sweep.runs
+    ]
     write_atomic(d / "runs.json", json.dumps(table, indent=1, default=str) + "\n")
     return d
 

@@ -3,6 +3,7 @@ device. Every `trainer.log_every_n_steps` optimiser steps (the steps Lightning i
 values at) the step loss is fetched and written to the loggers (metrics.csv, W&B), the losses kept
 since the last check are tested for divergence and the ranks' preemption flags agreed on, so every
 other step runs without a host-device synchronisation (tests/test_hot_path.py counts them)."""
+
 from __future__ import annotations
 
 import pytorch_lightning as pl

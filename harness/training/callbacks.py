@@ -6,6 +6,7 @@ Lightning calls every per-batch hook of every callback, whether the callback ove
 (six a training step), and each call costs a profiler context and a state-key string: ~5-15 us
 inside a training step here, where the forward and backward passes have just evicted the caches.
 The harness's callbacks are `batch_hooks_as_defined`: the hooks they do not use are skipped."""
+
 from __future__ import annotations
 
 import socket
@@ -20,9 +21,20 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from harness.training.cadence import STEP_LOSS, logging_step
 
-BATCH_HOOKS = ("on_train_batch_start", "on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad",
-               "on_train_batch_end", "on_validation_batch_start", "on_validation_batch_end", "on_test_batch_start",
-               "on_test_batch_end", "on_predict_batch_start", "on_predict_batch_end")
+BATCH_HOOKS = (
+    "on_train_batch_start",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_train_batch_end",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+)
 C = TypeVar("C", bound=type[pl.Callback])
 
 
@@ -62,11 +74,15 @@ class Throughput(pl.Callback):
     on_train_epoch_start = _restart
     on_validation_end = _restart  # the next batch's time starts after validation
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.first_step_at is None:
             self.first_step_at = time.time()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         now = time.perf_counter()
         self.train_time += now - self._clock
         self.train_samples += len(batch[1])
@@ -75,7 +91,15 @@ class Throughput(pl.Callback):
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._test_start = time.perf_counter()
 
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self.test_samples += len(batch[1])
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -104,16 +128,27 @@ class Throughput(pl.Callback):
     def train_record(self, world_size: int) -> dict[str, Any]:
         """The train throughput fields of result.json. Before the end-of-fit gather (a failed fit),
         a multi-rank run knows only this rank's figure, and records no job rate rather than a wrong one."""
-        ranks = self.ranks or ([(self.train_samples, self.train_time, socket.gethostname())] if world_size == 1 else None)
+        ranks = self.ranks or (
+            [(self.train_samples, self.train_time, socket.gethostname())] if world_size == 1 else None
+        )
         if ranks is None:
-            return {"train_samples_per_s": None, "train_samples_per_s_rank_min": None, "train_samples_per_s_rank_max": None,
-                    "num_nodes": None, "hosts": None}
+            return {
+                "train_samples_per_s": None,
+                "train_samples_per_s_rank_min": None,
+                "train_samples_per_s_rank_max": None,
+                "num_nodes": None,
+                "hosts": None,
+            }
         rates = [self.rate(samples, seconds) for samples, seconds, _ in ranks]
         known = [r for r in rates if r is not None]
         hosts = [host for *_, host in ranks]
-        return {"train_samples_per_s": sum(known) if len(known) == len(rates) else None,
-                "train_samples_per_s_rank_min": min(known, default=None), "train_samples_per_s_rank_max": max(known, default=None),
-                "num_nodes": len(set(hosts)), "hosts": hosts}
+        return {
+            "train_samples_per_s": sum(known) if len(known) == len(rates) else None,
+            "train_samples_per_s_rank_min": min(known, default=None),
+            "train_samples_per_s_rank_max": max(known, default=None),
+            "num_nodes": len(set(hosts)),
+            "hosts": hosts,
+        }
 
     @staticmethod
     def rate(samples: int, seconds: float) -> float | None:
@@ -138,7 +173,9 @@ class Divergence(pl.Callback):
         self.diverged_at: int | None = None
         self._pending: list[tuple[int, torch.Tensor]] = []  # (global_step, loss) not yet checked
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None:  # Lightning passes the step's loss detached
             self._pending.append((trainer.global_step, loss))
@@ -156,7 +193,9 @@ class Divergence(pl.Callback):
         finite = torch.stack(losses).isfinite().tolist()  # scalar losses (automatic optimisation); the one read-back
         first = steps[finite.index(False)] if not all(finite) else NEVER
         if trainer.world_size > 1:  # every rank stops at the same step, or the others' next all-reduce waits forever
-            first = int(trainer.strategy.reduce(torch.tensor(first, device=trainer.strategy.root_device), reduce_op="min"))
+            first = int(
+                trainer.strategy.reduce(torch.tensor(first, device=trainer.strategy.root_device), reduce_op="min")
+            )
         if self.diverged_at is None and first != NEVER:
             self.diverged_at = first
             trainer.should_stop = True
@@ -196,7 +235,9 @@ class EpochLines(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._pending.update({k: float(v) for k, v in metrics.items() if k.startswith(("train/", "val/")) and not k.endswith("_step")})
+        self._pending.update(
+            {k: float(v) for k, v in metrics.items() if k.startswith(("train/", "val/")) and not k.endswith("_step")}
+        )
         if "train/loss" in metrics:
             now = time.perf_counter()
             shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(self._pending.items()))
@@ -214,7 +255,9 @@ class LoggingIntervalBar(RichProgressBar):
         super().__init__()
         self._shown: dict[str, int | str | float | dict[str, float]] | None = None
 
-    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float | dict[str, float]]:
+    def get_metrics(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> dict[str, int | str | float | dict[str, float]]:
         if self._shown is None or not trainer.training or logging_step(trainer, trainer.global_step):
             self._shown = super().get_metrics(trainer, pl_module)
             loss = getattr(pl_module, "step_loss", None)  # harness.training.module logs it to the loggers itself

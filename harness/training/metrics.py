@@ -15,6 +15,7 @@ costs ~0.2 ms on a CPU (several times what it costs in isolation), one pass over
 as much as one batch's. The losses are still added one batch at a time, in order, so the float sums
 are the same as per-batch updates give.
 """
+
 from __future__ import annotations
 
 from itertools import groupby
@@ -64,7 +65,9 @@ class ClassificationTotals(Metric):
         self.samples.add_(target.numel())
         loss = torch.stack([b[2] for b in batches]).to(self.loss_sum.dtype)
         # each batch's weight, filled on the device (a list copied from the host would be a sync under CUDA)
-        sizes = torch.cat([loss.new_full((len(list(run)),), float(n)) for n, run in groupby(b[1].numel() for b in batches)])
+        sizes = torch.cat(
+            [loss.new_full((len(list(run)),), float(n)) for n, run in groupby(b[1].numel() for b in batches)]
+        )
         kept = loss.isnan().logical_not_()
         for weighted in torch.where(kept, loss * sizes, 0.0):
             self.loss_sum.add_(weighted)
@@ -80,4 +83,8 @@ class ClassificationTotals(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         samples = self.samples.clamp(min=1).float()  # no samples: accuracy 0, as torchmetrics' safe division
-        return {"acc1": self.hits1.float() / samples, "acc5": self.hitsk.float() / samples, "loss": self.loss_sum / self.loss_weight}
+        return {
+            "acc1": self.hits1.float() / samples,
+            "acc5": self.hitsk.float() / samples,
+            "loss": self.loss_sum / self.loss_weight,
+        }

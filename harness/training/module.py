@@ -2,6 +2,7 @@
 optimiser and schedule, the step budget, per-step seeding, hidden-unit noise and the
 transfer-learning modes. The architecture stays a plain ``nn.Module``; everything
 Lightning-specific is here."""
+
 from __future__ import annotations
 
 import math
@@ -12,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.config.recipes import OptimConfig
 from harness.training.cadence import STEP_LOSS, logging_step
 from harness.training.metrics import ClassificationTotals
-from harness.config.recipes import OptimConfig
 
 ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.GELU, nn.SiLU)
 
@@ -70,7 +71,9 @@ class ClassifierModule(pl.LightningModule):
                     m.register_forward_hook(self._add_noise)
         self.step_loss: float | None = None  # the latest logged training step's loss
         # keyed "<stage>_totals": a ModuleDict key may not shadow nn.Module.train
-        self.metrics = nn.ModuleDict({f"{s}_totals": ClassificationTotals(top_k=min(5, num_classes)) for s in ("train", "val", "test")})
+        self.metrics = nn.ModuleDict(
+            {f"{s}_totals": ClassificationTotals(top_k=min(5, num_classes)) for s in ("train", "val", "test")}
+        )
         if transfer == "linear-probe":
             self.freeze_backbone()
 
@@ -187,8 +190,10 @@ class ClassifierModule(pl.LightningModule):
         by all ranks (ModelCheckpoint, harness.training.preemption); a rank-0-only save would hang."""
         totals = self.metrics["train_totals"]
         totals.fold()
-        checkpoint[TRAIN_TOTALS] = {name: self.trainer.strategy.reduce(getattr(totals, name).clone(), reduce_op="sum")
-                                    for name in totals._defaults}
+        checkpoint[TRAIN_TOTALS] = {
+            name: self.trainer.strategy.reduce(getattr(totals, name).clone(), reduce_op="sum")
+            for name in totals._defaults
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rank 0 takes the sums, the other ranks start at zero: the sum over ranks is the saved one.
@@ -215,13 +220,18 @@ class ClassifierModule(pl.LightningModule):
         o = self.optim
         if self.hparams.transfer == "finetune":
             head = list(classifier_of(self.model)[1].parameters())
-            groups = [{"params": self.backbone_parameters(), "lr": o.lr * o.backbone_lr_scale}, {"params": head, "lr": o.lr}]
+            groups = [
+                {"params": self.backbone_parameters(), "lr": o.lr * o.backbone_lr_scale},
+                {"params": head, "lr": o.lr},
+            ]
         else:
             groups = [{"params": [p for p in self.model.parameters() if p.requires_grad], "lr": o.lr}]
         if o.optimizer == "adamw":
             opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
         else:
-            opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+            opt = torch.optim.SGD(
+                groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+            )
         # not trainer.estimated_stepping_batches: it builds the train loader before a resumed run's
         # epoch is restored, and Lightning then keeps that loader (epoch 0's order)
         steps_per_epoch = self.hparams.steps_per_epoch
@@ -229,7 +239,10 @@ class ClassifierModule(pl.LightningModule):
         warmup = int(o.warmup_epochs * steps_per_epoch)
         if o.schedule == "plateau":
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=o.gamma, patience=o.patience)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": plateau, "monitor": self.hparams.plateau_monitor, "interval": "epoch"}}
+            return {
+                "optimizer": opt,
+                "lr_scheduler": {"scheduler": plateau, "monitor": self.hparams.plateau_monitor, "interval": "epoch"},
+            }
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(o, step, total, warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

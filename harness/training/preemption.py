@@ -23,6 +23,7 @@ disk holds the steps the checkpoint holds (harness.run_record.read_metrics merge
 A mid-epoch checkpoint resumes at the next batch: the data module saves its position (datamodules
 `ConvDataModule.state_dict`).
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from harness.training.callbacks import batch_hooks_as_defined
 from harness.training.cadence import logging_step
+from harness.training.callbacks import batch_hooks_as_defined
 
 HPC_CHECKPOINT = "hpc_ckpt_{}.ckpt"
 STEP_CHECKPOINT = "step.ckpt"  # in the run's checkpoints/: the latest SIGTERM or interval checkpoint
@@ -61,7 +62,11 @@ def slurm_task_id() -> str | None:
 
 
 def next_hpc_checkpoint(run_dir: Path) -> Path:
-    taken = [int(p.stem.rsplit("_", 1)[1]) for p in run_dir.glob(HPC_CHECKPOINT.format("*")) if p.stem.rsplit("_", 1)[1].isdigit()]
+    taken = [
+        int(p.stem.rsplit("_", 1)[1])
+        for p in run_dir.glob(HPC_CHECKPOINT.format("*"))
+        if p.stem.rsplit("_", 1)[1].isdigit()
+    ]
     return run_dir / HPC_CHECKPOINT.format(max(taken, default=0) + 1)
 
 
@@ -69,7 +74,9 @@ def seconds_since_launch() -> float | None:
     """How long ago this process was started (Linux /proc), for the start-up cost in each attempt's line."""
     try:
         start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        boot = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
     except (OSError, ValueError, IndexError, StopIteration):
         return None
     return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
@@ -100,7 +107,11 @@ class Preemption(pl.Callback):
         self._last_save = time.monotonic()
         if trainer.is_global_zero:
             age = seconds_since_launch()
-            print(self.start_line(trainer) + (f"; {age:.1f} s after launch" if age is not None else ""), file=sys.stderr, flush=True)
+            print(
+                self.start_line(trainer) + (f"; {age:.1f} s after launch" if age is not None else ""),
+                file=sys.stderr,
+                flush=True,
+            )
 
     def start_line(self, trainer: pl.Trainer) -> str:
         """One line per attempt: where it starts."""
@@ -124,12 +135,17 @@ class Preemption(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not logging_step(trainer, trainer.global_step):
             return  # the ranks agree only at the logging interval
         due = bool(self.every_s) and time.monotonic() - self._last_save >= self.every_s
-        flags = torch.tensor([self.received[signal.SIGUSR1], self.received[signal.SIGTERM], due], dtype=torch.int32,
-                             device=trainer.strategy.root_device)
+        flags = torch.tensor(
+            [self.received[signal.SIGUSR1], self.received[signal.SIGTERM], due],
+            dtype=torch.int32,
+            device=trainer.strategy.root_device,
+        )
         usr1, term, due = (bool(v) for v in trainer.strategy.reduce(flags, reduce_op="sum").tolist())
         if not (usr1 or term or due):
             return
@@ -150,7 +166,11 @@ class Preemption(pl.Callback):
         task = slurm_task_id()
         if usr1 and trainer.is_global_zero and task is not None:
             requeue = subprocess.run(["scontrol", "requeue", task], capture_output=True, text=True)
-            message += f"; requeued {task}" if requeue.returncode == 0 else f"; scontrol requeue {task} failed: {requeue.stderr.strip()}"
+            message += (
+                f"; requeued {task}"
+                if requeue.returncode == 0
+                else f"; scontrol requeue {task} failed: {requeue.stderr.strip()}"
+            )
         if trainer.is_global_zero:
             print(message, file=sys.stderr, flush=True)
         self.fired = message  # the requeue kills this job: whatever fails from here on, the run is preempted

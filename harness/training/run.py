@@ -3,6 +3,7 @@
 Order matters for "nothing computed is lost": every user mistake is caught before the first
 step (config, data files, architecture, geometry, batch size, checkpoint), and a run directory
 that holds an interrupted run is never overwritten unless asked to resume it."""
+
 from __future__ import annotations
 
 import logging
@@ -12,8 +13,9 @@ import secrets
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -23,14 +25,14 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import architectures
 import datamodules
-from harness.training.callbacks import Divergence, EpochCheckpoint, EpochLines, LoggingIntervalBar, Throughput
+from harness.config.files import check_checkpoint
 from harness.config.train_config import TrainConfig
 from harness.errors import UserError
-from harness.config.files import check_checkpoint
 from harness.memory import peak_bytes
+from harness.run_record import RunDir, RunResult
+from harness.training.callbacks import Divergence, EpochCheckpoint, EpochLines, LoggingIntervalBar, Throughput
 from harness.training.module import ClassifierModule, classifier_of
 from harness.training.preemption import HPC_CHECKPOINT, STEP_CHECKPOINT, Preempted, Preemption
-from harness.run_record import RunDir, RunResult
 
 EXIT_DIVERGED = 3
 
@@ -52,7 +54,9 @@ def load_data(config: TrainConfig, dm: datamodules.ConvDataModule) -> None:
     dm.setup("fit")
     n_train = len(dm.train_pipeline())
     if dm.config.batch_size > n_train:
-        raise UserError(f"data.batch_size={dm.config.batch_size} is larger than the training set of {config.dataset} ({n_train} images)")
+        raise UserError(
+            f"data.batch_size={dm.config.batch_size} is larger than the training set of {config.dataset} ({n_train} images)"
+        )
 
 
 def cpu_threads(config: TrainConfig, workers: int) -> int:
@@ -95,8 +99,10 @@ def build_model(config: TrainConfig, dm: datamodules.ConvDataModule) -> tuple[to
         profile = architectures.profile(model, dm.input_size)
     except RuntimeError as err:
         size = "x".join(map(str, dm.input_size))
-        raise UserError(f"{config.arch} cannot run on {config.dataset} images of {size}: {str(err).splitlines()[0]}"
-                        " (set data.image_size or pick another architecture)") from None
+        raise UserError(
+            f"{config.arch} cannot run on {config.dataset} images of {size}: {str(err).splitlines()[0]}"
+            " (set data.image_size or pick another architecture)"
+        ) from None
     if config.transfer.mode != "scratch":
         load_backbone(model, config.transfer.checkpoint, config.arch)
     return model, profile
@@ -113,15 +119,21 @@ def load_backbone(model: torch.nn.Module, path: str | None, arch: str) -> None:
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     except Exception as err:  # a torch file that is not a convbench checkpoint
         first = (str(err).splitlines() or [""])[0][:120]
-        raise UserError(f"--from {path}: not a convbench checkpoint ({type(err).__name__}{': ' + first if first else ''})") from None
+        raise UserError(
+            f"--from {path}: not a convbench checkpoint ({type(err).__name__}{': ' + first if first else ''})"
+        ) from None
     if trained_as != arch:
-        raise UserError(f"--from {path} holds a {trained_as} checkpoint, not {arch}: transfer needs the same architecture")
+        raise UserError(
+            f"--from {path} holds a {trained_as} checkpoint, not {arch}: transfer needs the same architecture"
+        )
     head = classifier_of(model)[0]
     backbone = {k: v for k, v in state.items() if not k.startswith(head + ".")}
     missing, unexpected = model.load_state_dict(backbone, strict=False)
     if unexpected or any(not k.startswith(head + ".") for k in missing):
-        raise UserError(f"--from {path}: its {arch} weights do not fit this {arch} (overrides differ?): "
-                        f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise UserError(
+            f"--from {path}: its {arch} weights do not fit this {arch} (overrides differ?): "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
 
 
 def checkpoints(run: RunDir) -> list[Path]:
@@ -153,21 +165,40 @@ def build_loggers(config: TrainConfig, run: RunDir) -> list[Logger]:
     if config.wandb.mode == "online":
         from pytorch_lightning.loggers import WandbLogger
 
-        loggers.append(WandbLogger(
-            project=config.wandb.project, entity=config.wandb.entity, group=config.wandb.group, tags=list(config.wandb.tags),
-            name=run.path.name, id=wandb_id, resume="allow", mode="online", save_dir=str(run.path), config=config.to_dict(),
-        ))
+        loggers.append(
+            WandbLogger(
+                project=config.wandb.project,
+                entity=config.wandb.entity,
+                group=config.wandb.group,
+                tags=list(config.wandb.tags),
+                name=run.path.name,
+                id=wandb_id,
+                resume="allow",
+                mode="online",
+                save_dir=str(run.path),
+                config=config.to_dict(),
+            )
+        )
     return loggers
 
 
 # Lightning's banners (accelerators, tips, "Initializing distributed", restore paths) and warnings
 # that do not apply here: the metrics are torchmetrics objects synced by themselves, checkpoints
 # are our own, the data module resumes mid-epoch itself.
-BANNER_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
-                  "lightning_fabric.utilities.distributed", "lightning_fabric.utilities.seed")
-NOT_APPLICABLE = (r"You're resuming from a checkpoint that ended before the epoch ended", r"`weights_only` was not set",
-                  r"It is recommended to use `self.log\(", r"Checkpoint directory .* exists and is not empty",
-                  r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"The `srun` command is available on your system")
+BANNER_LOGGERS = (
+    "pytorch_lightning.utilities.rank_zero",
+    "pytorch_lightning.accelerators.cuda",
+    "lightning_fabric.utilities.distributed",
+    "lightning_fabric.utilities.seed",
+)
+NOT_APPLICABLE = (
+    r"You're resuming from a checkpoint that ended before the epoch ended",
+    r"`weights_only` was not set",
+    r"It is recommended to use `self.log\(",
+    r"Checkpoint directory .* exists and is not empty",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"The `srun` command is available on your system",
+)
 
 
 def quiet_batch_logs() -> None:
@@ -185,7 +216,10 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     run = RunDir.create(config.results, config.run_id())
     done = run.result()
     if done is not None:
-        print(f"{run.result_path} exists: run {done.run_id} already {done.status}; delete it to run again", file=sys.stderr)
+        print(
+            f"{run.result_path} exists: run {done.run_id} already {done.status}; delete it to run again",
+            file=sys.stderr,
+        )
         return done
     if checkpoints(run) and not resume:
         raise UserError(f"{run.path} holds an interrupted run (checkpoints/*.ckpt): pass --resume to continue it")
@@ -203,27 +237,58 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     monitor = "val/acc1" if has_val else "train/acc1"
     spe = steps_per_epoch(config, dm)
     epochs = planned_epochs(config, spe)
-    module = ClassifierModule(model, dm.num_classes, config.optim, config.arch, config.transfer.mode, config.hidden_noise_std,
-                              config.trainer.channels_last, plateau_monitor=monitor, steps_per_epoch=spe, max_steps=config.trainer.max_steps,
-                              seed=config.seed)
+    module = ClassifierModule(
+        model,
+        dm.num_classes,
+        config.optim,
+        config.arch,
+        config.transfer.mode,
+        config.hidden_noise_std,
+        config.trainer.channels_last,
+        plateau_monitor=monitor,
+        steps_per_epoch=spe,
+        max_steps=config.trainer.max_steps,
+        seed=config.seed,
+    )
     throughput, divergence = Throughput(), Divergence()
     preemption = Preemption(run.path, config.trainer.checkpoint_every_min, resumed_from=ckpt)
     tty = sys.stdout.isatty()
     if not tty:
         quiet_batch_logs()
     callbacks = [
-        *extra_callbacks, throughput, divergence, preemption,
-        EpochCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode="max", save_top_k=1, enable_version_counter=False),
+        *extra_callbacks,
+        throughput,
+        divergence,
+        preemption,
+        EpochCheckpoint(
+            dirpath=run.checkpoints,
+            filename="best",
+            monitor=monitor,
+            mode="max",
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
         # last.ckpt at every epoch end, the resume point; not save_last=True, which Lightning 2.6 writes
         # only at the epochs whose monitored metric improved (a requeue then repeated the other epochs)
         EpochCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False),
     ] + ([LoggingIntervalBar()] if tty else [])
     t = config.trainer
     trainer = pl.Trainer(
-        max_epochs=epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-        precision=t.precision, deterministic=t.deterministic, limit_train_batches=t.limit_train_batches,
-        logger=build_loggers(config, run) + ([] if tty else [EpochLines(epochs)]), callbacks=callbacks, default_root_dir=str(run.path),
-        enable_progress_bar=tty, enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
+        max_epochs=epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        deterministic=t.deterministic,
+        limit_train_batches=t.limit_train_batches,
+        logger=build_loggers(config, run) + ([] if tty else [EpochLines(epochs)]),
+        callbacks=callbacks,
+        default_root_dir=str(run.path),
+        enable_progress_bar=tty,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every_n_steps,
         use_distributed_sampler=False,  # the data module shards by rank itself, deterministically per epoch
         # under Slurm, DDP comes from the environment; requeue on the signal is harness.training.preemption's, not Lightning's
         plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
@@ -243,7 +308,9 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     except Exception as err:  # recorded as a failed run, then reported
         if preemption.fired:  # e.g. the other rank, killed by the requeue, closed the gloo connection
             raise Preempted(preemption.fired) from err
-        if preemption.terminated or trainer.received_sigterm:  # Slurm's requeue, cancel or time limit: a DDP peer went first, its
+        if (
+            preemption.terminated or trainer.received_sigterm
+        ):  # Slurm's requeue, cancel or time limit: a DDP peer went first, its
             # gloo connection closed under this rank; interrupted, not failed: --resume continues it
             raise Preempted(f"SIGTERM ({type(err).__name__} after it): resume from the last checkpoint") from err
         status, error = "failed", f"{type(err).__name__}: {err}"
@@ -258,28 +325,62 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     return write(run, config, profile, trainer, throughput, fit_metrics, status, error, started, divergence.diverged_at)
 
 
-def write(run: RunDir, config: TrainConfig, profile: architectures.Profile, trainer: pl.Trainer, throughput: Throughput,
-          fit_metrics: dict[str, Any], status: str, error: str | None, started: float, diverged_at: int | None = None) -> RunResult:
+def write(
+    run: RunDir,
+    config: TrainConfig,
+    profile: architectures.Profile,
+    trainer: pl.Trainer,
+    throughput: Throughput,
+    fit_metrics: dict[str, Any],
+    status: str,
+    error: str | None,
+    started: float,
+    diverged_at: int | None = None,
+) -> RunResult:
     m = {k: float(v) for k, v in {**fit_metrics, **trainer.callback_metrics}.items()}
     info = architectures.info(config.arch)
     device = trainer.strategy.root_device
     result = RunResult(
-        run_id=run.path.name, arch=config.arch, family=info.family, residual=info.residual, dataset=config.dataset,
-        depth=profile.depth, params=profile.params, macs=profile.macs, input_size=list(profile.input_size),
-        seed=config.seed, recipe=config.recipe, transfer=config.transfer.mode, epochs=trainer.max_epochs,
-        epochs_completed=trainer.current_epoch, global_step=trainer.global_step, status=status,  # type: ignore[arg-type]
-        train_acc1=m.get("train/acc1"), train_loss=m.get("train/loss"), val_acc1=m.get("val/acc1"),
-        val_loss=m.get("val/loss"), test_acc1=m.get("test/acc1"), test_acc5=m.get("test/acc5"), test_loss=m.get("test/loss"),
+        run_id=run.path.name,
+        arch=config.arch,
+        family=info.family,
+        residual=info.residual,
+        dataset=config.dataset,
+        depth=profile.depth,
+        params=profile.params,
+        macs=profile.macs,
+        input_size=list(profile.input_size),
+        seed=config.seed,
+        recipe=config.recipe,
+        transfer=config.transfer.mode,
+        epochs=trainer.max_epochs,
+        epochs_completed=trainer.current_epoch,
+        global_step=trainer.global_step,
+        status=status,  # type: ignore[arg-type]
+        train_acc1=m.get("train/acc1"),
+        train_loss=m.get("train/loss"),
+        val_acc1=m.get("val/acc1"),
+        val_loss=m.get("val/loss"),
+        test_acc1=m.get("test/acc1"),
+        test_acc5=m.get("test/acc5"),
+        test_loss=m.get("test/loss"),
         **throughput.train_record(trainer.world_size),  # the sum over ranks, their spread, num_nodes, hosts
         eval_samples_per_s=throughput.eval_samples_per_s,
-        peak_memory_bytes=peak_bytes(device), device=str(device), world_size=trainer.world_size,
-        wall_time_s=time.time() - started, first_step_at=throughput.first_step_at, diverged_at_step=diverged_at, error=error,
+        peak_memory_bytes=peak_bytes(device),
+        device=str(device),
+        world_size=trainer.world_size,
+        wall_time_s=time.time() - started,
+        first_step_at=throughput.first_step_at,
+        diverged_at_step=diverged_at,
+        error=error,
         config=config.to_dict(),
     )
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger":
             record = result.to_dict()
-            logger.experiment.summary.update({k: v for k, v in record.items() if isinstance(v, (int, float, str)) or k == "hosts"})
+            logger.experiment.summary.update(
+                {k: v for k, v in record.items() if isinstance(v, (int, float, str)) or k == "hosts"}
+            )
             logger.experiment.finish()
     run.write_result(result)
     if config.wandb.mode == "offline":
@@ -295,5 +396,7 @@ def export_wandb(run: RunDir) -> None:
     try:
         export(run.path)
     except Exception as err:  # noqa: BLE001 - the run itself finished and is recorded
-        print(f"convbench: W&B export of {run.path} failed ({type(err).__name__}: {err}); `convbench sync {run.path}` retries it",
-              file=sys.stderr)
+        print(
+            f"convbench: W&B export of {run.path} failed ({type(err).__name__}: {err}); `convbench sync {run.path}` retries it",
+            file=sys.stderr,
+        )

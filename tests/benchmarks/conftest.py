@@ -13,6 +13,7 @@ Reuse in a new benchmark module of this folder:
 Refresh the baseline (after an intended speed change, or on a new reference machine):
     CONVBENCH_UPDATE_BASELINE=1 make bench
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,8 @@ import os
 import statistics
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import pytest
@@ -51,14 +52,23 @@ class Baseline:
 
     def save(self, reference_flops: float) -> None:
         figures = {**self.figures, **self.recorded}
-        self.path.write_text(json.dumps({
-            "what": f"median over rounds of items/s per reference GFLOP/s (the geometric mean of an fp32 {REFERENCE_GEMM}^3 GEMM's "
+        self.path.write_text(
+            json.dumps(
+                {
+                    "what": f"median over rounds of items/s per reference GFLOP/s (the geometric mean of an fp32 {REFERENCE_GEMM}^3 GEMM's "
                     f"and a 3x3 convolution's rates, timed just before), at {THREADS} thread; "
                     f"a benchmark fails below 1/{TOLERANCE:g} of its figure (tests/benchmarks/regression.py)",
-            "recorded_on": {"cpu": device_name(torch.device("cpu")), "torch": torch.__version__,
-                            "reference_gflops": round(reference_flops / 1e9, 2)},
-            "normalised": {k: float(f"{v:.4g}") for k, v in sorted(figures.items())},
-        }, indent=1) + "\n")
+                    "recorded_on": {
+                        "cpu": device_name(torch.device("cpu")),
+                        "torch": torch.__version__,
+                        "reference_gflops": round(reference_flops / 1e9, 2),
+                    },
+                    "normalised": {k: float(f"{v:.4g}") for k, v in sorted(figures.items())},
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -129,8 +139,12 @@ def baseline(reference: Reference) -> Iterator[Baseline]:
 
 
 @pytest.fixture
-def regression_check(benchmark, reference: Reference, baseline: Baseline,  # type: ignore[no-untyped-def]
-                     request: pytest.FixtureRequest) -> Callable[[str, Callable[[], object], int], None]:
+def regression_check(
+    benchmark,
+    reference: Reference,
+    baseline: Baseline,  # type: ignore[no-untyped-def]
+    request: pytest.FixtureRequest,
+) -> Callable[[str, Callable[[], object], int], None]:
     """`check(key, fn, items)`: benchmark `fn` (which processes `items` items per call) in rounds
     of one call, each after a reference sample; the figure is the median over rounds of (items/s) /
     (reference GFLOP/s). Rounds: enough for --benchmark-max-time, at least --benchmark-min-rounds.
@@ -144,15 +158,22 @@ def regression_check(benchmark, reference: Reference, baseline: Baseline,  # typ
         fn()
         once = time.perf_counter() - start
         option = request.config.getoption  # pytest-benchmark may leave its defaults as strings
-        rounds = max(int(option("benchmark_min_rounds")), min(MAX_ROUNDS, int(float(option("benchmark_max_time")) / once)))
+        rounds = max(
+            int(option("benchmark_min_rounds")), min(MAX_ROUNDS, int(float(option("benchmark_max_time")) / once))
+        )
         done = len(reference.rates)
         benchmark.pedantic(fn, setup=reference.sample, rounds=rounds, iterations=1)
         if benchmark.disabled:  # --benchmark-disable: fn ran once, nothing was timed
             return
-        figure = statistics.median(normalised(items / t, rate)
-                                   for t, rate in zip(benchmark.stats.stats.data, reference.rates[done:]))
-        benchmark.extra_info.update(items=items, items_per_s=items / benchmark.stats.stats.median, normalised=figure,
-                                    reference_gflops=reference.flops_per_s() / 1e9)
+        figure = statistics.median(
+            normalised(items / t, rate) for t, rate in zip(benchmark.stats.stats.data, reference.rates[done:])
+        )
+        benchmark.extra_info.update(
+            items=items,
+            items_per_s=items / benchmark.stats.stats.median,
+            normalised=figure,
+            reference_gflops=reference.flops_per_s() / 1e9,
+        )
         if baseline.update:
             baseline.recorded[key] = figure
             return
@@ -172,5 +193,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  #
     ratios = config.stash.get(RATIOS, {})
     if ratios:
         key = min(ratios, key=ratios.__getitem__)
-        terminalreporter.write_line(f"benchmarks vs baseline: {len(ratios)} checked, worst {ratios[key]:.2f}x ({key}), "
-                                    f"best {max(ratios.values()):.2f}x; fails below {1 / TOLERANCE:.2f}x")
+        terminalreporter.write_line(
+            f"benchmarks vs baseline: {len(ratios)} checked, worst {ratios[key]:.2f}x ({key}), "
+            f"best {max(ratios.values()):.2f}x; fails below {1 / TOLERANCE:.2f}x"
+        )

@@ -5,6 +5,7 @@ geometric mean) measured at the same thread count just before each round (confte
 the code, far less with the machine or how busy it is. That figure is compared with the committed
 baseline.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,12 @@ def compare(key: str, measured: float, baseline: float | None, tolerance: float 
         return Verdict(True, None, f"{key}: no baseline yet; record one with {UPDATE_ENV}=1")
     ratio = measured / baseline
     if ratio < 1 / tolerance:
-        return Verdict(False, ratio, f"{key}: {1 / ratio:.2f}x slower than its baseline (normalised {measured:.4g} vs "
-                                     f"{baseline:.4g}; fails below 1/{tolerance:g} of it)")
+        return Verdict(
+            False,
+            ratio,
+            f"{key}: {1 / ratio:.2f}x slower than its baseline (normalised {measured:.4g} vs "
+            f"{baseline:.4g}; fails below 1/{tolerance:g} of it)",
+        )
     if ratio > tolerance:
         return Verdict(True, ratio, f"{key}: {ratio:.2f}x faster than its baseline; refresh it with {UPDATE_ENV}=1")
     return Verdict(True, ratio, f"{key}: {ratio:.2f}x its baseline")

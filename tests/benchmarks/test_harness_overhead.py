@@ -16,14 +16,16 @@ Goals (issue 11): lenet5 at batch 32 (a step of a few ms, where per-step Python 
 resnet20 at batch 128 >= 0.99 of the hand loop's rate, as the median of the pairs; they are printed
 and kept in the benchmark JSON (`extra_info`). The check fails only when even the best pair is
 below a noise margin: a harness that became slower drags every pair down, host noise only some."""
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
@@ -61,12 +63,28 @@ CASES = {
 
 
 def config(case: Case, epochs: int, results: Path) -> TrainConfig:
-    return resolve([("benchmark", {
-        "arch": case.arch, "dataset": "synthetic", "epochs": epochs, "results": str(results),
-        "wandb": {"mode": "disabled"}, "trainer": {"threads": THREADS},  # the hand loop's thread count
-        "data": {"num_samples": case.samples, "input_size": [case.chans, 32, 32], "batch_size": case.batch,
-                 "num_workers": 0, "val_size": 0},
-    })])
+    return resolve(
+        [
+            (
+                "benchmark",
+                {
+                    "arch": case.arch,
+                    "dataset": "synthetic",
+                    "epochs": epochs,
+                    "results": str(results),
+                    "wandb": {"mode": "disabled"},
+                    "trainer": {"threads": THREADS},  # the hand loop's thread count
+                    "data": {
+                        "num_samples": case.samples,
+                        "input_size": [case.chans, 32, 32],
+                        "batch_size": case.batch,
+                        "num_workers": 0,
+                        "val_size": 0,
+                    },
+                },
+            )
+        ]
+    )
 
 
 class Loop:
@@ -79,7 +97,9 @@ class Loop:
         load_data(c, self.dm)
         self.model = architectures.create(c.arch, num_classes=self.dm.num_classes, in_chans=self.dm.input_size[0])
         self.c, o = c, c.optim
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+        self.opt = torch.optim.SGD(
+            self.model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+        )
         steps = steps_per_epoch(c, self.dm)
         total, warmup = steps * c.epochs, int(o.warmup_epochs * steps)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda step: lr_factor(o, step, total, warmup))
@@ -120,8 +140,17 @@ class LightningLoop(pl.LightningModule):
 
 def lightning_loop(c: TrainConfig) -> None:
     w = Loop(c)
-    trainer = pl.Trainer(max_epochs=c.epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False)
+    trainer = pl.Trainer(
+        max_epochs=c.epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+    )
     trainer.fit(LightningLoop(w), train_dataloaders=w.dm.train_dataloader())
 
 
@@ -162,23 +191,38 @@ def test_harness_step_vs_hand_loop(name: str, tmp_path: Path, benchmark, one_thr
     ratio, overhead = median(ratios), median(overhead_us)
     hand_ms = 1e3 * median(h[0] for h in hand)
     benchmark.extra_info.update(
-        harness_over_hand_loop=ratio, pairs=ratios, goal=case.goal, cpu_time_ratio=median(cpu_ratios), cpu_time_pairs=cpu_ratios,
-        overhead_us_per_step=overhead, overhead_us_pairs=overhead_us, hand_loop_ms_per_step=hand_ms,
+        harness_over_hand_loop=ratio,
+        pairs=ratios,
+        goal=case.goal,
+        cpu_time_ratio=median(cpu_ratios),
+        cpu_time_pairs=cpu_ratios,
+        overhead_us_per_step=overhead,
+        overhead_us_pairs=overhead_us,
+        hand_loop_ms_per_step=hand_ms,
     )
     figures = lambda values, fmt: ", ".join(format(v, fmt) for v in values)  # noqa: E731
-    line = (f"\n{name}: convbench train / hand loop {ratio:.3f} (goal >= {case.goal}; pairs {figures(ratios, '.3f')}), "
-            f"CPU time {median(cpu_ratios):.3f} ({figures(cpu_ratios, '.3f')}); overhead {overhead:.0f} us/step "
-            f"({figures(overhead_us, '.0f')}) on a {hand_ms:.2f} ms hand-loop step")
+    line = (
+        f"\n{name}: convbench train / hand loop {ratio:.3f} (goal >= {case.goal}; pairs {figures(ratios, '.3f')}), "
+        f"CPU time {median(cpu_ratios):.3f} ({figures(cpu_ratios, '.3f')}); overhead {overhead:.0f} us/step "
+        f"({figures(overhead_us, '.0f')}) on a {hand_ms:.2f} ms hand-loop step"
+    )
     if case.floor:
         floor = step_s["lightning"]
         floor_ratios = [h[0] / f[0] for h, f in zip(hand, floor)]
         over_lightning_us = [1e6 * (x[0] - f[0]) for f, x in zip(floor, harness)]
-        benchmark.extra_info.update(lightning_over_hand_loop=median(floor_ratios), lightning_pairs=floor_ratios,
-                                    overhead_over_lightning_us_per_step=median(over_lightning_us),
-                                    overhead_over_lightning_us_pairs=over_lightning_us)
-        line += (f"; a bare Lightning Trainer / hand loop {median(floor_ratios):.3f} ({figures(floor_ratios, '.3f')}), "
-                 f"the harness {median(over_lightning_us):.0f} us/step over it ({figures(over_lightning_us, '.0f')})")
+        benchmark.extra_info.update(
+            lightning_over_hand_loop=median(floor_ratios),
+            lightning_pairs=floor_ratios,
+            overhead_over_lightning_us_per_step=median(over_lightning_us),
+            overhead_over_lightning_us_pairs=over_lightning_us,
+        )
+        line += (
+            f"; a bare Lightning Trainer / hand loop {median(floor_ratios):.3f} ({figures(floor_ratios, '.3f')}), "
+            f"the harness {median(over_lightning_us):.0f} us/step over it ({figures(over_lightning_us, '.0f')})"
+        )
     benchmark.pedantic(lambda: None, rounds=1)  # the figures are the ones above, kept in the JSON
     print(line)
-    assert max(ratios) >= case.margin, (f"harness overhead too high: at best {max(ratios):.3f} of a hand-written loop's rate "
-                                        f"(median {ratio:.3f}, goal {case.goal})")
+    assert max(ratios) >= case.margin, (
+        f"harness overhead too high: at best {max(ratios):.3f} of a hand-written loop's rate "
+        f"(median {ratio:.3f}, goal {case.goal})"
+    )

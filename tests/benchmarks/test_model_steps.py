@@ -1,9 +1,10 @@
 """Train and infer steps of representative nets, built by the same code as `convbench bench`:
 a plain conv stack (lenet5), a residual CIFAR net (resnet20), the VGG pattern (vggp7) and a
 DenseNet, whose concatenations stress memory traffic rather than GEMMs (at a small batch)."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch

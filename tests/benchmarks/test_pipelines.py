@@ -2,11 +2,12 @@
 the test process (num_workers=0: the per-image cost itself, without worker hand-off noise).
 CIFAR-10 reads random images written in the official pickle layout (the real archive is not on the
 build machines); Fashion-MNIST reads the real files."""
+
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -24,8 +25,10 @@ def write_cifar10(root: Path, per_batch: int = 1024) -> None:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, per_batch).tolist()}
+        batch = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, per_batch).tolist(),
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=4))
 
 

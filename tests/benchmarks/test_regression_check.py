@@ -1,4 +1,5 @@
 """The regression check's decision, fed figures directly (no timing): it must be able to fail."""
+
 from __future__ import annotations
 
 from tests.benchmarks.regression import TOLERANCE, compare, normalised

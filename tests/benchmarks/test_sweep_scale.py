@@ -10,6 +10,7 @@
 Goals on this machine: dry run and report under 30 s each, submission under 10 s, status under 5 s.
 `make test` runs 1,000 runs (CONVBENCH_SCALE_RUNS); `make bench` runs 10,000.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,15 +51,25 @@ SWEEP = """
 
 def sweep_file(tmp_path: Path, name: str, seeds: list[int]) -> Path:
     p = tmp_path / f"{name}.yaml"
-    p.write_text(textwrap.dedent(SWEEP).replace("NAME", name).replace("RESULTS", str(tmp_path / "results"))
-                 .replace("SEEDS", json.dumps(seeds)))
+    p.write_text(
+        textwrap.dedent(SWEEP)
+        .replace("NAME", name)
+        .replace("RESULTS", str(tmp_path / "results"))
+        .replace("SEEDS", json.dumps(seeds))
+    )
     return p
 
 
 def timed(env: dict[str, str], *args: str) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=REPO,
-                          env={**env, "NO_ALBUMENTATIONS_UPDATE": "1"}, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**env, "NO_ALBUMENTATIONS_UPDATE": "1"},
+        timeout=600,
+    )
     wall = time.monotonic() - t0
     print(f"{' '.join(args[:2])}: {wall:.1f}s", flush=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -69,8 +80,14 @@ def copy_results(sweep_path: Path, tmp_path: Path) -> None:
     """One real run (seed RUNS, outside the sweep), then its result.json and metrics.csv under every run's id,
     with that run's seed and config put in."""
     real = sweep_file(tmp_path, "real", [RUNS])
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", str(real)], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "sweep", str(real)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"},
+        timeout=300,
+    )
     source = load(real).runs[0].run_dir
     assert (source / "result.json").is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     template = json.loads((source / "result.json").read_text())
@@ -97,7 +114,9 @@ def test_sweep_at_scale(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     sweep = load(p)
     jobs = json.loads((sweep.dir / "jobs.json").read_text())
     block = 1000  # the local cluster runs Slurm's default MaxArraySize, 1001
-    assert [(j["runs"], j["offset"]) for j in jobs] == [(f"{o}-{min(o + block, RUNS) - 1}", o) for o in range(0, RUNS, block)]
+    assert [(j["runs"], j["offset"]) for j in jobs] == [
+        (f"{o}-{min(o + block, RUNS) - 1}", o) for o in range(0, RUNS, block)
+    ]
     assert f"submitted {RUNS:,} runs as {len(jobs)} array job" in sub.stdout and len(sub.stdout) < 400, sub.stdout
     figures["status (slurm)"], status = timed(env, "sweep", "status", str(p))
     assert status.stdout.splitlines()[-1] == f"scale: {RUNS} pending", status.stdout[-500:]
@@ -115,5 +134,8 @@ def test_sweep_at_scale(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     figures["report"], report = timed(env, "report", str(sweep.dir), "--out", str(tmp_path / "report"))
     (row,) = json.loads((tmp_path / "report" / "report.json").read_text())["rows"]
     assert row["n"] == RUNS, row
-    print(f"\nsweep of {RUNS:,} runs: " + ", ".join(f"{k} {v:.1f}s" for k, v in figures.items())
-          + f" (load {os.getloadavg()[0]:.1f})")
+    print(
+        f"\nsweep of {RUNS:,} runs: "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in figures.items())
+        + f" (load {os.getloadavg()[0]:.1f})"
+    )
