@@ -8,7 +8,7 @@ builds any of them by name and knows its depth, reference and input size.
 """
 
 from . import alexnet, densenet, googlenet, lenet, resnet, unet, vgg  # noqa: F401  (register the families)
-from .cost import Profile, profile
+from .cost import Profile, count_params, profile
 from .registry import ArchInfo, ArchitectureError, create, info, names
 
-__all__ = ["ArchInfo", "ArchitectureError", "Profile", "create", "info", "names", "profile"]
+__all__ = ["ArchInfo", "ArchitectureError", "Profile", "count_params", "create", "info", "names", "profile"]

@@ -1,4 +1,5 @@
-"""Cost accounting from one real forward pass: parameters, MACs, per-layer output shapes, depth.
+"""Cost accounting from one real forward pass: parameters, MACs, per-layer output shapes, depth; and
+parameter counts alone from a build on the meta device, which allocates and computes nothing.
 
 MACs are multiply-accumulates of conv and linear layers only, as torchvision's metadata and timm
 count them (FLOPs = 2 x MACs). They come from ``torch.utils.flop_counter``, never from per-layer
@@ -6,7 +7,10 @@ formulas, so whatever the forward really computes is what gets counted."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,6 +18,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakTensorKeyDictionary
+
+from .registry import create
 
 WEIGHTED_OPS = {
     torch.ops.aten.convolution.default,
@@ -126,3 +132,27 @@ def profile(model: nn.Module, input_size: tuple[int, int, int]) -> Profile:
         output_shape=list(out.shape[1:]),
         layers=layers,
     )
+
+
+@contextlib.contextmanager
+def _initialisers_skipped() -> Iterator[None]:
+    """``torch.nn.init``'s in-place initialisers as no-ops. A random draw into a meta tensor still runs
+    PyTorch's Python reference implementation, so on the meta device the initialisers are nearly all
+    of a build's time and none of its shapes."""
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
+
+
+def count_params(name: str, **kwargs: Any) -> int:
+    """The parameters of ``create(name, **kwargs)``, counted on a build on the meta device: the same
+    shapes with no memory and no arithmetic, so that listing the whole zoo does not build 2 GB of weights."""
+    with torch.device("meta"), _initialisers_skipped():
+        model = create(name, **kwargs)
+    return sum(p.numel() for p in model.parameters())

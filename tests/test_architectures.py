@@ -189,3 +189,24 @@ def test_registry_names_info_and_errors() -> None:
         A.info("resnet57")
     with pytest.raises(A.ArchitectureError, match="does not take override.*widthh.*accepts:"):
         A.create("resnet20", widthh=3)
+
+
+def test_count_params_on_the_meta_device_matches_real_builds_and_the_papers() -> None:
+    for name, (params, _) in IMAGENET.items():
+        assert A.count_params(name) == params, name
+    for depth, (params, _) in CIFAR.items():
+        assert A.count_params(f"plain{depth}") == A.count_params(f"resnet{depth}") == params
+    for name, kwargs in (
+        ("lenet5", {}),
+        ("resnet20", {"shortcut": "B"}),
+        ("vggp7", {"num_classes": 7}),
+        ("unet_padded", {}),
+    ):
+        assert A.count_params(name, **kwargs) == n_params(A.create(name, **kwargs)), name
+    real = torch.zeros(3, 3)
+    torch.nn.init.ones_(real)  # the initialisers are themselves again afterwards
+    assert real.sum() == 9
+    with pytest.raises(A.ArchitectureError):
+        A.count_params("resnet20", nosuch=1)
+    torch.nn.init.zeros_(real)
+    assert real.sum() == 0

@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for name in architectures.names(args.pattern):
         i = architectures.info(name)
-        params = sum(p.numel() for p in architectures.create(name).parameters())
+        params = architectures.count_params(name)
         rows.append(
             {
                 "name": name,
