@@ -15,7 +15,10 @@ demo: setup
 	$(CONVBENCH) summary lenet5
 	$(CONVBENCH) train --arch lenet5 --data fashion-mnist --epochs 1
 
+# Style first (ruff: the formatter's check and the lint rules in pyproject.toml), then the whole suite.
 test: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 # tests/benchmarks in full (`make test` runs them briefly; the sweep scale benchmark at 10,000 runs, not 1,000;
