@@ -36,7 +36,10 @@ def run(args: argparse.Namespace) -> int:
     print_table(
         f"{args.name}  ({info.reference})",
         ["layer", "type", "output", "params", "MACs"],
-        ([l.name, l.type, "x".join(map(str, l.output_shape)), f"{l.params:,}", f"{l.macs:,}"] for l in prof.layers),
+        (
+            [layer.name, layer.type, "x".join(map(str, layer.output_shape)), f"{layer.params:,}", f"{layer.macs:,}"]
+            for layer in prof.layers
+        ),
         right=("params", "MACs"),
     )
     print(

@@ -209,7 +209,7 @@ def training_curves(runs: list[Run], rows: list[dict[str, Any]], path: Path, dat
                 markersize=3,
                 color=cmap(depths.index(k[1]) / max(1, len(depths) - 1) * 0.85),
                 linestyle="--" if dashed[k] else "-",
-                label=f"{k[2]} (depth {depth_of[k]}{', n=%d' % n if n > 1 else ''})",
+                label=f"{k[2]} (depth {depth_of[k]}{f', n={n}' if n > 1 else ''})",
             )
         ax.set(
             title=f"{'residual' if residual else 'plain'} nets", xlabel="epoch" if metric == "train_loss" else "step"

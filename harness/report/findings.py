@@ -113,13 +113,15 @@ def _degradation_md(rows: list[dict[str, Any]], findings: list[dict[str, Any]]) 
         lines += [
             f"### {f['family']} on {f['task']}: training error by depth",
             "",
-            "| depth | plain | plain train err % | residual | residual train err % | plain test err % | residual test err % |",
+            "| depth | plain | plain train err % | residual | residual train err % "
+            "| plain test err % | residual test err % |",
             "|---:|---|---:|---|---:|---:|---:|",
         ]
         for d in f["depths"]:
             p, r = index.get((False, d)), index.get((True, d))
             lines.append(
-                f"| {d} | {p['arch'] if p else '–'} | {_err_text(p['train_acc1']) if p else '–'} | {r['arch'] if r else '–'} | "
+                f"| {d} | {p['arch'] if p else '–'} | {_err_text(p['train_acc1']) if p else '–'} | "
+                f"{r['arch'] if r else '–'} | "
                 f"{_err_text(r['train_acc1']) if r else '–'} | {_err_text(p['test_acc1']) if p else '–'} | "
                 f"{_err_text(r['test_acc1']) if r else '–'} |"
             )
@@ -136,15 +138,17 @@ def _degradation_md(rows: list[dict[str, Any]], findings: list[dict[str, Any]]) 
             if pl["best"] != pl["shallow"]:
                 path += f"{err[pl['best']]:.2f}% at depth {pl['best']} (the lowest) -> "
             lines.append(
-                f"- Plain nets: training error {path}{err[pl['deep']]:.2f}% at depth {pl['deep']} ({pl['rise']:+.2f} points "
+                f"- Plain nets: training error {path}{err[pl['deep']]:.2f}% at depth {pl['deep']} "
+                f"({pl['rise']:+.2f} points "
                 f"from depth {pl['best']}, seeds' spread {pl['spread']:.2f}): it {verdict}."
             )
         res = f["residual"]
         if res is not None:
             ok = res["rise"] <= res["spread"]
             lines.append(
-                f"- Residual nets: {'every' if ok else 'not every'} deeper net trains at least as well as each shallower one "
-                f"within the seeds' spread (worst pair: depth {res['deep']} vs {res['shallow']}, {res['rise']:+.2f} points of "
+                f"- Residual nets: {'every' if ok else 'not every'} deeper net trains at least as well as each "
+                f"shallower one within the seeds' spread (worst pair: depth {res['deep']} vs {res['shallow']}, "
+                f"{res['rise']:+.2f} points of "
                 f"training error, spread {res['spread']:.2f})."
             )
         lines.append("")
@@ -246,7 +250,8 @@ def _budget_md(found: list[dict[str, Any]]) -> list[str]:
         plain = ""
         if end["plain_rise"] is not None:
             lo, hi = f["plain_depths"][0], f["plain_depths"][-1]
-            plain = f"; deepest plain net (depth {hi}) {end['plain_rise'][0]:+.2f} points against depth {lo} (spread {end['plain_rise'][1]:.2f})"
+            rise_, spread_ = end["plain_rise"]
+            plain = f"; deepest plain net (depth {hi}) {rise_:+.2f} points against depth {lo} (spread {spread_:.2f})"
         if f["holds_from"] is not None:
             verdict = f"holds from step {f['holds_from']} of {f['steps']} on"
         else:
@@ -254,8 +259,9 @@ def _budget_md(found: list[dict[str, Any]]) -> list[str]:
         held = ", ".join(str(x) for x in f["holds_at"]) or "none"
         both = ", with the deepest plain net worse than the shallowest," if plain else ""
         lines.append(
-            f"- {name}: training error {order} (within the seeds' spread){both} {verdict}. At step {f['steps']}: worst residual "
-            f"pair depth {b} vs {a}, {rise:+.2f} points (spread {spread:.2f}){plain}. Logged steps where it holds: {held}."
+            f"- {name}: training error {order} (within the seeds' spread){both} {verdict}. "
+            f"At step {f['steps']}: worst residual pair depth {b} vs {a}, {rise:+.2f} points (spread {spread:.2f})"
+            f"{plain}. Logged steps where it holds: {held}."
         )
     return lines + [""]
 

@@ -226,8 +226,8 @@ def submit(sweep: Sweep, dry_run: bool = False, say: Callable[[str], None] = pri
     todo = [r for r in todo if r not in blocked]
     if not dry_run and lim.max_job_count and len(todo) > lim.max_job_count:
         raise UserError(
-            f"{len(todo):,} runs to submit, but the cluster's MaxJobCount is {lim.max_job_count:,} (every array task is "
-            "a job record): split the sweep into smaller files, or ask for a larger MaxJobCount"
+            f"{len(todo):,} runs to submit, but the cluster's MaxJobCount is {lim.max_job_count:,} "
+            "(every array task is a job record): split the sweep into smaller files, or ask for a larger MaxJobCount"
         )
     groups: dict[tuple, list[Run]] = {}
     for r in todo:
@@ -276,8 +276,8 @@ def submit(sweep: Sweep, dry_run: bool = False, say: Callable[[str], None] = pri
             count = sum(ranges.count(j.runs) for j in group)
             say(
                 f"submitted {count:,} run{'s' * (count != 1)} as {len(group)} array job{'s' * (len(group) != 1)} "
-                f"({', '.join(_label(j) for j in group)}): {'job' if len(group) == 1 else 'jobs'} {', '.join(j.job_id for j in group)}"
-                + (f" ({dependency})" if dependency else "")
+                f"({', '.join(_label(j) for j in group)}): {'job' if len(group) == 1 else 'jobs'} "
+                f"{', '.join(j.job_id for j in group)}" + (f" ({dependency})" if dependency else "")
             )
             submitted += group
     if not todo and not dry_run:

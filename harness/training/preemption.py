@@ -12,10 +12,11 @@ work done before it.
 Lightning's own handlers act inside the signal handler, on every rank wherever the signal lands:
 with DDP the ranks then reach the checkpoint's barrier (or Lightning's SIGTERM broadcast) at
 different points of a step and deadlock (seen under gloo with 2 ranks). Here the handlers only
-raise flags; at the logging interval (harness.training.cadence: every trainer.log_every_n_steps steps, the
-same steps on every rank; under DDP the all-reduce is a host sync) the ranks sum their flags in one
+raise flags; at the logging interval (harness.training.cadence: every trainer.log_every_n_steps steps,
+the same steps on every rank; under DDP the all-reduce is a host sync) the ranks sum their flags in one
 tiny all-reduce, so all of them checkpoint at the same step boundary, at most that many steps after
-the signal (inside Slurm's KillWait or 90 s warning unless that many steps take longer). The harness turns Lightning's requeue off
+the signal (inside Slurm's KillWait or --signal warning unless that many steps take longer). The harness
+turns Lightning's requeue off
 (`SLURMEnvironment(auto_requeue=False)`) and this callback replaces its SIGTERM handler while training.
 
 Every checkpoint first writes the step's metrics row and flushes the loggers, so metrics.csv on
@@ -121,7 +122,8 @@ class Preemption(pl.Callback):
         # checkpoint was taken (an epoch end from validation had advanced current_epoch, a step.ckpt had not)
         epoch, done = divmod(trainer.global_step, max(1, trainer.num_training_batches))
         within = f", batch {done + 1}/{trainer.num_training_batches}" if done else ""
-        return f"convbench: resuming from {self.resumed_from} at step {trainer.global_step} (epoch {epoch + 1}/{trainer.max_epochs}{within})"
+        where = f"step {trainer.global_step} (epoch {epoch + 1}/{trainer.max_epochs}{within})"
+        return f"convbench: resuming from {self.resumed_from} at {where}"
 
     def _restore(self) -> None:
         for s, previous in self._previous.items():
