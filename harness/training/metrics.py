@@ -1,6 +1,6 @@
 """One epoch's top-1/top-k accuracy and mean loss as a single torchmetrics Metric.
 
-Why not MulticlassAccuracy x2 + MeanMetric: their per-batch updates cost ~0.4 ms on a CPU step
+Why not MulticlassAccuracy x2 + MeanMetric: their per-batch updates do far more than the step needs
 (argument validation, one-hot confusion statistics, a NaN check that branches on a tensor, i.e. a
 host-device sync under CUDA) for what is four running sums. Here an update never reads a value back;
 the states are sums reduced over DDP ranks by torchmetrics itself, so `compute()` gives exactly what
@@ -10,9 +10,9 @@ nan_strategy).
 
 Updates are deferred: `update` keeps the batch's (detached) logits, targets and loss, and every
 `fold_every` batches, and before anything reads the sums (`compute`, the DDP sync, `fold`), they
-are folded in with one batched pass. Inside a training loop a handful of tiny tensor ops per step
-costs ~0.2 ms on a CPU (several times what it costs in isolation), one pass over 16 batches about
-as much as one batch's. The losses are still added one batch at a time, in order, so the float sums
+are folded in with one batched pass. Inside a training loop each tiny tensor op costs several times
+what it costs in isolation, and one pass over 16 batches costs about what one batch's does
+(docs/measurements.md). The losses are still added one batch at a time, in order, so the float sums
 are the same as per-batch updates give.
 """
 

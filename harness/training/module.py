@@ -108,8 +108,8 @@ class ClassifierModule(pl.LightningModule):
         module per batch; nothing in a step draws from numpy's or Python's global ones.
 
         Seeds the generators a step draws from (the CPU one, the rank's CUDA device's) directly:
-        `torch.manual_seed` / `seed_everything` also walk every CUDA, MPS and XPU device, ~150-190 us
-        a call here, and reseeding numpy and random too cost ~40 us inside a step."""
+        `torch.manual_seed` / `seed_everything` also walk every CUDA, MPS and XPU device, and reseeding
+        numpy's and Python's generators would be paid every step for nothing (docs/measurements.md)."""
         seed = (self.hparams.seed * 100_003 + self.trainer.global_step * 7_919 + self.trainer.global_rank) % 2**32
         torch.default_generator.manual_seed(seed)
         if self.device.type == "cuda":
@@ -151,9 +151,9 @@ class ClassifierModule(pl.LightningModule):
     def _log_step_loss(self, loss: torch.Tensor) -> None:
         """The step loss, at the logging interval only, straight to the loggers as Lightning's logger
         connector writes a step's row (the epoch added, each logger flushed: the row is on disk before
-        any checkpoint of this step). Not self.log: a call costs ~0.5 ms here (Lightning moves its
-        result object to the value's device every time), and Lightning's per-batch bookkeeping of
-        logged values ~0.1 ms a step more. The interval's one read-back; rank 0's loggers write."""
+        any checkpoint of this step). Not self.log: every call moves Lightning's result object to the
+        value's device, and Lightning then keeps per-batch bookkeeping of logged values, both paid
+        inside the step (docs/measurements.md). The interval's one read-back; rank 0's loggers write."""
         if not self.trainer.is_global_zero:
             return
         self.step_loss = loss.item()  # what harness.training.callbacks.LoggingIntervalBar shows
