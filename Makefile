@@ -22,12 +22,12 @@ test: setup
 	$(PY) -m pytest
 
 # tests/benchmarks in full (`make test` runs them briefly; the sweep scale benchmark at 10,000 runs, not 1,000;
-# the harness overhead with ten pairs, not three)
+# the harness overhead with ten pairs, not three, and for resnet20 too: CONVBENCH_BENCH=full)
 # and the two-node tests with ten requeues in a row (`make test`: three), and pytest-benchmark's JSON report.
 # CONVBENCH_UPDATE_BASELINE=1 make bench re-records tests/benchmarks/baseline.json instead of checking it.
 bench: setup
 	mkdir -p results/bench
-	CONVBENCH_SCALE_RUNS=10000 CONVBENCH_REQUEUES=10 CONVBENCH_OVERHEAD_PAIRS=10 $(PY) -m pytest tests/benchmarks tests/test_multinode.py --benchmark-min-rounds=15 --benchmark-max-time=5 --benchmark-warmup=on \
+	CONVBENCH_BENCH=full CONVBENCH_SCALE_RUNS=10000 CONVBENCH_REQUEUES=10 CONVBENCH_OVERHEAD_PAIRS=10 $(PY) -m pytest tests/benchmarks tests/test_multinode.py --benchmark-min-rounds=15 --benchmark-max-time=5 --benchmark-warmup=on \
 		--benchmark-json=results/bench/benchmarks.json
 
 # The seeds' studies on the real Fashion-MNIST, their reports into docs/results/ (see README, Studies):
