@@ -297,3 +297,58 @@ def test_status_without_the_slurm_controller_says_so(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stdout + proc.stderr
     assert "squeue failed" in proc.stderr and "SLURM_CONF" in proc.stderr
+
+
+def test_local_runs_wait_for_the_runs_they_need_and_say_how_far_along_they_are(tmp_path: Path) -> None:
+    """A transfer run starts only once the run whose checkpoint it loads has completed, while a run that
+    needs nothing takes the free slot; the runner's plain lines say what it will do, each start and end,
+    and how many runs are done. A run whose need failed is blocked, not run."""
+    from harness.run_record import RunResult
+    from tests.helpers import convbench, sweep_file
+
+    common = {
+        "arch": "lenet5",
+        "dataset": "synthetic",
+        "epochs": 1,
+        "data.input_size": [1, 32, 32],
+        "data.num_samples": 128,
+        "data.num_workers": 0,
+        "data.batch_size": 32,
+        "wandb.mode": "disabled",
+    }
+    p = sweep_file(
+        tmp_path / "s.yaml",
+        {"transfer.mode": ["scratch", "finetune"], "transfer.checkpoint": "{run:pre}"},
+        convbench={
+            "name": "needs",
+            "results": str(tmp_path / "results"),
+            "common": common,
+            "runs": {"pre": {"data.num_samples": 96}},
+        },
+    )
+    pre, scratch, finetune = load(p).runs
+    assert (pre.name, scratch.deps, finetune.deps) == ("pre", [], [pre.index])
+    proc = convbench("sweep", p, "--parallel", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("sweep needs: 3 runs, 0 already done; 3 to run, 2 at a time"), lines[0]
+
+    def at(run, what: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.startswith(f"[{run.index}] {run.run_id}: {what}"))
+
+    assert at(scratch, "started") < at(pre, "completed") < at(finetune, "started") < at(finetune, "completed")
+    done = [line.split("; ")[1].split(" (log")[0] for line in lines if line.startswith("[") and "runs done" in line]
+    assert done == ["1 of 3 runs done", "2 of 3 runs done", "3 of 3 runs done"], proc.stdout
+    assert lines[-2] == "sweep needs: 3/3 completed", proc.stdout
+
+    (finetune.run_dir / "result.json").unlink()
+    RunResult(pre.run_id, "lenet5", "failed").write(pre.run_dir / "result.json")
+    again = convbench("sweep", p)
+    assert again.returncode == 1, again.stdout + again.stderr
+    first, *rest = again.stdout.splitlines()
+    assert first.startswith("sweep needs: 3 runs, 2 already done; 1 to run, one at a time"), first
+    assert rest == [
+        f"[2] {finetune.run_id}: blocked (a run it needs ended failed); 3 of 3 runs done",
+        "sweep needs: 1/3 completed; not completed: run 0 failed, run 2 blocked",
+    ]
+    assert not (finetune.run_dir / "result.json").exists()

@@ -67,9 +67,8 @@ def run(args: argparse.Namespace) -> int:
             info = architectures.info(r.config.arch)
             deps = f"  after {','.join(map(str, r.deps))}" if r.deps else ""
             label = f"{r.name}: " if r.name else ""
-            print(
-                f"{r.index:>4}  {r.run_id:<40} {r.config.arch:<12} depth {info.depth:<4} {label}{_overrides(r.values)}{deps}"
-            )
+            head = f"{r.index:>4}  {r.run_id:<40} {r.config.arch:<12} depth {info.depth:<4}"
+            print(f"{head} {label}{_overrides(r.values)}{deps}")
         return 0
     if args.backend == "slurm":
         from harness.sweep.slurm import submit
@@ -83,12 +82,12 @@ def run(args: argparse.Namespace) -> int:
     bad = {i: s for i, s in final.items() if s != "completed"}
     print(
         f"sweep {sweep.name}: {len(final) - len(bad)}/{len(final)} completed"
-        + (f"; not completed: {bad}" if bad else "")
+        + ("; not completed: " + ", ".join(f"run {i} {s}" for i, s in sorted(bad.items())) if bad else "")
     )
     if outcome.overhead is not None:
         slots = min(outcome.parallel, len(outcome.run_s))
         print(
-            f"sweep {sweep.name}: {len(outcome.run_s)} runs trained in {outcome.wall_s:.0f}s wall; their own times sum to "
-            f"{sum(outcome.run_s):.0f}s over {slots} slots: overhead {outcome.overhead:.2f}x"
+            f"sweep {sweep.name}: {len(outcome.run_s)} runs trained in {outcome.wall_s:.0f}s wall; "
+            f"their own times sum to {sum(outcome.run_s):.0f}s over {slots} slots: overhead {outcome.overhead:.2f}x"
         )
     return 1 if bad else 0

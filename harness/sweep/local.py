@@ -25,6 +25,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from graphlib import TopologicalSorter
 from pathlib import Path
 
 from harness.sweep import store
@@ -126,110 +127,181 @@ def say_now(line: str) -> None:
     print(line, flush=True)
 
 
-def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = say_now, poll: float = 0.5) -> Outcome:
-    """Run every run not yet done.
+@dataclass
+class Child:
+    """A run being trained: its process, the lock it holds, and when it started."""
+
+    pid: int
+    lock: int
+    run: Run
+    started: float
+
+
+def dependency_order(sweep: Sweep, final: dict[int, str]) -> TopologicalSorter[int]:
+    """The runs not yet done, each after the runs it needs that are not done either. A run whose needs
+    all ended before this invocation is ready at once (and blocked there if one of them did not complete)."""
+    order: TopologicalSorter[int] = TopologicalSorter()
+    for run in sweep.runs:
+        if run.index not in final:
+            order.add(run.index, *(d for d in run.deps if d not in final))
+    order.prepare()
+    return order
+
+
+@dataclass
+class LocalRunner:
+    """One invocation's runs: those ready to start (their needs completed), those another process is
+    training (retried every ``poll`` seconds) and those this runner's children train (``parallel`` at most).
 
     Each result.json is read once at the start and once when its run's child exits; between events the
-    runner sleeps in ``select`` on the children's pidfds, so its cost does not grow with the number of waiting
-    runs. Only runs whose lock another process holds are looked at again, every ``poll`` seconds."""
-    start = time.monotonic()
-    store.prepare(sweep)
-    parallel = max(1, parallel)
-    threads = max(1, cores() // parallel)
-    final: dict[int, str] = {}
-    outcome = Outcome(final, parallel)
-    for index, done in store.results(sweep).items():
-        if done is not None:
-            final[index] = done.status
-    dependents: dict[int, list[Run]] = {}
-    unmet: dict[int, int] = {}  # run index -> how many of its deps have not completed yet
-    ready: deque[Run] = deque()
-    for run in sweep.runs:
-        if run.index in final:
-            continue
-        unmet[run.index] = sum(final.get(d) != "completed" for d in run.deps)
-        for d in run.deps:
-            dependents.setdefault(d, []).append(run)
-    busy: list[Run] = []  # ready, but another runner's child trains it: retried every poll
-    running: dict[int, tuple[int, int, Run, float]] = {}  # pidfd -> (pid, lock fd, run, start)
-    selector = selectors.EpollSelector()  # Linux, like os.fork and os.pidfd_open
+    runner sleeps in ``select`` on the children's pidfds, so its cost does not grow with the number of
+    waiting runs."""
 
-    def settle(run: Run, status: str) -> None:
-        """Record a run's end; its dependents become ready, or blocked when it did not complete."""
-        final[run.index] = status
-        for dep in dependents.pop(run.index, []):
-            if dep.index in final:
-                continue
-            if status != "completed":
-                say(f"[{dep.index}] {dep.run_id}: blocked (a run it needs ended {status})")
-                settle(dep, "blocked")
+    sweep: Sweep
+    parallel: int
+    say: Callable[[str], None]
+    poll: float
+    outcome: Outcome
+    order: TopologicalSorter[int]
+    selector: selectors.BaseSelector
+    threads: int
+    ready: deque[Run] = field(default_factory=deque)
+    busy: list[Run] = field(default_factory=list)
+    running: dict[int, Child] = field(default_factory=dict)  # pidfd -> child
+
+    @property
+    def final(self) -> dict[int, str]:
+        return self.outcome.final
+
+    @property
+    def thread_count(self) -> str:
+        return f"{self.threads} thread{'s' if self.threads > 1 else ''}"
+
+    def progress(self) -> str:
+        return f"{len(self.final)} of {len(self.sweep.runs)} runs done"
+
+    def announce(self) -> None:
+        """What this invocation will do, before it does it."""
+        total, done = len(self.sweep.runs), len(self.final)
+        if done == total:
+            self.say(f"sweep {self.sweep.name}: all {total} runs already done")
+            return
+        slots = f"{self.parallel} at a time" if self.parallel > 1 else "one at a time"
+        self.say(
+            f"sweep {self.sweep.name}: {total} runs, {done} already done; {total - done} to run, {slots}, "
+            f"{self.thread_count} each (logs in {self.sweep.dir / 'logs'})"
+        )
+
+    def run(self) -> None:
+        while self.order.is_active():
+            self.take_ready()
+            self.retry_busy()
+            self.start_ready()
+            if self.running or self.busy:
+                self.wait()
+
+    def settle(self, run: Run, status: str) -> None:
+        """Record a run's end: the runs that need it become ready (and are blocked there unless it completed)."""
+        self.final[run.index] = status
+        self.order.done(run.index)
+
+    def take_ready(self) -> None:
+        """Queue the runs whose needs have all ended; a run one of whose needs did not complete is blocked."""
+        for index in self.order.get_ready():
+            run = self.sweep.runs[index]
+            failed = next((self.final[d] for d in run.deps if self.final[d] != "completed"), None)
+            if failed is None:
+                self.ready.append(run)
             else:
-                unmet[dep.index] -= 1
-                if unmet[dep.index] == 0:
-                    ready.append(dep)
+                self.settle(run, "blocked")
+                self.say(f"[{run.index}] {run.run_id}: blocked (a run it needs ended {failed}); {self.progress()}")
 
-    for run in sweep.runs:
-        if run.index in final:
-            continue
-        bad = [final[d] for d in run.deps if final.get(d, "completed") != "completed"]
-        if bad:
-            say(f"[{run.index}] {run.run_id}: blocked (a run it needs ended {bad[0]})")
-            settle(run, "blocked")
-        elif unmet[run.index] == 0:
-            ready.append(run)
+    def retry_busy(self) -> None:
+        """Runs another process was training: settled if it finished them, started if it let go."""
+        for run in list(self.busy):
+            if len(self.running) >= self.parallel:
+                return
+            done = store.result(run)
+            if done is not None:
+                self.busy.remove(run)
+                self.finished_elsewhere(run, done.status)
+            elif self.start(run):
+                self.busy.remove(run)
 
-    def start_run(run: Run) -> bool:
+    def finished_elsewhere(self, run: Run, status: str) -> None:
+        self.settle(run, status)
+        self.say(f"[{run.index}] {run.run_id}: {status} by another process; {self.progress()}")
+
+    def start_ready(self) -> None:
+        while self.ready and len(self.running) < self.parallel:
+            run = self.ready.popleft()
+            if not self.start(run):
+                self.say(f"[{run.index}] {run.run_id}: being trained by another process; waiting")
+                self.busy.append(run)
+
+    def start(self, run: Run) -> bool:
         """Fork ``run`` if its lock is free; False when another process holds it."""
-        fd = _try_lock(sweep.dir / "locks" / f"{run.index}.lock")
+        fd = _try_lock(self.sweep.dir / "locks" / f"{run.index}.lock")
         if fd is None:
             return False
         done = store.result(run)
         if done is not None:  # finished by another runner since we looked
             os.close(fd)
-            settle(run, done.status)
+            self.finished_elsewhere(run, done.status)
             return True
         resumed = store.started(run)
         importlib.import_module(PRELOAD)  # once: what every child would otherwise import itself
-        inherited = [fd for pidfd, (_, lock, _, _) in running.items() for fd in (pidfd, lock)] + [selector.fileno()]
-        pid = fork_run(sweep, run, threads, close=inherited)
-        say(f"[{run.index}] {run.run_id}: {'resuming' if resumed else 'started'} (pid {pid}, {threads} threads)")
+        inherited = [fd for pidfd, child in self.running.items() for fd in (pidfd, child.lock)]
+        pid = fork_run(self.sweep, run, self.threads, close=[*inherited, self.selector.fileno()])
+        self.say(f"[{run.index}] {run.run_id}: {'resuming' if resumed else 'started'} (pid {pid}, {self.thread_count})")
         pidfd = os.pidfd_open(pid)
-        running[pidfd] = (pid, fd, run, time.time())
-        selector.register(pidfd, selectors.EVENT_READ)
+        self.running[pidfd] = Child(pid, fd, run, time.time())
+        self.selector.register(pidfd, selectors.EVENT_READ)
         return True
 
-    while ready or busy or running:
-        for run in list(busy):
-            if len(running) >= parallel:
-                break
-            done = store.result(run)
-            if done is not None:
-                busy.remove(run)
-                settle(run, done.status)
-            elif start_run(run):
-                busy.remove(run)
-        while ready and len(running) < parallel:
-            run = ready.popleft()
-            if not start_run(run):
-                say(f"[{run.index}] {run.run_id}: being trained by another process; waiting")
-                busy.append(run)
-        if not running and not busy:
-            continue
-        for key, _ in selector.select(timeout=poll if busy else None):
-            pidfd = key.fd
-            pid, fd, run, t0 = running.pop(pidfd)
-            selector.unregister(pidfd)
-            os.close(pidfd)
-            code = exited(pid)
-            os.close(fd)
-            done = store.result(run)
-            status = done.status if done else f"failed (exit {code}, no result.json)"
-            if done and done.wall_time_s is not None:
-                outcome.run_s.append(done.wall_time_s)
-            say(
-                f"[{run.index}] {run.run_id}: {status} in {time.time() - t0:.1f}s (log {sweep.dir / 'logs' / f'{run.index}.log'})"
-            )
-            settle(run, status if done else "failed")
-    selector.close()
+    def wait(self) -> None:
+        """Sleep until a child exits (or ``poll`` seconds, while a run waits for another process), and
+        record the runs whose children exited."""
+        for key, _ in self.selector.select(timeout=self.poll if self.busy else None):
+            self.reap(key.fd)
+
+    def reap(self, pidfd: int) -> None:
+        child = self.running.pop(pidfd)
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        code = exited(child.pid)
+        os.close(child.lock)
+        run = child.run
+        done = store.result(run)
+        status = done.status if done else f"failed (exit {code}, no result.json)"
+        if done and done.wall_time_s is not None:
+            self.outcome.run_s.append(done.wall_time_s)
+        self.settle(run, status if done else "failed")
+        log = self.sweep.dir / "logs" / f"{run.index}.log"
+        self.say(
+            f"[{run.index}] {run.run_id}: {status} in {time.time() - child.started:.1f}s; {self.progress()} (log {log})"
+        )
+
+
+def run_local(sweep: Sweep, parallel: int = 1, say: Callable[[str], None] = say_now, poll: float = 0.5) -> Outcome:
+    """Run every run not yet done, each after the runs it needs (a transfer run after the run whose
+    checkpoint it loads); a run whose need did not complete is blocked, not run."""
+    start = time.monotonic()
+    store.prepare(sweep)
+    parallel = max(1, parallel)
+    outcome = Outcome({i: done.status for i, done in store.results(sweep).items() if done is not None}, parallel)
+    with selectors.EpollSelector() as selector:  # Linux, like os.fork and os.pidfd_open
+        runner = LocalRunner(
+            sweep,
+            parallel,
+            say,
+            poll,
+            outcome,
+            dependency_order(sweep, outcome.final),
+            selector,
+            threads=max(1, cores() // parallel),
+        )
+        runner.announce()
+        runner.run()
     outcome.wall_s = time.monotonic() - start
     return outcome
