@@ -1,6 +1,7 @@
-"""What several test modules need: the repo's path, the `convbench` CLI in a subprocess, waiting for a
-condition with a deadline, and sweep files built from dicts. Test modules import from here (and from
-`tests.slurm_fixtures`), never from one another."""
+"""What several test modules need: the repo's path, the `convbench` CLI in a subprocess (here or on a local
+Slurm cluster), waiting for a condition with a deadline, sweep files built from dicts, and the tensor reads
+that wait for the device. Test modules import from here (and from `tests.slurm_fixtures`), never from one
+another."""
 
 from __future__ import annotations
 
@@ -10,39 +11,73 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+if TYPE_CHECKING:
+    from tests.slurm_fixtures import SlurmCluster
+
 REPO = Path(__file__).resolve().parents[1]
 # no network from any child: albumentations' version check off, W&B off unless a test asks for it
-ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+QUIET = {"NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+ENV = {**os.environ, **QUIET}
+# the smallest real run: lenet5 on synthetic 1x32x32 images, no DataLoader workers, W&B off (sweep parameters)
+LENET5_SYNTHETIC = {
+    "arch": "lenet5",
+    "dataset": "synthetic",
+    "data.input_size": (1, 32, 32),
+    "data.num_workers": 0,
+    "wandb.mode": "disabled",
+}
+# the Tensor methods that read a value back to the host: under CUDA each waits for the device
+READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 
 T = TypeVar("T")
 
 
 def convbench(
-    *args: str | Path, env: Mapping[str, str] | None = None, cwd: Path = REPO, timeout: float = 300
+    *args: str | Path,
+    env: Mapping[str, str | None] | None = None,
+    cluster: SlurmCluster | None = None,
+    cwd: Path = REPO,
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
-    """`convbench ARGS` in a child process of this interpreter; `env` is added to `ENV`."""
+    """`convbench ARGS` in a child process of this interpreter, in `ENV` plus `env` (a None value unsets that
+    variable); on `cluster`, in the cluster's environment (its SLURM_CONF, none of an enclosing job's
+    variables) plus `QUIET` and `env`."""
+    base = ENV if cluster is None else {**cluster.env, **QUIET}
     return subprocess.run(
         [sys.executable, "-m", "harness.cli", *map(str, args)],
         capture_output=True,
         text=True,
-        env={**ENV, **(env or {})},
+        env={k: v for k, v in {**base, **(env or {})}.items() if v is not None},
         cwd=cwd,
         timeout=timeout,
     )
 
 
-def wait_for(condition: Callable[[], T], what: str, timeout: float, interval: float = 0.2) -> T:
-    """Poll `condition` until it returns something truthy, and return that; fail naming `what` at the deadline."""
+def wait_for(
+    condition: Callable[[], T],
+    what: str,
+    timeout: float,
+    interval: float = 0.2,
+    detail: Callable[[], str] | None = None,
+) -> T:
+    """Poll `condition` until it returns something truthy, and return that; fail naming `what` at the deadline,
+    followed by what `detail` returns then (logs, the last state seen)."""
     deadline = time.monotonic() + timeout
     while not (value := condition()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            message = f"timed out after {timeout:g} s waiting for {what}"
+            raise AssertionError(message + ("\n" + detail() if detail else ""))
         time.sleep(interval)
     return value
+
+
+def sweep_logs(sweep_dir: Path) -> str:
+    """The tail of each of a sweep's logs (its Slurm tasks' output), for a failure message."""
+    return "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((sweep_dir / "logs").glob("*")))
 
 
 def sweep_file(path: Path, parameters: Mapping[str, Any], method: str = "grid", **top: Any) -> Path:
