@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 SCRIPT = REPO / "slurm" / "local-cluster.sh"
 DEFAULT_STATE_DIR = "/tmp/convbench-cluster"
 PORT_OFFSET_2N = 100

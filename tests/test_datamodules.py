@@ -23,6 +23,7 @@ import torch
 
 import datamodules
 from datamodules import AugmentConfig, DataConfig, DataError, create, names
+from tests.helpers import REPO
 
 REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 PLAIN = dict(crop=False, flip=False, normalize=False)  # items are then exactly image / 255
@@ -139,9 +140,7 @@ def items(dataset, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
 def test_names_and_cheap_import():
     assert names() == ["cifar10", "cifar100", "fashion-mnist", "imagenet", "synthetic"]
     code = "import sys, datamodules; print(sorted({'torch', 'pytorch_lightning', 'albumentations'} & set(sys.modules)))"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
-    ).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
 
 

@@ -4,9 +4,9 @@ and the callbacks called for the batch hooks they define only.
 
 On CPU nothing waits, so the sync test counts the calls that would wait for the device under CUDA:
 reading a tensor's value (`item`, `tolist`, `numpy`, `bool()`, `float()`, `int()`, `operator.index`,
-`.cpu()`) and the strategy's `reduce` (harness.training.preemption's all-reduce of the ranks' flags, read back on the host under
-DDP), during a real `harness.training.run.train` run, per training step. Validation, epoch starts and ends
-may read values (the epoch's metrics are fetched there anyway)."""
+`.cpu()`: tests.helpers.READS) and the strategy's `reduce` (harness.training.preemption's all-reduce of the
+ranks' flags, read back on the host under DDP), during a real `harness.training.run.train` run, per training
+step. Validation, epoch starts and ends may read values (the epoch's metrics are fetched there anyway)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from pytorch_lightning.profilers import PassThroughProfiler
 from harness.config.train_config import merge, resolve
 from harness.training.callbacks import BATCH_HOOKS, EpochCheckpoint
 from harness.training.run import train
+from tests.helpers import READS
 
 EVERY = 5  # trainer.log_every_n_steps (the metrics fold their 16 kept batches at step 16, off the interval)
-READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 
 
 class SyncCounter(pl.Callback):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.training.metrics import ClassificationTotals
-from tests.test_hot_path import READS
+from tests.helpers import READS
 
 
 def batches(sizes: list[int], nan_at: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

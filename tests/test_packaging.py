@@ -10,8 +10,7 @@ import zipfile
 from pathlib import Path
 
 from harness.sweep.slurm import TEMPLATES
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def test_the_wheel_carries_the_sbatch_templates(tmp_path: Path) -> None:

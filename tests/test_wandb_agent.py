@@ -16,8 +16,8 @@ from harness.cli import build_parser
 from harness.commands.train import resolve_args
 from harness.errors import UserError
 from harness.sweep.spec import load
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 
 
