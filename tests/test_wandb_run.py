@@ -6,7 +6,6 @@ is result.json; `convbench sync` exports what is missing and never waits on the 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,8 +17,8 @@ import pytest
 from harness.cli import main
 from harness.run_record import read_metrics
 from harness.wandb_run import STAGING, WandbFile, complete_export, offline_dirs, read_records, summary_of, wandb_file
+from tests.helpers import ENV, REPO, wait_for
 
-REPO = Path(__file__).resolve().parents[1]
 # resnet20 on synthetic 32x32 images at one thread: 24 steps an epoch, a few seconds each
 RUN = [
     "--arch",
@@ -43,7 +42,7 @@ RUN = [
 
 
 def start(results: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
+    env = {**ENV, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
     return subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "train", *RUN, "--results", str(results), *extra],
         stdout=subprocess.PIPE,
@@ -54,19 +53,13 @@ def start(results: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def wait(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def kill_mid_epoch(proc: subprocess.Popen, ckpt: Path, after_mtime: float, sig: int) -> str:
     """Wait for the next epoch's checkpoint, then kill ``proc`` with ``sig`` part-way into the following epoch."""
-    wait(
+    wait_for(
         lambda: ckpt.is_file() and ckpt.stat().st_mtime > after_mtime or proc.poll() is not None,
-        180,
         "an epoch's checkpoint",
+        180,
+        interval=0.05,
     )
     assert proc.poll() is None, proc.communicate()[0][-3000:]
     saved = ckpt.stat().st_mtime
@@ -82,7 +75,7 @@ def test_run_killed_twice_mid_training_leaves_one_complete_offline_run(tmp_path:
     results = tmp_path / "results"
     results.mkdir()
     first = start(results)
-    wait(lambda: any(results.glob("*/wandb_id")), 60, "the run directory")
+    wait_for(lambda: any(results.glob("*/wandb_id")), "the run directory", 60, interval=0.05)
     run_dir = next(results.glob("*/wandb_id")).parent
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     kill_mid_epoch(first, ckpt, 0, signal.SIGKILL)  # in epoch 2
