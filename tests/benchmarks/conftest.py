@@ -31,10 +31,9 @@ import torch
 
 from harness.bench.measure import device_name
 from harness.bench.worker import pin_thresholds
-from tests.benchmarks.regression import TOLERANCE, UPDATE_ENV, compare, normalised
+from tests.benchmarks.regression import THREADS, TOLERANCE, UPDATE_ENV, compare, normalised
 
 BASELINE = Path(__file__).with_name("baseline.json")
-THREADS = 1
 REFERENCE_GEMM = 1024  # n of the fp32 n x n reference matmul (MKL), ~18 ms at one thread
 REFERENCE_CONV = (8, 128, 32, 32)  # N, C, H, W of the fp32 3x3, C -> C reference convolution (oneDNN), ~9 ms
 MAX_ROUNDS = 200
@@ -55,8 +54,9 @@ class Baseline:
         self.path.write_text(
             json.dumps(
                 {
-                    "what": f"median over rounds of items/s per reference GFLOP/s (the geometric mean of an fp32 {REFERENCE_GEMM}^3 GEMM's "
-                    f"and a 3x3 convolution's rates, timed just before), at {THREADS} thread; "
+                    "what": "median over rounds of items/s per reference GFLOP/s (the geometric mean of an fp32 "
+                    f"{REFERENCE_GEMM}^3 GEMM's and a 3x3 convolution's rates, timed just before), "
+                    f"at {THREADS} thread; "
                     f"a benchmark fails below 1/{TOLERANCE:g} of its figure (tests/benchmarks/regression.py)",
                     "recorded_on": {
                         "cpu": device_name(torch.device("cpu")),
@@ -184,7 +184,7 @@ def regression_check(
         if not verdict.ok:
             pytest.fail(verdict.message)
         if verdict.ratio is None or verdict.ratio > TOLERANCE:
-            warnings.warn(verdict.message)
+            warnings.warn(verdict.message, stacklevel=2)
 
     return check
 

@@ -1,9 +1,9 @@
 """The machine-normalised regression check, as pure functions (no timing here, so it can be tested).
 
 A benchmark's rate (items/s) is divided by a reference rate (GFLOP/s: a GEMM's and a convolution's,
-geometric mean) measured at the same thread count just before each round (conftest.Reference): "items per reference GFLOP" moves with
-the code, far less with the machine or how busy it is. That figure is compared with the committed
-baseline.
+geometric mean) measured at the same thread count (THREADS) just before each round (conftest.Reference):
+"items per reference GFLOP" moves with the code, far less with the machine or how busy it is. That figure
+is compared with the committed baseline.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 # five of them beside a process burning a core; a 2x slowdown lands near 0.5x and fails.
 TOLERANCE = 1.5
 UPDATE_ENV = "CONVBENCH_UPDATE_BASELINE"
+THREADS = 1  # torch's and OpenCV's threads in every benchmark and its reference (see conftest's docstring)
 
 
 @dataclass(frozen=True)

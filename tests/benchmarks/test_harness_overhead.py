@@ -36,7 +36,7 @@ import architectures
 from harness.config.train_config import TrainConfig, resolve
 from harness.training.module import lr_factor
 from harness.training.run import build_data, load_data, steps_per_epoch, train
-from tests.benchmarks.conftest import THREADS
+from tests.benchmarks.regression import THREADS
 
 E = 1
 PAIRS = int(os.environ.get("CONVBENCH_OVERHEAD_PAIRS", "3"))  # `make bench`: 10

@@ -16,60 +16,35 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from harness.sweep.spec import load
+from tests.helpers import LENET5_SYNTHETIC, convbench, sweep_file
 from tests.slurm_fixtures import SlurmCluster
 
-REPO = Path(__file__).resolve().parents[2]
 RUNS = int(os.environ.get("CONVBENCH_SCALE_RUNS", "1000"))
-SWEEP = """
-    method: grid
-    parameters:
-      arch: {value: lenet5}
-      dataset: {value: synthetic}
-      data.input_size: {value: [1, 32, 32]}
-      data.num_samples: {value: 32}
-      data.batch_size: {value: 32}
-      data.val_size: {value: 0}
-      data.num_workers: {value: 0}
-      wandb.mode: {value: disabled}
-      trainer.accelerator: {value: cpu}
-      trainer.log_every_n_steps: {value: 1}
-    convbench:
-      name: NAME
-      results: RESULTS
-      seeds: SEEDS
-      slurm: {cpus_per_task: 1, time: "00:05:00", array_parallelism: 50, extra: [--hold]}
-"""
+PARAMETERS = {
+    **LENET5_SYNTHETIC,
+    "data.num_samples": 32,
+    "data.batch_size": 32,
+    "data.val_size": 0,
+    "trainer.accelerator": "cpu",
+    "trainer.log_every_n_steps": 1,
+}
+SLURM = {"cpus_per_task": 1, "time": "00:05:00", "array_parallelism": 50, "extra": ["--hold"]}
 
 
-def sweep_file(tmp_path: Path, name: str, seeds: list[int]) -> Path:
-    p = tmp_path / f"{name}.yaml"
-    p.write_text(
-        textwrap.dedent(SWEEP)
-        .replace("NAME", name)
-        .replace("RESULTS", str(tmp_path / "results"))
-        .replace("SEEDS", json.dumps(seeds))
-    )
-    return p
+def scale_sweep(tmp_path: Path, name: str, seeds: list[int]) -> Path:
+    block = {"name": name, "results": str(tmp_path / "results"), "seeds": seeds, "slurm": SLURM}
+    return sweep_file(tmp_path / f"{name}.yaml", PARAMETERS, convbench=block)
 
 
-def timed(env: dict[str, str], *args: str) -> tuple[float, subprocess.CompletedProcess]:
+def timed(cluster: SlurmCluster, *args: str) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**env, "NO_ALBUMENTATIONS_UPDATE": "1"},
-        timeout=600,
-    )
+    proc = convbench(*args, cluster=cluster, timeout=600)
     wall = time.monotonic() - t0
     print(f"{' '.join(args[:2])}: {wall:.1f}s", flush=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -79,15 +54,8 @@ def timed(env: dict[str, str], *args: str) -> tuple[float, subprocess.CompletedP
 def copy_results(sweep_path: Path, tmp_path: Path) -> None:
     """One real run (seed RUNS, outside the sweep), then its result.json and metrics.csv under every run's id,
     with that run's seed and config put in."""
-    real = sweep_file(tmp_path, "real", [RUNS])
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "sweep", str(real)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"},
-        timeout=300,
-    )
+    real = scale_sweep(tmp_path, "real", [RUNS])
+    proc = convbench("sweep", real)
     source = load(real).runs[0].run_dir
     assert (source / "result.json").is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     template = json.loads((source / "result.json").read_text())
@@ -104,13 +72,13 @@ def copy_results(sweep_path: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_sweep_at_scale(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
-    env = slurm_cluster.env
-    p = sweep_file(tmp_path, "scale", list(range(RUNS)))
+    cluster = slurm_cluster
+    p = scale_sweep(tmp_path, "scale", list(range(RUNS)))
     figures: dict[str, float] = {}
-    figures["dry-run"], dry = timed(env, "sweep", str(p), "--dry-run")
+    figures["dry-run"], dry = timed(cluster, "sweep", str(p), "--dry-run")
     assert dry.stdout.count(" lenet5 ") == RUNS
 
-    figures["submit"], sub = timed(env, "sweep", str(p), "--backend", "slurm")
+    figures["submit"], sub = timed(cluster, "sweep", str(p), "--backend", "slurm")
     sweep = load(p)
     jobs = json.loads((sweep.dir / "jobs.json").read_text())
     block = 1000  # the local cluster runs Slurm's default MaxArraySize, 1001
@@ -118,20 +86,20 @@ def test_sweep_at_scale(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
         (f"{o}-{min(o + block, RUNS) - 1}", o) for o in range(0, RUNS, block)
     ]
     assert f"submitted {RUNS:,} runs as {len(jobs)} array job" in sub.stdout and len(sub.stdout) < 400, sub.stdout
-    figures["status (slurm)"], status = timed(env, "sweep", "status", str(p))
+    figures["status (slurm)"], status = timed(cluster, "sweep", "status", str(p))
     assert status.stdout.splitlines()[-1] == f"scale: {RUNS} pending", status.stdout[-500:]
     assert f"slurm {jobs[-1]['job_id']}_{RUNS - 1 - jobs[-1]['offset']} PENDING" in status.stdout.splitlines()[-2]
-    figures["cancel"], _ = timed(env, "sweep", "cancel", str(p))
+    figures["cancel"], _ = timed(cluster, "sweep", "cancel", str(p))
     queue = slurm_cluster.run("squeue", "-h", "-j", ",".join(j["job_id"] for j in jobs), "-t", "PENDING,RUNNING")
     assert queue.stdout.strip() == "", queue.stdout  # held, then cancelled: no task ever ran
     assert not any(r.run_dir.exists() for r in sweep.runs[:: max(1, RUNS // 50)])
 
-    local = sweep_file(tmp_path, "scale-local", list(range(RUNS)))  # the same runs, no Slurm jobs recorded
+    local = scale_sweep(tmp_path, "scale-local", list(range(RUNS)))  # the same runs, no Slurm jobs recorded
     copy_results(local, tmp_path)
-    figures["status (local)"], status = timed(env, "sweep", "status", str(local))
+    figures["status (local)"], status = timed(cluster, "sweep", "status", str(local))
     assert status.stdout.splitlines()[-1] == f"scale-local: {RUNS} completed", status.stdout[-500:]
     # the report of the submitted sweep's directory, which names its runs in runs.json
-    figures["report"], report = timed(env, "report", str(sweep.dir), "--out", str(tmp_path / "report"))
+    figures["report"], report = timed(cluster, "report", str(sweep.dir), "--out", str(tmp_path / "report"))
     (row,) = json.loads((tmp_path / "report" / "report.json").read_text())["rows"]
     assert row["n"] == RUNS, row
     print(
