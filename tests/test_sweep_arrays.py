@@ -5,11 +5,10 @@ array_parallelism key, and a local runner whose work does not grow with the numb
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,33 +16,26 @@ from harness.errors import UserError
 from harness.sweep import ranges, store
 from harness.sweep.slurm import MAX_ARRAY_SPEC, Limits, render, split, submit
 from harness.sweep.spec import load
-
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+from tests.helpers import ENV, LENET5_SYNTHETIC, REPO, sweep_file
 
 
-def sweep_file(tmp_path: Path, seeds: list[int], slurm: str = "{cpus_per_task: 1}", samples: int = 32) -> Path:
-    p = tmp_path / "big.yaml"
-    p.write_text(
-        textwrap.dedent(f"""
-        method: grid
-        parameters:
-          arch: {{value: lenet5}}
-          dataset: {{value: synthetic}}
-          data.input_size: {{value: [1, 32, 32]}}
-          data.num_samples: {{value: {samples}}}
-          data.batch_size: {{value: 32}}
-          data.val_size: {{value: 0}}
-          data.num_workers: {{value: 0}}
-          wandb.mode: {{value: disabled}}
-        convbench:
-          name: big
-          results: {tmp_path / "results"}
-          seeds: {json.dumps(seeds)}
-          slurm: {slurm}
-    """).lstrip()
+def big_sweep(tmp_path: Path, seeds: list[int], slurm: dict[str, Any] | None = None) -> Path:
+    """One lenet5 run a seed on 32 synthetic images; `slurm` is the convbench.slurm block."""
+    return sweep_file(
+        tmp_path / "big.yaml",
+        {**LENET5_SYNTHETIC, "data.num_samples": 32, "data.batch_size": 32, "data.val_size": 0},
+        convbench={
+            "name": "big",
+            "results": str(tmp_path / "results"),
+            "seeds": seeds,
+            "slurm": {"cpus_per_task": 1} if slurm is None else slurm,
+        },
     )
-    return p
+
+
+def line_of(path: Path, key: str) -> int:
+    """The line of a sweep file where `key:` is, counted as the loader's messages count."""
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip().startswith(f"{key}:"))
 
 
 @pytest.mark.parametrize(
@@ -92,7 +84,7 @@ def test_split_keeps_every_array_string_within_slurms_limit() -> None:
 
 
 def test_script_maps_task_ids_to_run_indices(tmp_path: Path) -> None:
-    sweep = load(sweep_file(tmp_path, list(range(3)), "{cpus_per_task: 1, array_parallelism: 5}"))
+    sweep = load(big_sweep(tmp_path, list(range(3)), {"cpus_per_task": 1, "array_parallelism": 5}))
     script = render(sweep, sweep.runs, "0-99%5", 1000)
     assert "#SBATCH --array=0-99%5\n" in script
     assert 'RUN_INDEX=$((SLURM_ARRAY_TASK_ID + 1000))\nRUN_CONFIG="' in script and '/runs/${RUN_INDEX}.yaml"' in script
@@ -102,7 +94,7 @@ def test_script_maps_task_ids_to_run_indices(tmp_path: Path) -> None:
             "bash",
             "-c",
             "SLURM_ARRAY_TASK_ID=42; "
-            + next(l for l in script.splitlines() if l.startswith("RUN_INDEX"))
+            + next(line for line in script.splitlines() if line.startswith("RUN_INDEX"))
             + "; echo $RUN_INDEX",
         ],
         capture_output=True,
@@ -112,16 +104,20 @@ def test_script_maps_task_ids_to_run_indices(tmp_path: Path) -> None:
 
 
 def test_array_parallelism_must_be_positive(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"line 16: convbench.slurm.array_parallelism=0: must be >= 1"):
-        load(sweep_file(tmp_path, [0], "\n            array_parallelism: 0"))
+    p = big_sweep(tmp_path, [0], {"array_parallelism": 0})
+    line = line_of(p, "array_parallelism")
+    with pytest.raises(UserError, match=rf"line {line}: convbench.slurm.array_parallelism=0: must be >= 1"):
+        load(p)
 
 
 def test_signal_must_be_the_one_preemption_listens_for(tmp_path: Path) -> None:
-    assert load(sweep_file(tmp_path, [0], "\n            signal: B:USR1@60")).slurm.signal == "B:USR1@60"
+    assert load(big_sweep(tmp_path, [0], {"signal": "B:USR1@60"})).slurm.signal == "B:USR1@60"
+    p = big_sweep(tmp_path, [0], {"signal": "SIGUSR2@90"})
+    lines = f"({line_of(p, 'slurm')}|{line_of(p, 'signal')})"  # the section's line or the key's
     with pytest.raises(
-        UserError, match=r"line 1[56]: convbench.slurm.signal='SIGUSR2@90': accepted \[B:\]\[SIG\]USR1@SECONDS"
+        UserError, match=rf"line {lines}: convbench.slurm.signal='SIGUSR2@90': accepted \[B:\]\[SIG\]USR1@SECONDS"
     ):
-        load(sweep_file(tmp_path, [0], "\n            signal: SIGUSR2@90"))
+        load(p)
 
 
 def test_a_cluster_without_arrays_is_a_one_line_error() -> None:
@@ -130,7 +126,7 @@ def test_a_cluster_without_arrays_is_a_one_line_error() -> None:
 
 
 def test_jobs_json_in_ranges_and_old_files_read(tmp_path: Path) -> None:
-    sweep = load(sweep_file(tmp_path, list(range(4))))
+    sweep = load(big_sweep(tmp_path, list(range(4))))
     store.prepare(sweep)
     (sweep.dir / "jobs.json").write_text(
         json.dumps([{"job_id": "7", "script": "a.sbatch", "indices": [0, 1, 2], "dependency": None, "submitted": 1.0}])
@@ -145,7 +141,7 @@ def test_jobs_json_in_ranges_and_old_files_read(tmp_path: Path) -> None:
 
 def test_dry_run_without_a_cluster_splits_at_slurms_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """1,100 runs: two scripts, tasks 0-999 and 0-99 (+1000), and the dry run says it assumed MaxArraySize."""
-    sweep = load(sweep_file(tmp_path, list(range(1100)), "{cpus_per_task: 1, array_parallelism: 50}"))
+    sweep = load(big_sweep(tmp_path, list(range(1100)), {"cpus_per_task": 1, "array_parallelism": 50}))
     monkeypatch.delenv("SLURM_CONF", raising=False)
     lines: list[str] = []
     assert submit(sweep, dry_run=True, say=lines.append) == []
@@ -159,7 +155,7 @@ def test_dry_run_without_a_cluster_splits_at_slurms_default(tmp_path: Path, monk
 def test_submit_refuses_more_runs_than_max_job_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import harness.sweep.slurm as slurm
 
-    sweep = load(sweep_file(tmp_path, list(range(30))))
+    sweep = load(big_sweep(tmp_path, list(range(30))))
     monkeypatch.setattr(slurm, "limits", lambda dry_run=False, say=print: Limits(1001, 20))
     monkeypatch.setattr(slurm, "task_states", lambda sweep: {})
     with pytest.raises(UserError, match=r"30 runs to submit, but the cluster's MaxJobCount is 20"):
@@ -186,7 +182,7 @@ print(reads, sorted(set(outcome.final.values())))
 def test_local_runner_reads_each_result_a_bounded_number_of_times(tmp_path: Path) -> None:
     """The runner reads a run's result.json at the start, when it forks it and when it ends: 3 reads a run
     however long the others take (it used to read every waiting run's file every 50 ms)."""
-    p = sweep_file(tmp_path, list(range(3)))
+    p = big_sweep(tmp_path, list(range(3)))
     proc = subprocess.run(
         [sys.executable, "-c", RUNNER, str(p)], capture_output=True, text=True, cwd=REPO, env=ENV, timeout=300
     )
