@@ -482,3 +482,59 @@ def test_ddp_record_gives_the_job_rate_and_each_rank(tmp_path: Path) -> None:
     assert 0 < low <= high
     assert 2 * low <= result["train_samples_per_s"] <= 2 * high  # a sum of two rates, each within [min, max]
     assert f"{result['train_samples_per_s']:.0f} samples/s over 2 ranks" in r.stdout
+
+
+def test_a_batch_log_holds_only_lines_for_a_person(tmp_path: Path) -> None:
+    """`convbench train` with its output in a file (not a terminal): convbench's start line, one line an
+    epoch and the result, nothing else. Epochs of 8 batches under the default logging interval of 10
+    drew Lightning's "smaller than the logging interval" warning (the interval counts steps across
+    epochs, so the step curve loses nothing), and no validation split drew its empty-loader warning."""
+    from tests.helpers import convbench
+
+    proc = convbench(
+        "train",
+        "--arch",
+        "lenet5",
+        "--data",
+        "synthetic",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--workers",
+        "0",
+        "--results",
+        tmp_path / "results",
+        "--set",
+        "data.num_samples=256",
+        "--set",
+        "data.input_size=[1, 32, 32]",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    own = re.compile(
+        r"convbench: starting at step 0 \(epoch 1/2\), no checkpoint; .* after launch"
+        r"|epoch [12]/2  train/acc1 .*"
+        r"|lenet5-synthetic-s0-\w+: completed  test top-1 .*"
+    )
+    lines = (proc.stderr + proc.stdout).splitlines()
+    assert [line for line in lines if not own.fullmatch(line)] == [], proc.stderr + proc.stdout
+    assert len(lines) == 4, lines
+
+
+def test_a_run_shorter_than_the_logging_interval_says_it_has_no_step_curve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Step losses are logged every log_every_n_steps steps counted across epochs: only a run with fewer
+    steps in all than that goes without a step curve, and only then is it told so."""
+    from harness.training.run import warn_if_no_step_curve
+
+    c = config(tmp_path, epochs=2, trainer={"log_every_n_steps": 10})
+    warn_if_no_step_curve(c, 5)  # 2 epochs of 5: step 10 is logged
+    assert capsys.readouterr().err == ""
+    warn_if_no_step_curve(c, 4)
+    assert capsys.readouterr().err == (
+        "convbench: this run's 8 optimiser steps are fewer than trainer.log_every_n_steps=10: "
+        "metrics.csv will have epoch figures but no per-step loss\n"
+    )
+    warn_if_no_step_curve(config(tmp_path, trainer={"log_every_n_steps": 10, "max_steps": 12}), 4)
+    assert capsys.readouterr().err == ""

@@ -14,6 +14,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import architectures
@@ -28,8 +30,7 @@ import datamodules
 from harness.config.files import check_checkpoint
 from harness.config.train_config import TrainConfig
 from harness.errors import UserError
-from harness.memory import peak_bytes
-from harness.run_record import RunDir, RunResult
+from harness.run_record import RunDir, RunResult, Status
 from harness.training.callbacks import Divergence, EpochCheckpoint, EpochLines, LoggingIntervalBar, Throughput
 from harness.training.module import ClassifierModule, classifier_of
 from harness.training.preemption import HPC_CHECKPOINT, STEP_CHECKPOINT, Preempted, Preemption
@@ -55,7 +56,8 @@ def load_data(config: TrainConfig, dm: datamodules.ConvDataModule) -> None:
     n_train = len(dm.train_pipeline())
     if dm.config.batch_size > n_train:
         raise UserError(
-            f"data.batch_size={dm.config.batch_size} is larger than the training set of {config.dataset} ({n_train} images)"
+            f"data.batch_size={dm.config.batch_size} is larger than the training set of {config.dataset}"
+            f" ({n_train} images)"
         )
 
 
@@ -184,7 +186,9 @@ def build_loggers(config: TrainConfig, run: RunDir) -> list[Logger]:
 
 # Lightning's banners (accelerators, tips, "Initializing distributed", restore paths) and warnings
 # that do not apply here: the metrics are torchmetrics objects synced by themselves, checkpoints
-# are our own, the data module resumes mid-epoch itself.
+# are our own, the data module resumes mid-epoch itself, and the logging interval counts optimiser
+# steps across epochs (harness.training.cadence), so an epoch shorter than it loses no step logs
+# (train says so itself when the whole run is shorter).
 BANNER_LOGGERS = (
     "pytorch_lightning.utilities.rank_zero",
     "pytorch_lightning.accelerators.cuda",
@@ -198,6 +202,7 @@ NOT_APPLICABLE = (
     r"Checkpoint directory .* exists and is not empty",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"The `srun` command is available on your system",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
 
 
@@ -207,6 +212,188 @@ def quiet_batch_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for message in NOT_APPLICABLE:
         warnings.filterwarnings("ignore", message=message)
+
+
+def validates(dm: datamodules.ConvDataModule) -> bool:
+    """Whether the run has a validation split (ImageNet's val/ stands in for one at val_size 0)."""
+    return bool(dm.config.val_size) or dm.validate_on_test
+
+
+def resume_point(run: RunDir, resume: bool) -> str | None:
+    """The checkpoint this attempt starts from; a run directory holding an interrupted run is never
+    trained over unless asked to resume it."""
+    if checkpoints(run) and not resume:
+        raise UserError(f"{run.path} holds an interrupted run (checkpoints/*.ckpt): pass --resume to continue it")
+    ckpt = resume_checkpoint(run) if resume else None
+    if ckpt is not None:
+        check_checkpoint(ckpt, "--resume: the run's newest checkpoint")  # the run itself is left as it is
+    return ckpt
+
+
+def prepare(config: TrainConfig) -> tuple[datamodules.ConvDataModule, torch.nn.Module, architectures.Profile]:
+    """The seeded data module and model, with every user mistake about them caught before the first step."""
+    pl.seed_everything(config.seed, verbose=False)
+    dm = build_data(config)
+    if config.trainer.accelerator == "cpu" or not torch.cuda.is_available():
+        torch.set_num_threads(cpu_threads(config, dm.config.num_workers))
+    model, profile = build_model(config, dm)
+    load_data(config, dm)
+    return dm, model, profile
+
+
+def build_module(
+    config: TrainConfig, dm: datamodules.ConvDataModule, model: torch.nn.Module, spe: int
+) -> ClassifierModule:
+    """The LightningModule; the LR plateau schedule watches validation accuracy, or training
+    accuracy when there is no validation split."""
+    return ClassifierModule(
+        model,
+        dm.num_classes,
+        config.optim,
+        config.arch,
+        config.transfer.mode,
+        config.hidden_noise_std,
+        config.trainer.channels_last,
+        plateau_monitor=monitored(dm),
+        steps_per_epoch=spe,
+        max_steps=config.trainer.max_steps,
+        seed=config.seed,
+    )
+
+
+def monitored(dm: datamodules.ConvDataModule) -> str:
+    """What best.ckpt and the plateau schedule go by: validation accuracy on a split of its own, never
+    ImageNet's test split standing in for one (choosing by it would select on the test set)."""
+    return "val/acc1" if dm.config.val_size else "train/acc1"
+
+
+def epoch_checkpoints(run: RunDir, monitor: str) -> list[pl.Callback]:
+    return [
+        EpochCheckpoint(
+            dirpath=run.checkpoints,
+            filename="best",
+            monitor=monitor,
+            mode="max",
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+        # last.ckpt at every epoch end, the resume point; not save_last=True, which Lightning 2.6 writes
+        # only at the epochs whose monitored metric improved (a requeue then repeated the other epochs)
+        EpochCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False),
+    ]
+
+
+def build_trainer(
+    config: TrainConfig, run: RunDir, dm: datamodules.ConvDataModule, epochs: int, callbacks: list[pl.Callback]
+) -> pl.Trainer:
+    """On a terminal a progress bar; in a batch log (not a tty) one line per epoch and no banners."""
+    tty = sys.stdout.isatty()
+    if not tty:
+        quiet_batch_logs()
+    t = config.trainer
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        deterministic=t.deterministic,
+        limit_train_batches=t.limit_train_batches,
+        # without a validation split Lightning skips the loop before asking for its (empty) loader
+        limit_val_batches=1.0 if validates(dm) else 0,
+        logger=build_loggers(config, run) + ([] if tty else [EpochLines(epochs)]),
+        callbacks=callbacks + ([LoggingIntervalBar()] if tty else []),
+        default_root_dir=str(run.path),
+        enable_progress_bar=tty,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every_n_steps,
+        use_distributed_sampler=False,  # the data module shards by rank itself, deterministically per epoch
+        # under Slurm, DDP comes from the environment;
+        # requeue on the signal is harness.training.preemption's, not Lightning's
+        plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
+    )
+
+
+@rank_zero_only
+def warn_if_no_step_curve(config: TrainConfig, spe: int) -> None:
+    """The per-step loss is logged every trainer.log_every_n_steps optimiser steps, counted across
+    epochs: only a run shorter than that has no step curve."""
+    planned = config.trainer.max_steps or planned_epochs(config, spe) * spe
+    every = config.trainer.log_every_n_steps
+    if planned < every:
+        print(
+            f"convbench: this run's {planned} optimiser steps are fewer than trainer.log_every_n_steps={every}: "
+            "metrics.csv will have epoch figures but no per-step loss",
+            file=sys.stderr,
+        )
+
+
+@dataclass
+class Attempt:
+    """One attempt at a run (a resume is another): its Trainer, the callbacks whose figures go into
+    the record, and the rest of what RunResult.of_attempt builds the record from."""
+
+    run: RunDir
+    config: TrainConfig
+    profile: architectures.Profile
+    trainer: pl.Trainer
+    throughput: Throughput
+    divergence: Divergence
+    preemption: Preemption
+    started: float  # time.time() at the start of train(): result.json's wall_time_s counts from it
+    fit_metrics: dict[str, Any] = field(default_factory=dict)  # the callback metrics at the end of fit
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Fit's metrics, with test's over them (trainer.test replaces the trainer's callback metrics)."""
+        return {k: float(v) for k, v in {**self.fit_metrics, **self.trainer.callback_metrics}.items()}
+
+    def fit_and_test(self, module: ClassifierModule, dm: datamodules.ConvDataModule, ckpt: str | None) -> Status:
+        """Train, then test unless the loss diverged. An interruption (preemption, SIGTERM, Ctrl-C)
+        raises and leaves the checkpoints for --resume; any other error is recorded as a failed run
+        (on rank 0) and raised."""
+        trainer, preemption = self.trainer, self.preemption
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+            self.fit_metrics = dict(trainer.callback_metrics)  # trainer.test replaces them with its own
+            if self.divergence.diverged_at is not None:
+                return "diverged"
+            trainer.test(module, datamodule=dm, verbose=False)
+            return "completed"
+        except SIGTERMException as err:  # Lightning stops at a step boundary after SIGTERM (a SystemExit with code 0)
+            raise Preempted("SIGTERM: resume from the last checkpoint") from err
+        except (KeyboardInterrupt, SystemExit, Preempted):
+            raise  # interrupted, not finished: the checkpoint stays for --resume and no result is written
+        except Exception as err:  # recorded as a failed run, then reported
+            if preemption.fired:  # e.g. the other rank, killed by the requeue, closed the gloo connection
+                raise Preempted(preemption.fired) from err
+            if preemption.terminated or trainer.received_sigterm:
+                # Slurm's requeue, cancel or time limit: a DDP peer went first, its gloo connection
+                # closed under this rank; interrupted, not failed: --resume continues it
+                raise Preempted(f"SIGTERM ({type(err).__name__} after it): resume from the last checkpoint") from err
+            if trainer.is_global_zero:
+                self.record("failed", f"{type(err).__name__}: {err}")
+            raise
+        finally:
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()  # a clean gloo/NCCL teardown: no SIGABRT at exit
+
+    def record(self, status: Status, error: str | None = None) -> RunResult:
+        """Write result.json (and give W&B its summary): rank 0's, once the run has ended."""
+        result = RunResult.of_attempt(self, status, error)
+        for logger in self.trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                record = result.to_dict()
+                logger.experiment.summary.update(
+                    {k: v for k, v in record.items() if isinstance(v, (int, float, str)) or k == "hosts"}
+                )
+                logger.experiment.finish()
+        self.run.write_result(result)
+        if self.config.wandb.mode == "offline":
+            export_wandb(self.run)
+        return result
 
 
 def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[pl.Callback] = ()) -> RunResult | None:
@@ -221,171 +408,19 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
             file=sys.stderr,
         )
         return done
-    if checkpoints(run) and not resume:
-        raise UserError(f"{run.path} holds an interrupted run (checkpoints/*.ckpt): pass --resume to continue it")
-    ckpt = resume_checkpoint(run) if resume else None
-    if ckpt is not None:
-        check_checkpoint(ckpt, "--resume: the run's newest checkpoint")  # the run itself is left as it is
-    pl.seed_everything(config.seed, verbose=False)
-    dm = build_data(config)
-    if config.trainer.accelerator == "cpu" or not torch.cuda.is_available():
-        torch.set_num_threads(cpu_threads(config, dm.config.num_workers))
-    model, profile = build_model(config, dm)
-    load_data(config, dm)
+    ckpt = resume_point(run, resume)
+    dm, model, profile = prepare(config)
     run.write_config(config.to_dict())
-    has_val = bool(dm.config.val_size)
-    monitor = "val/acc1" if has_val else "train/acc1"
     spe = steps_per_epoch(config, dm)
-    epochs = planned_epochs(config, spe)
-    module = ClassifierModule(
-        model,
-        dm.num_classes,
-        config.optim,
-        config.arch,
-        config.transfer.mode,
-        config.hidden_noise_std,
-        config.trainer.channels_last,
-        plateau_monitor=monitor,
-        steps_per_epoch=spe,
-        max_steps=config.trainer.max_steps,
-        seed=config.seed,
-    )
+    module = build_module(config, dm, model, spe)
     throughput, divergence = Throughput(), Divergence()
     preemption = Preemption(run.path, config.trainer.checkpoint_every_min, resumed_from=ckpt)
-    tty = sys.stdout.isatty()
-    if not tty:
-        quiet_batch_logs()
-    callbacks = [
-        *extra_callbacks,
-        throughput,
-        divergence,
-        preemption,
-        EpochCheckpoint(
-            dirpath=run.checkpoints,
-            filename="best",
-            monitor=monitor,
-            mode="max",
-            save_top_k=1,
-            enable_version_counter=False,
-        ),
-        # last.ckpt at every epoch end, the resume point; not save_last=True, which Lightning 2.6 writes
-        # only at the epochs whose monitored metric improved (a requeue then repeated the other epochs)
-        EpochCheckpoint(dirpath=run.checkpoints, filename="last", save_top_k=1, enable_version_counter=False),
-    ] + ([LoggingIntervalBar()] if tty else [])
-    t = config.trainer
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=t.precision,
-        deterministic=t.deterministic,
-        limit_train_batches=t.limit_train_batches,
-        logger=build_loggers(config, run) + ([] if tty else [EpochLines(epochs)]),
-        callbacks=callbacks,
-        default_root_dir=str(run.path),
-        enable_progress_bar=tty,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=t.log_every_n_steps,
-        use_distributed_sampler=False,  # the data module shards by rank itself, deterministically per epoch
-        # under Slurm, DDP comes from the environment; requeue on the signal is harness.training.preemption's, not Lightning's
-        plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
-    )
-    status, error, fit_metrics = "completed", None, {}
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
-        fit_metrics = dict(trainer.callback_metrics)  # trainer.test replaces them with its own
-        if divergence.diverged_at is not None:
-            status = "diverged"
-        else:
-            trainer.test(module, datamodule=dm, verbose=False)
-    except SIGTERMException as err:  # Lightning stops at a step boundary after SIGTERM (a SystemExit with code 0)
-        raise Preempted("SIGTERM: resume from the last checkpoint") from err
-    except (KeyboardInterrupt, SystemExit, Preempted):
-        raise  # interrupted, not finished: the checkpoint stays for --resume and no result is written
-    except Exception as err:  # recorded as a failed run, then reported
-        if preemption.fired:  # e.g. the other rank, killed by the requeue, closed the gloo connection
-            raise Preempted(preemption.fired) from err
-        if (
-            preemption.terminated or trainer.received_sigterm
-        ):  # Slurm's requeue, cancel or time limit: a DDP peer went first, its
-            # gloo connection closed under this rank; interrupted, not failed: --resume continues it
-            raise Preempted(f"SIGTERM ({type(err).__name__} after it): resume from the last checkpoint") from err
-        status, error = "failed", f"{type(err).__name__}: {err}"
-        if trainer.is_global_zero:
-            write(run, config, profile, trainer, throughput, fit_metrics, status, error, started)
-        raise
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()  # a clean gloo/NCCL teardown: no SIGABRT at exit
-    if not trainer.is_global_zero:
-        return None
-    return write(run, config, profile, trainer, throughput, fit_metrics, status, error, started, divergence.diverged_at)
-
-
-def write(
-    run: RunDir,
-    config: TrainConfig,
-    profile: architectures.Profile,
-    trainer: pl.Trainer,
-    throughput: Throughput,
-    fit_metrics: dict[str, Any],
-    status: str,
-    error: str | None,
-    started: float,
-    diverged_at: int | None = None,
-) -> RunResult:
-    m = {k: float(v) for k, v in {**fit_metrics, **trainer.callback_metrics}.items()}
-    info = architectures.info(config.arch)
-    device = trainer.strategy.root_device
-    result = RunResult(
-        run_id=run.path.name,
-        arch=config.arch,
-        family=info.family,
-        residual=info.residual,
-        dataset=config.dataset,
-        depth=profile.depth,
-        params=profile.params,
-        macs=profile.macs,
-        input_size=list(profile.input_size),
-        seed=config.seed,
-        recipe=config.recipe,
-        transfer=config.transfer.mode,
-        epochs=trainer.max_epochs,
-        epochs_completed=trainer.current_epoch,
-        global_step=trainer.global_step,
-        status=status,  # type: ignore[arg-type]
-        train_acc1=m.get("train/acc1"),
-        train_loss=m.get("train/loss"),
-        val_acc1=m.get("val/acc1"),
-        val_loss=m.get("val/loss"),
-        test_acc1=m.get("test/acc1"),
-        test_acc5=m.get("test/acc5"),
-        test_loss=m.get("test/loss"),
-        **throughput.train_record(trainer.world_size),  # the sum over ranks, their spread, num_nodes, hosts
-        eval_samples_per_s=throughput.eval_samples_per_s,
-        peak_memory_bytes=peak_bytes(device),
-        device=str(device),
-        world_size=trainer.world_size,
-        wall_time_s=time.time() - started,
-        first_step_at=throughput.first_step_at,
-        diverged_at_step=diverged_at,
-        error=error,
-        config=config.to_dict(),
-    )
-    for logger in trainer.loggers:
-        if type(logger).__name__ == "WandbLogger":
-            record = result.to_dict()
-            logger.experiment.summary.update(
-                {k: v for k, v in record.items() if isinstance(v, (int, float, str)) or k == "hosts"}
-            )
-            logger.experiment.finish()
-    run.write_result(result)
-    if config.wandb.mode == "offline":
-        export_wandb(run)
-    return result
+    callbacks = [*extra_callbacks, throughput, divergence, preemption, *epoch_checkpoints(run, monitored(dm))]
+    trainer = build_trainer(config, run, dm, planned_epochs(config, spe), callbacks)
+    warn_if_no_step_curve(config, spe)
+    attempt = Attempt(run, config, profile, trainer, throughput, divergence, preemption, started)
+    status = attempt.fit_and_test(module, dm, ckpt)
+    return attempt.record(status) if trainer.is_global_zero else None
 
 
 def export_wandb(run: RunDir) -> None:
@@ -397,6 +432,7 @@ def export_wandb(run: RunDir) -> None:
         export(run.path)
     except Exception as err:  # noqa: BLE001 - the run itself finished and is recorded
         print(
-            f"convbench: W&B export of {run.path} failed ({type(err).__name__}: {err}); `convbench sync {run.path}` retries it",
+            f"convbench: W&B export of {run.path} failed ({type(err).__name__}: {err}); "
+            f"`convbench sync {run.path}` retries it",
             file=sys.stderr,
         )
