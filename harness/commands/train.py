@@ -88,7 +88,8 @@ def resolve_args(args: argparse.Namespace) -> TrainConfig:
         ]
         if given:
             raise UserError(
-                f"--sweep FILE takes the run's parameters as KEY=VALUE arguments (and --results, --wandb), not {given[0]}"
+                "--sweep FILE takes the run's parameters as KEY=VALUE arguments (and --results, --wandb),"
+                f" not {given[0]}"
             )
         from harness.sweep.spec import load
 
