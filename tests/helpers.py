@@ -42,12 +42,13 @@ def convbench(
     cluster: SlurmCluster | None = None,
     cwd: Path = REPO,
     timeout: float = 300,
+    check: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """`convbench ARGS` in a child process of this interpreter, in `ENV` plus `env` (a None value unsets that
     variable); on `cluster`, in the cluster's environment (its SLURM_CONF, none of an enclosing job's
-    variables) plus `QUIET` and `env`."""
+    variables) plus `QUIET` and `env`. With `check`, the test fails unless it exits 0."""
     base = ENV if cluster is None else {**cluster.env, **QUIET}
-    return subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", *map(str, args)],
         capture_output=True,
         text=True,
@@ -55,6 +56,8 @@ def convbench(
         cwd=cwd,
         timeout=timeout,
     )
+    assert not check or proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
 
 
 def wait_for(

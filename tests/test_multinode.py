@@ -12,43 +12,47 @@ import os
 import re
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from harness.run_record import read_metrics
 from harness.sweep.spec import load
+from tests.helpers import REPO, convbench, sweep_file, sweep_logs, wait_for
 from tests.slurm_fixtures import SlurmCluster
-from tests.test_sweep_slurm import cli, sweep_file, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 LOG_EVERY = 5
+WANDB = {"WANDB_MODE": "offline"}
 
 
-def two_node_sweep(epochs: int, train_limit: int, every_min: float) -> str:
-    return f"""
-    method: grid
-    parameters:
-      arch: {{value: lenet5}}
-      dataset: {{value: fashion-mnist}}
-      epochs: {{value: {epochs}}}
-      data.train_limit: {{value: {train_limit}}}
-      data.val_size: {{value: 500}}
-      data.num_workers: {{value: 0}}
-      data.batch_size: {{value: 64}}
-      trainer.accelerator: {{value: cpu}}
-      trainer.devices: {{value: 1}}
-      trainer.num_nodes: {{value: 2}}
-      trainer.strategy: {{value: ddp}}
-      trainer.log_every_n_steps: {{value: {LOG_EVERY}}}
-      trainer.checkpoint_every_min: {{value: {every_min}}}
-      wandb.mode: {{value: offline}}
-    convbench:
-      name: NAME
-      results: RESULTS
-      seeds: [0]
-      slurm: {{cpus_per_task: 1, time: "00:10:00"}}
-"""
+def two_node_sweep(tmp_path: Path, name: str, epochs: int, train_limit: int, every_min: float) -> Path:
+    return sweep_file(
+        tmp_path / f"{name}.yaml",
+        {
+            "arch": "lenet5",
+            "dataset": "fashion-mnist",
+            "epochs": epochs,
+            "data.train_limit": train_limit,
+            "data.val_size": 500,
+            "data.num_workers": 0,
+            "data.batch_size": 64,
+            "trainer.accelerator": "cpu",
+            "trainer.devices": 1,
+            "trainer.num_nodes": 2,
+            "trainer.strategy": "ddp",
+            "trainer.log_every_n_steps": LOG_EVERY,
+            "trainer.checkpoint_every_min": every_min,
+            "wandb.mode": "offline",
+        },
+        convbench={
+            "name": name,
+            "results": str(tmp_path / "results"),
+            "seeds": [0],
+            "slurm": {"cpus_per_task": 1, "time": "00:10:00"},
+        },
+    )
 
 
 def logged_steps(run_dir: Path) -> list[int]:
@@ -60,9 +64,8 @@ def check_one_run(run_dir: Path, result: dict) -> None:
     assert (result["status"], result["world_size"], result["num_nodes"]) == ("completed", 2, 2)
     assert sorted(result["hosts"]) == ["node1", "node2"], result["hosts"]
     wandb_id = (run_dir / "wandb_id").read_text().strip()
-    deadline = time.monotonic() + 60  # offline, the one W&B run is exported after result.json (harness.wandb_run)
-    while not any((run_dir / "wandb").glob("offline-run-*")) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    # offline, the one W&B run is exported after result.json (harness.wandb_run)
+    wait_for(lambda: any((run_dir / "wandb").glob("offline-run-*")), "the W&B export", 60, interval=0.5)
     assert {d.name.rsplit("-", 1)[1] for d in (run_dir / "wandb").glob("offline-run-*")} == {wandb_id}
     steps = logged_steps(run_dir)
     assert steps == list(range(steps[0], steps[-1] + 1, LOG_EVERY)) and steps[0] < LOG_EVERY, steps
@@ -103,32 +106,34 @@ def test_two_nodes_have_their_own_hostnames_and_addresses(slurm_cluster_2n: Slur
 
 def test_two_node_run_survives_a_requeue_and_a_preemption(slurm_cluster_2n: SlurmCluster, tmp_path: Path) -> None:
     cluster = slurm_cluster_2n
-    p = sweep_file(tmp_path, "twonode", two_node_sweep(epochs=10, train_limit=4000, every_min=0.02))
+    p = two_node_sweep(tmp_path, "twonode", epochs=10, train_limit=4000, every_min=0.02)
     sweep = load(p)
+    logs = partial(sweep_logs, sweep.dir)
     (run,) = sweep.runs
     t0 = time.monotonic()
     # a torch.distributed world left in the submitting shell (sbatch exports it) must not reach the ranks
-    assert cli(cluster, str(p), "--backend", "slurm", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500").returncode == 0
+    world = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    assert convbench("sweep", p, "--backend", "slurm", cluster=cluster, env={**WANDB, **world}).returncode == 0
     job = json.loads((sweep.dir / "jobs.json").read_text())[0]
     assert "--nodes=2" in Path(job["script"]).read_text()
     task = f"{job['job_id']}_0"
     step_ckpt = run.run_dir / "checkpoints" / "step.ckpt"
-    wait_for(step_ckpt.is_file, 180, "the first interval checkpoint", sweep.dir)
+    wait_for(step_ckpt.is_file, "the first interval checkpoint", 180, detail=logs)
     print(f"submit -> first interval checkpoint: {time.monotonic() - t0:.1f}s")
     assert not (run.run_dir / "result.json").exists(), "the run ended before the requeue: raise its epochs"
     assert cluster.run("scontrol", "requeue", task).returncode == 0
-    wait_for(lambda: (run.run_dir / "metrics" / "version_1").is_dir(), 120, "the second attempt", sweep.dir)
+    wait_for((run.run_dir / "metrics" / "version_1").is_dir, "the second attempt", 120, detail=logs)
     wait_for(
         lambda: re.search(
             r"(?m)^convbench: resuming from .* at step \d+", next((sweep.dir / "logs").glob("*.out")).read_text()
         ),
-        120,
         "the second attempt's first step",
-        sweep.dir,
+        120,
+        detail=logs,
     )
     assert not (run.run_dir / "result.json").exists(), "the run ended before the preemption signal: raise its epochs"
     assert cluster.run("scancel", "--signal=USR1", task).returncode == 0
-    wait_for(lambda: (run.run_dir / "result.json").is_file(), 300, "the result", sweep.dir)
+    wait_for((run.run_dir / "result.json").is_file, "the result", 300, detail=logs)
     print(f"two-node run with a requeue and a preemption: {time.monotonic() - t0:.1f}s")
     check_one_run(run.run_dir, json.loads((run.run_dir / "result.json").read_text()))
     log = next((sweep.dir / "logs").glob("*.out")).read_text()
@@ -153,34 +158,42 @@ def test_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmCluster,
     import random
 
     cluster, rng, every_min = slurm_cluster_2n, random.Random(12), 0.1
-    p = sweep_file(tmp_path, "storm", two_node_sweep(epochs=3 * REQUEUES, train_limit=4000, every_min=every_min))
+    p = two_node_sweep(tmp_path, "storm", epochs=3 * REQUEUES, train_limit=4000, every_min=every_min)
     sweep = load(p)
+    logs = partial(sweep_logs, sweep.dir)
     (run,) = sweep.runs
     t0 = time.monotonic()
-    assert cli(cluster, str(p), "--backend", "slurm").returncode == 0
+    assert convbench("sweep", p, "--backend", "slurm", cluster=cluster, env=WANDB).returncode == 0
     task = f"{json.loads((sweep.dir / 'jobs.json').read_text())[0]['job_id']}_0"
-    log = lambda: "\n".join(f.read_text() for f in (sweep.dir / "logs").glob("*.out"))  # noqa: E731
+
+    def log() -> str:
+        return "\n".join(f.read_text() for f in (sweep.dir / "logs").glob("*.out"))
+
     for n in range(REQUEUES):
-        wait_for(lambda: f"(restart {n})" in log(), 120, f"attempt {n + 1}", sweep.dir)
+        wait_for(lambda: f"(restart {n})" in log(), f"attempt {n + 1}", 120, detail=logs)
         if rng.random() > 0.3:  # mostly in training, a random number of steps (read from metrics.csv) after its first
-            attempt = lambda: ATTEMPT.search(log().split(f"(restart {n})")[-1])  # noqa: E731
-            wait_for(lambda: attempt() is not None, 120, f"attempt {n + 1}'s training", sweep.dir)
-            start = int(next(g for g in attempt().groups() if g))
+            attempt = wait_for(
+                lambda: ATTEMPT.search(log().split(f"(restart {n})")[-1]),
+                f"attempt {n + 1}'s training",
+                120,
+                detail=logs,
+            )
+            start = int(next(g for g in attempt.groups() if g))
             # paced in steps, not seconds, so a faster machine cannot finish the run before the last requeue:
             # at most 60 of the 96 steps each requeue's 3 epochs add
             stop_at = start + rng.randint(LOG_EVERY, 60)
             wait_for(
                 lambda: max(logged_steps(run.run_dir), default=-1) >= stop_at,
-                120,
                 f"attempt {n + 1}'s steps",
-                sweep.dir,
+                120,
+                detail=logs,
             )
             time.sleep(rng.uniform(0, 0.5))
         else:  # in its start-up
             time.sleep(rng.uniform(0, 5))
         assert not (run.run_dir / "result.json").exists(), f"finished before requeue {n + 1}: raise its epochs"
         assert cluster.run("scontrol", "requeue", task).returncode == 0
-    wait_for(lambda: (run.run_dir / "result.json").is_file(), 300, "the result", sweep.dir)
+    wait_for((run.run_dir / "result.json").is_file, "the result", 300, detail=logs)
     print(f"{REQUEUES} requeues: {time.monotonic() - t0:.1f}s")
     result = json.loads((run.run_dir / "result.json").read_text())
     check_one_run(run.run_dir, result)
@@ -203,11 +216,10 @@ def test_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmCluster,
 def test_bench_across_two_nodes_under_srun(slurm_cluster_2n: SlurmCluster, tmp_path: Path) -> None:
     """`convbench bench lenet5 --devices 1 --nodes 2` as two Slurm tasks, one a node: the world comes
     from Slurm, the 1-rank row runs on node1 alone, the 2-rank row on both nodes over gloo."""
-    repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "bench.json"
     script = tmp_path / "bench.sh"
     script.write_text(
-        f"#!/bin/bash\ncd {repo}\nexport NO_ALBUMENTATIONS_UPDATE=1\n"
+        f"#!/bin/bash\ncd {REPO}\nexport NO_ALBUMENTATIONS_UPDATE=1\n"
         f"srun {sys.executable} -m harness.cli bench lenet5 --devices 1 --nodes 2 --batch-size 16 --json "
         f"--iters 3 --warmup 1 --repeats 2 --min-block 0.001 > {out}\n"
     )

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-import textwrap
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -18,83 +16,52 @@ import pytest
 from harness.sweep import ranges
 from harness.sweep.spec import load
 from harness.wandb_run import WandbFile, complete_export, wandb_file
+from tests.helpers import LENET5_SYNTHETIC, convbench, sweep_file, sweep_logs, wait_for
 from tests.slurm_fixtures import SlurmCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-REPO = Path(__file__).resolve().parents[1]
 SECRET = "secret-xyz"
+WANDB = {"WANDB_API_KEY": SECRET, "WANDB_MODE": "offline"}  # the submitting shell's W&B key
 
 
-def sweep_file(tmp_path: Path, name: str, body: str) -> Path:
-    p = tmp_path / f"{name}.yaml"
-    p.write_text(textwrap.dedent(body).lstrip().replace("RESULTS", str(tmp_path / "results")).replace("NAME", name))
-    return p
-
-
-def cli(cluster: SlurmCluster, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
-    env = {
-        **cluster.env,
-        "NO_ALBUMENTATIONS_UPDATE": "1",
-        "WANDB_API_KEY": SECRET,
-        "WANDB_MODE": "offline",
-        **extra_env,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", "sweep", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=120,
+def ddp_sweep(tmp_path: Path, name: str, epochs: int, train_limit: int, seeds: list[int]) -> Path:
+    """lenet5 on a slice of the real Fashion-MNIST, 2-rank DDP (gloo on CPU) per array task."""
+    return sweep_file(
+        tmp_path / f"{name}.yaml",
+        {
+            "arch": "lenet5",
+            "dataset": "fashion-mnist",
+            "epochs": epochs,
+            "data.train_limit": train_limit,
+            "data.val_size": 500,
+            "data.num_workers": 0,
+            "trainer.accelerator": "cpu",
+            "trainer.devices": 2,
+            "trainer.strategy": "ddp",
+            "wandb.mode": "offline",
+        },
+        convbench={
+            "name": name,
+            "results": str(tmp_path / "results"),
+            "seeds": seeds,
+            "slurm": {"cpus_per_task": 1, "time": "00:10:00"},
+        },
     )
 
 
-def wait_for(cond, timeout: float, what: str, sweep_dir: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((sweep_dir / "logs").glob("*")))
-            pytest.fail(f"timed out waiting for {what}\n{logs}")
-        time.sleep(0.2)
-
-
-def ddp_sweep(epochs: int, train_limit: int, seeds: list[int]) -> str:
-    """lenet5 on a slice of the real Fashion-MNIST, 2-rank DDP (gloo on CPU) per array task."""
-    return f"""
-    method: grid
-    parameters:
-      arch: {{value: lenet5}}
-      dataset: {{value: fashion-mnist}}
-      epochs: {{value: {epochs}}}
-      data.train_limit: {{value: {train_limit}}}
-      data.val_size: {{value: 500}}
-      data.num_workers: {{value: 0}}
-      trainer.accelerator: {{value: cpu}}
-      trainer.devices: {{value: 2}}
-      trainer.strategy: {{value: ddp}}
-      wandb.mode: {{value: offline}}
-    convbench:
-      name: NAME
-      results: RESULTS
-      seeds: {seeds}
-      slurm: {{cpus_per_task: 1, time: "00:10:00"}}
-"""
-
-
 def test_ddp_array_requeue_and_no_secret(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
-    p = sweep_file(tmp_path, "ddp", ddp_sweep(epochs=2, train_limit=2000, seeds=[0, 1, 2, 3]))
+    p = ddp_sweep(tmp_path, "ddp", epochs=2, train_limit=2000, seeds=[0, 1, 2, 3])
     sweep = load(p)
+    logs = partial(sweep_logs, sweep.dir)
     t0 = time.monotonic()
-    proc = cli(slurm_cluster, str(p), "--backend", "slurm")
+    proc = convbench("sweep", p, "--backend", "slurm", cluster=slurm_cluster, env=WANDB)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     jobs = json.loads((sweep.dir / "jobs.json").read_text())
     assert len(jobs) == 1 and (jobs[0]["runs"], jobs[0]["offset"]) == ("0-3", 0)
     script = Path(jobs[0]["script"]).read_text()
     assert "--ntasks-per-node=2" in script and "--array=0-3\n" in script and "gres" not in script
     first = sweep.runs[0]
-    wait_for(
-        lambda: (first.run_dir / "checkpoints" / "last.ckpt").is_file(), 150, "run 0's first checkpoint", sweep.dir
-    )
+    wait_for((first.run_dir / "checkpoints" / "last.ckpt").is_file, "run 0's first checkpoint", 150, detail=logs)
     print(f"submit -> first checkpoint of task 0: {time.monotonic() - t0:.1f}s")
     interrupted = not (first.run_dir / "result.json").exists()
     requeue = slurm_cluster.run("scontrol", "requeue", f"{jobs[0]['job_id']}_0")
@@ -102,25 +69,25 @@ def test_ddp_array_requeue_and_no_secret(slurm_cluster: SlurmCluster, tmp_path: 
     if interrupted:
         wait_for(
             lambda: (
-                "requeued" in cli(slurm_cluster, "status", str(p)).stdout.split("\n")[0]
+                "requeued" in convbench("sweep", "status", p, cluster=slurm_cluster, env=WANDB).stdout.split("\n")[0]
                 or (first.run_dir / "metrics" / "version_1").exists()
             ),
-            60,
             "status requeued",
-            sweep.dir,
+            60,
+            detail=logs,
         )
     wait_for(
-        lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), 300, "4 results", sweep.dir
+        lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), "4 results", 300, detail=logs
     )  # 4 runs in turn, 30-50 s of start-up each on 2 busy cores
     print(f"4-run DDP array incl. requeue: {time.monotonic() - t0:.1f}s")
     results = [json.loads((r.run_dir / "result.json").read_text()) for r in sweep.runs]
     assert [(r["status"], r["world_size"]) for r in results] == [("completed", 2)] * 4
-    status = cli(slurm_cluster, "status", str(p))
-    assert status.stdout.count(" completed ") == 4, status.stdout
+    shown = convbench("sweep", "status", p, cluster=slurm_cluster, env=WANDB).stdout
+    assert shown.count(" completed ") == 4, shown
     if interrupted:  # resumed from its checkpoint, one W&B run
         assert (first.run_dir / "metrics" / "version_1").is_dir()
     # the W&B export follows result.json (the record first: nothing computed is lost if it fails)
-    wait_for(lambda: all(complete_export(r.run_dir) for r in sweep.runs), 60, "4 W&B exports", sweep.dir)
+    wait_for(lambda: all(complete_export(r.run_dir) for r in sweep.runs), "4 W&B exports", 60, detail=logs)
     for r in sweep.runs:  # one complete offline W&B run per run, requeued or not
         offline = list((r.run_dir / "wandb").glob("offline-run-*"))
         assert len(offline) == 1 and complete_export(r.run_dir) == offline[0], offline
@@ -166,19 +133,18 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: Slurm
     """What Slurm does ahead of a time limit or a preemption (--signal=SIGUSR1@90), sent by hand: the
     ranks agree on a step, save hpc_ckpt_1.ckpt there, rank 0 requeues its own array task, the task
     restarts and resumes from that checkpoint into the same W&B run, and the run ends with one result."""
-    p = sweep_file(tmp_path, "preempt", ddp_sweep(epochs=6, train_limit=6000, seeds=[0]))
+    p = ddp_sweep(tmp_path, "preempt", epochs=6, train_limit=6000, seeds=[0])
     sweep = load(p)
+    logs = partial(sweep_logs, sweep.dir)
     (run,) = sweep.runs
-    assert cli(slurm_cluster, str(p), "--backend", "slurm").returncode == 0
+    assert convbench("sweep", p, "--backend", "slurm", cluster=slurm_cluster, env=WANDB).returncode == 0
     task = f"{json.loads((sweep.dir / 'jobs.json').read_text())[0]['job_id']}_0"
-    wait_for(
-        lambda: (run.run_dir / "checkpoints" / "last.ckpt").is_file(), 150, "the first epoch's checkpoint", sweep.dir
-    )
+    wait_for((run.run_dir / "checkpoints" / "last.ckpt").is_file, "the first epoch's checkpoint", 150, detail=logs)
     assert not (run.run_dir / "result.json").exists(), "the run ended before it could be signalled: raise its epochs"
     signal = slurm_cluster.run("scancel", "--signal=USR1", task)
     assert signal.returncode == 0, signal.stderr
-    wait_for(lambda: any(run.run_dir.glob("checkpoints/hpc_ckpt_*.ckpt")), 60, "the hpc checkpoint", sweep.dir)
-    wait_for(lambda: (run.run_dir / "result.json").is_file(), 240, "the result", sweep.dir)
+    wait_for(lambda: any(run.run_dir.glob("checkpoints/hpc_ckpt_*.ckpt")), "the hpc checkpoint", 60, detail=logs)
+    wait_for((run.run_dir / "result.json").is_file, "the result", 240, detail=logs)
     result = json.loads((run.run_dir / "result.json").read_text())
     assert (result["status"], result["epochs"], result["world_size"]) == ("completed", 6, 2)
     log = next((sweep.dir / "logs").glob("*.out")).read_text()
@@ -189,7 +155,7 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: Slurm
     restarts = slurm_cluster.run("sacct", "-n", "-X", "-j", task, "-o", "State", "-D")
     assert "REQUEUED" in restarts.stdout, restarts.stdout
     assert (run.run_dir / "metrics" / "version_1").is_dir()  # the second attempt logged on from the checkpoint
-    wait_for(lambda: complete_export(run.run_dir) is not None, 60, "the W&B export", sweep.dir)
+    wait_for(lambda: complete_export(run.run_dir) is not None, "the W&B export", 60, detail=logs)
     (offline,) = (run.run_dir / "wandb").glob("offline-run-*")  # one W&B run for both attempts
     assert offline.name.rsplit("-", 1)[1] == (run.run_dir / "wandb_id").read_text().strip()
     w = WandbFile.read(wandb_file(offline))
@@ -198,36 +164,33 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: Slurm
     assert len(steps) == len(set(steps)) and steps == sorted(steps) and steps[-1] < result["global_step"]
 
 
-CANCEL = """
-    method: grid
-    parameters:
-      arch: {value: lenet5}
-      dataset: {value: synthetic}
-      data.input_size: {value: [1, 32, 32]}
-      data.num_samples: {value: 256}
-      data.num_workers: {value: 0}
-      wandb.mode: {value: disabled}
-      trainer.accelerator: {value: cpu}
-    convbench:
-      name: NAME
-      results: RESULTS
-      seeds: [0, 1, 2]
-      slurm: {cpus_per_task: 2}
-"""
-
-
 def test_cancel_then_resubmit_completes_the_rest(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
-    p = sweep_file(tmp_path, "cancel", CANCEL)
+    p = sweep_file(
+        tmp_path / "cancel.yaml",
+        {**LENET5_SYNTHETIC, "data.num_samples": 256, "trainer.accelerator": "cpu"},
+        convbench={
+            "name": "cancel",
+            "results": str(tmp_path / "results"),
+            "seeds": [0, 1, 2],
+            "slurm": {"cpus_per_task": 2},
+        },
+    )
     sweep = load(p)
-    assert cli(slurm_cluster, str(p), "--backend", "slurm").returncode == 0
-    wait_for(lambda: (sweep.runs[0].run_dir / "result.json").is_file(), 120, "run 0", sweep.dir)
-    assert cli(slurm_cluster, "cancel", str(p)).returncode == 0
-    wait_for(lambda: "cancelled" in cli(slurm_cluster, "status", str(p)).stdout, 30, "status cancelled", sweep.dir)
-    status = cli(slurm_cluster, "status", str(p)).stdout
-    assert status.splitlines()[0].split()[1] == "completed", status
-    again = cli(slurm_cluster, str(p), "--backend", "slurm")
+    logs = partial(sweep_logs, sweep.dir)
+    assert convbench("sweep", p, "--backend", "slurm", cluster=slurm_cluster, env=WANDB).returncode == 0
+    wait_for((sweep.runs[0].run_dir / "result.json").is_file, "run 0", 120, detail=logs)
+    assert convbench("sweep", "cancel", p, cluster=slurm_cluster, env=WANDB).returncode == 0
+    wait_for(
+        lambda: "cancelled" in convbench("sweep", "status", p, cluster=slurm_cluster, env=WANDB).stdout,
+        "status cancelled",
+        30,
+        detail=logs,
+    )
+    shown = convbench("sweep", "status", p, cluster=slurm_cluster, env=WANDB).stdout
+    assert shown.splitlines()[0].split()[1] == "completed", shown
+    again = convbench("sweep", p, "--backend", "slurm", cluster=slurm_cluster, env=WANDB)
     assert again.returncode == 0, again.stderr
     jobs = json.loads((sweep.dir / "jobs.json").read_text())
     assert len(jobs) == 2 and 0 not in ranges.expand(jobs[1]["runs"])
-    wait_for(lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), 150, "all results", sweep.dir)
-    assert cli(slurm_cluster, "status", str(p)).stdout.count(" completed ") == 3
+    wait_for(lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), "all results", 150, detail=logs)
+    assert convbench("sweep", "status", p, cluster=slurm_cluster, env=WANDB).stdout.count(" completed ") == 3
