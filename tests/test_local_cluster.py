@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_for
 from tests.slurm_fixtures import SlurmCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -55,15 +56,18 @@ def wait_for_allocations(
     cluster: SlurmCluster, job_id: str, count: int = 1, timeout: float = JOB_TIMEOUT
 ) -> dict[str, str]:
     """Poll sacct until `count` allocations (array tasks, or the job itself) are in a final state."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def finished() -> dict[str, str] | None:
         states = accounting(cluster, job_id)
         allocations = {j: s for j, s in states.items() if "." not in j}  # drop .batch/.0 steps
-        if len(allocations) >= count and all(s in TERMINAL for s in allocations.values()):
-            return states
-        if time.monotonic() > deadline:
-            pytest.fail(f"job {job_id} not finished after {timeout}s: {states}\n{cluster.log_tail()}")
-        time.sleep(0.2)
+        return states if len(allocations) >= count and all(s in TERMINAL for s in allocations.values()) else None
+
+    return wait_for(
+        finished,
+        f"job {job_id} to finish",
+        timeout,
+        detail=lambda: f"{accounting(cluster, job_id)}\n{cluster.log_tail()}",
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -76,11 +80,13 @@ def _alive(pid: int) -> bool:
 
 
 def wait_until_running(cluster: SlurmCluster, job_id: str) -> None:
-    deadline = time.monotonic() + JOB_TIMEOUT
-    while cluster.run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip() != "RUNNING":
-        if time.monotonic() > deadline:
-            pytest.fail(f"job {job_id} did not start within {JOB_TIMEOUT}s\n{cluster.log_tail()}")
-        time.sleep(0.1)
+    wait_for(
+        lambda: cluster.run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip() == "RUNNING",
+        f"job {job_id} to start",
+        JOB_TIMEOUT,
+        interval=0.1,
+        detail=cluster.log_tail,
+    )
 
 
 def test_up_is_idempotent_and_env_prints_slurm_conf(slurm_cluster: SlurmCluster) -> None:
@@ -97,6 +103,9 @@ def test_status_reports_every_daemon_running(slurm_cluster: SlurmCluster) -> Non
         assert re.search(rf"^{daemon}\s+running \(pid \d+\)$", out, re.M), out
 
 
+RANK_OF = 'import os; print("rank", os.environ["SLURM_PROCID"], "of", os.environ["SLURM_NTASKS"])'
+
+
 def test_sbatch_srun_two_ranks_completes(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     submitted = time.time()
     job_id = submit(
@@ -107,7 +116,7 @@ def test_sbatch_srun_two_ranks_completes(slurm_cluster: SlurmCluster, tmp_path: 
         #SBATCH --ntasks-per-node=2
         #SBATCH --output=ranks.out
         echo "started $(date +%s.%N)"
-        srun {sys.executable} -c 'import os; print("rank", os.environ["SLURM_PROCID"], "of", os.environ["SLURM_NTASKS"])'
+        srun {sys.executable} -c '{RANK_OF}'
         """,
     )
     states = wait_for_allocations(slurm_cluster, job_id)
@@ -153,16 +162,11 @@ def test_scancel_marks_job_cancelled_and_kills_its_processes(slurm_cluster: Slur
     duration = f"300.{os.getpid()}"  # a command line no other process has
     job_id = submit(slurm_cluster, tmp_path, f"#SBATCH --job-name=sleeper\ntouch started\nsleep {duration}\n")
     wait_until_running(slurm_cluster, job_id)
-    deadline = time.monotonic() + JOB_TIMEOUT
-    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for((tmp_path / "started").exists, "the job's first command", JOB_TIMEOUT, interval=0.05)
     _check(slurm_cluster.run("scancel", job_id), "scancel")
     states = wait_for_allocations(slurm_cluster, job_id)
     assert states[job_id] == "CANCELLED", states
-    deadline = time.monotonic() + 10
-    while _pids_with_cmdline("sleep", duration) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _pids_with_cmdline("sleep", duration) == [], "the cancelled job's sleep survived"
+    wait_for(lambda: not _pids_with_cmdline("sleep", duration), "the cancelled job's sleep to end", 10, interval=0.1)
 
 
 GLOO_ALLREDUCE = """
