@@ -538,3 +538,15 @@ def test_a_run_shorter_than_the_logging_interval_says_it_has_no_step_curve(
     )
     warn_if_no_step_curve(config(tmp_path, trainer={"log_every_n_steps": 10, "max_steps": 12}), 4)
     assert capsys.readouterr().err == ""
+
+
+def test_a_resume_mid_epoch_times_only_its_own_batches(tmp_path: Path) -> None:
+    """Lightning skips on_train_epoch_start when it resumes mid-epoch: the resumed attempt's first batch
+    is timed from the start of training, so its training time fits in its wall time (it was timed
+    from the clock's zero, and the record said a fraction of a sample a second)."""
+    c = config(tmp_path, epochs=2, trainer={"log_every_n_steps": 1, "checkpoint_every_min": 1e-9})
+    with pytest.raises(SystemExit):
+        train(c, extra_callbacks=[KilledAt(9)])  # interval checkpoints every step: step.ckpt at step 9
+    resumed = train(c, resume=True)
+    samples = (resumed.global_step - 9) * 64  # the steps this attempt trained, at batch 64
+    assert resumed.global_step == 12 and resumed.train_samples_per_s * resumed.wall_time_s >= samples

@@ -71,6 +71,7 @@ class Throughput(pl.Callback):
     def _restart(self, *_: Any) -> None:
         self._clock = time.perf_counter()
 
+    on_train_start = _restart  # a resume mid-epoch starts there: Lightning skips on_train_epoch_start
     on_train_epoch_start = _restart
     on_validation_end = _restart  # the next batch's time starts after validation
 
