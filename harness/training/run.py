@@ -184,7 +184,8 @@ def build_loggers(config: TrainConfig, run: RunDir) -> list[Logger]:
     return loggers
 
 
-# Lightning's banners (accelerators, tips, "Initializing distributed", restore paths) and warnings
+# Lightning's banners (accelerators, tips, "Initializing distributed", restore paths, the
+# checkpoint connector's "`weights_only` was not set" at each interval checkpoint) and warnings
 # that do not apply here: the metrics are torchmetrics objects synced by themselves, checkpoints
 # are our own, the data module resumes mid-epoch itself, and the logging interval counts optimiser
 # steps across epochs (harness.training.cadence), so an epoch shorter than it loses no step logs
@@ -194,6 +195,7 @@ BANNER_LOGGERS = (
     "pytorch_lightning.accelerators.cuda",
     "lightning_fabric.utilities.distributed",
     "lightning_fabric.utilities.seed",
+    "pytorch_lightning.trainer.connectors.checkpoint_connector",
 )
 NOT_APPLICABLE = (
     r"You're resuming from a checkpoint that ended before the epoch ended",
