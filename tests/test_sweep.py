@@ -9,48 +9,35 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from harness.errors import UserError
 from harness.sweep.spec import load
-
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+from tests.helpers import ENV, LENET5_SYNTHETIC, REPO, convbench, sweep_file, wait_for
 
 
-def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
-    p = tmp_path / name
-    p.write_text(textwrap.dedent(text).lstrip())
+def write(tmp_path: Path, text: str) -> Path:
+    """A sweep file as text: for what the loader says about the text itself (line numbers, bad YAML)."""
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
     return p
 
 
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=timeout
+def tiny(tmp_path: Path, epochs: int, samples: int) -> Path:
+    """Two lenet5 runs (seeds 0 and 1) on synthetic images, a step a batch of 64 logged."""
+    return sweep_file(
+        tmp_path / "s.yaml",
+        {
+            **LENET5_SYNTHETIC,
+            "epochs": epochs,
+            "data.num_samples": samples,
+            "data.batch_size": 64,
+            "trainer.log_every_n_steps": 1,
+        },
+        convbench={"name": "tiny", "results": str(tmp_path / "results"), "seeds": [0, 1]},
     )
-
-
-SYNTHETIC = """
-    method: grid
-    parameters:
-      arch: {{value: lenet5}}
-      dataset: {{value: synthetic}}
-      epochs: {{value: {epochs}}}
-      data.input_size: {{value: [1, 32, 32]}}
-      data.num_samples: {{value: {samples}}}
-      data.num_workers: {{value: 0}}
-      data.batch_size: {{value: 64}}
-      wandb.mode: {{value: disabled}}
-      trainer.log_every_n_steps: {{value: 1}}
-    convbench:
-      name: tiny
-      results: {results}
-      seeds: [0, 1]
-"""
 
 
 @pytest.mark.parametrize(
@@ -87,7 +74,8 @@ SYNTHETIC = """
         ),
         (
             "method: grid\nparamters:\n  arch: {value: lenet5}\n",
-            r"line 2: unknown config key paramters; accepted under the top level: method, parameters.*convbench-only keys go under convbench",
+            r"line 2: unknown config key paramters; accepted under the top level: method, parameters"
+            r".*convbench-only keys go under convbench",
         ),
         ("method: bayes\nparameters:\n  arch: {value: lenet5}\n", r"line 1: method='bayes'"),
         (
@@ -108,7 +96,7 @@ def test_validation_errors_name_key_and_line(tmp_path: Path, text: str, match: s
 
 def test_cli_reports_a_bad_sweep_in_one_line(tmp_path: Path) -> None:
     p = write(tmp_path, "method: grid\nparameters:\n  arch: {value: lenet5}\n  optim.lrr: {values: [0.1]}\n")
-    proc = cli("sweep", str(p), "--dry-run")
+    proc = convbench("sweep", p, "--dry-run")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "line 4" in proc.stderr, proc.stderr
 
 
@@ -130,7 +118,7 @@ def test_unusable_sweep_file(tmp_path: Path, make, fragment: str) -> None:
 
 def test_cli_reports_an_empty_sweep_file_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text("")
-    proc = cli("sweep", str(tmp_path / "s.yaml"), "--dry-run")
+    proc = convbench("sweep", tmp_path / "s.yaml", "--dry-run")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "s.yaml is empty" in proc.stderr, proc.stderr
 
 
@@ -170,10 +158,13 @@ def test_shipped_sweeps_load() -> None:
 def test_run_ids_are_those_of_the_published_studies() -> None:
     """Finished runs are found by run id: the shipped sweeps still resolve to the ids of docs/results (a
     change to the config schema or the hash that moved them would rerun every study)."""
-    published = lambda study: {
-        r["run_id"] for r in json.loads((REPO / "docs" / "results" / study / "runs.json").read_text())
-    }  # noqa: E731
-    ids = lambda sweep: {r.run_id for r in load(REPO / "sweeps" / f"{sweep}.yaml").runs}  # noqa: E731
+
+    def published(study: str) -> set[str]:
+        return {r["run_id"] for r in json.loads((REPO / "docs" / "results" / study / "runs.json").read_text())}
+
+    def ids(sweep: str) -> set[str]:
+        return {r.run_id for r in load(REPO / "sweeps" / f"{sweep}.yaml").runs}
+
     assert ids("fashion-precision") == published("precision")
     assert ids("fashion-depth") | ids("fashion-depth-zero-init") == published("depth")
     scratch = {
@@ -203,22 +194,22 @@ def test_a_key_added_as_non_default_identity_keeps_earlier_ids(monkeypatch: pyte
 
 
 def test_random_needs_run_cap_and_samples(tmp_path: Path) -> None:
-    text = "method: random\nparameters:\n  arch: {value: lenet5}\n  seed: {values: [0, 1, 2, 3, 4, 5]}\n"
+    parameters = {"arch": "lenet5", "seed": [0, 1, 2, 3, 4, 5]}
     with pytest.raises(UserError, match="run_cap"):
-        load(write(tmp_path, text))
-    assert len(load(write(tmp_path, text + "run_cap: 3\n")).runs) == 3
+        load(sweep_file(tmp_path / "s.yaml", parameters, method="random"))
+    assert len(load(sweep_file(tmp_path / "s.yaml", parameters, method="random", run_cap=3)).runs) == 3
 
 
 def test_dry_run_lists_runs(tmp_path: Path) -> None:
-    p = write(tmp_path, SYNTHETIC.format(epochs=1, samples=256, results=tmp_path / "results"))
-    proc = cli("sweep", str(p), "--dry-run")
+    p = tiny(tmp_path, epochs=1, samples=256)
+    proc = convbench("sweep", p, "--dry-run")
     assert proc.returncode == 0, proc.stderr
     sweep = load(p)
     for run in sweep.runs:
-        line = next(l for l in proc.stdout.splitlines() if run.run_id in l)
+        line = next(line for line in proc.stdout.splitlines() if run.run_id in line)
         assert "lenet5" in line and "depth 5" in line and f"seed={run.config.seed}" in line
     assert not (tmp_path / "results").exists()  # nothing ran, nothing written
-    slurm = cli("sweep", "run", str(p), "--backend", "slurm", "--dry-run")
+    slurm = convbench("sweep", "run", p, "--backend", "slurm", "--dry-run")
     assert slurm.returncode == 0, slurm.stderr
     assert (
         "#SBATCH --array=0-1\n" in slurm.stdout
@@ -229,21 +220,21 @@ def test_dry_run_lists_runs(tmp_path: Path) -> None:
 
 
 def test_local_parallel_runs_and_skips_done(tmp_path: Path) -> None:
-    p = write(tmp_path, SYNTHETIC.format(epochs=1, samples=256, results=tmp_path / "results"))
-    proc = cli("sweep", str(p), "--parallel", "2")
+    p = tiny(tmp_path, epochs=1, samples=256)
+    proc = convbench("sweep", p, "--parallel", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     sweep = load(p)
     for run in sweep.runs:
         assert json.loads((run.run_dir / "result.json").read_text())["status"] == "completed"
         assert "OMP_NUM_THREADS" not in (run.run_dir / "config.yaml").read_text()
-    again = cli("sweep", str(p), "--parallel", "2")
+    again = convbench("sweep", p, "--parallel", "2")
     assert again.returncode == 0 and "started" not in again.stdout
-    status = cli("sweep", "status", str(p))
+    status = convbench("sweep", "status", p)
     assert status.stdout.count("completed") >= 2, status.stdout
 
 
 def test_killed_runner_restarts_and_completes_each_run_once(tmp_path: Path) -> None:
-    p = write(tmp_path, SYNTHETIC.format(epochs=3, samples=1024, results=tmp_path / "results"))
+    p = tiny(tmp_path, epochs=3, samples=1024)
     sweep = load(p)
     first = sweep.runs[0]
     runner = subprocess.Popen(
@@ -255,17 +246,20 @@ def test_killed_runner_restarts_and_completes_each_run_once(tmp_path: Path) -> N
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while not (first.run_dir / "checkpoints" / "last.ckpt").is_file():  # mid-run: one epoch done
-            assert runner.poll() is None and time.monotonic() < deadline, "the first run never checkpointed"
-            time.sleep(0.05)
+        wait_for(  # mid-run: one epoch done
+            lambda: (first.run_dir / "checkpoints" / "last.ckpt").is_file() or runner.poll() is not None,
+            "the first run's checkpoint",
+            120,
+            interval=0.05,
+        )
+        assert runner.poll() is None, "the runner ended before the first run checkpointed"
     finally:
         os.killpg(runner.pid, signal.SIGKILL)  # the runner and its training child
         runner.wait()
     assert not (first.run_dir / "result.json").exists()
-    status = cli("sweep", "status", str(p))
+    status = convbench("sweep", "status", p)
     assert "interrupted" in status.stdout, status.stdout
-    proc = cli("sweep", str(p))
+    proc = convbench("sweep", p)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "resuming" in proc.stdout
     for run in sweep.runs:
@@ -280,21 +274,13 @@ def test_killed_runner_restarts_and_completes_each_run_once(tmp_path: Path) -> N
 def test_status_without_the_slurm_controller_says_so(tmp_path: Path) -> None:
     """A sweep with recorded Slurm jobs, checked where squeue cannot reach a controller (no SLURM_CONF):
     one line naming squeue, not a status that shows queued runs as never submitted."""
-    p = write(tmp_path, SYNTHETIC.format(epochs=1, samples=256, results=tmp_path / "results"))
+    p = tiny(tmp_path, epochs=1, samples=256)
     sweep = load(p)
     from harness.sweep import store
 
     store.prepare(sweep)
     store.add_job(sweep, store.ArrayJob("4242", "x.sbatch", "0-1"))
-    env = {k: v for k, v in ENV.items() if not k.startswith("SLURM_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "sweep", "status", str(p)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=120,
-    )
+    proc = convbench("sweep", "status", p, env={k: None for k in ENV if k.startswith("SLURM_")})
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stdout + proc.stderr
     assert "squeue failed" in proc.stderr and "SLURM_CONF" in proc.stderr
 
@@ -304,7 +290,6 @@ def test_local_runs_wait_for_the_runs_they_need_and_say_how_far_along_they_are(t
     needs nothing takes the free slot; the runner's plain lines say what it will do, each start and end,
     and how many runs are done. A run whose need failed is blocked, not run."""
     from harness.run_record import RunResult
-    from tests.helpers import convbench, sweep_file
 
     common = {
         "arch": "lenet5",
