@@ -8,8 +8,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from harness.training.module import lr_factor
 from harness.training.preemption import Preempted
 from harness.training.run import build_data, train
 from harness.wandb_run import complete_export
+from tests.helpers import convbench
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -327,9 +326,9 @@ def test_cpu_threads_leave_cores_to_the_data_workers(tmp_path: Path, monkeypatch
 
 def test_plain_epoch_lines_when_not_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     train(config(tmp_path, epochs=2))
-    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch ")]
-    assert [l.split()[1] for l in lines] == ["1/2", "2/2"]
-    assert all("train/loss" in l and "val/acc1" in l for l in lines)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
+    assert all("train/loss" in line and "val/acc1" in line for line in lines)
 
 
 class KilledAt(pl.Callback):
@@ -437,42 +436,34 @@ def test_ddp_record_gives_the_job_rate_and_each_rank(tmp_path: Path) -> None:
     with the spread, world size and hosts. (ddp_fork would not
     do here: its ranks are children, and the parent's callbacks never see their figures.)"""
     results = tmp_path / "results"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "train",
-            "--arch",
-            "lenet5",
-            "--data",
-            "synthetic",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "32",
-            "--devices",
-            "2",
-            "--strategy",
-            "ddp",
-            "--accelerator",
-            "cpu",
-            "--workers",
-            "0",
-            "--wandb",
-            "disabled",
-            "--results",
-            str(results),
-            "--set",
-            "trainer.threads=1",
-            "--set",
-            "data.input_size=[1, 32, 32]",
-            "--set",
-            "data.num_samples=512",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    r = convbench(
+        "train",
+        "--arch",
+        "lenet5",
+        "--data",
+        "synthetic",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--accelerator",
+        "cpu",
+        "--workers",
+        "0",
+        "--wandb",
+        "disabled",
+        "--results",
+        results,
+        "--set",
+        "trainer.threads=1",
+        "--set",
+        "data.input_size=[1, 32, 32]",
+        "--set",
+        "data.num_samples=512",
     )
     assert r.returncode == 0, r.stderr[-2000:]
     (record,) = results.glob("*/result.json")
