@@ -76,7 +76,7 @@ def test_lenet5() -> None:
 
 def test_alexnet_paper_seed_arithmetic() -> None:
     prof = A.profile(A.create("alexnet_paper"), (3, 227, 227))
-    conv1, pool1 = prof.layers[0], next(l for l in prof.layers if l.type == "MaxPool2d")
+    conv1, pool1 = prof.layers[0], next(layer for layer in prof.layers if layer.type == "MaxPool2d")
     assert (conv1.type, conv1.output_shape) == ("Conv2d", [96, 55, 55])
     assert (pool1.output_shape, pool1.params) == ([96, 27, 27], 0)
     assert prof.params == 62_378_344  # the paper's widths, single tower
@@ -86,7 +86,7 @@ def test_alexnet_paper_seed_arithmetic() -> None:
 def test_googlenet_paper_differs_and_aux_heads() -> None:
     tv, paper = A.profile(A.create("googlenet"), (3, 224, 224)), A.profile(A.create("googlenet_paper"), (3, 224, 224))
     assert paper.params != tv.params and paper.macs > tv.macs  # the true 5x5 branch costs more
-    assert not any(l.type == "BatchNorm2d" for l in paper.layers)
+    assert not any(layer.type == "BatchNorm2d" for layer in paper.layers)
     model = A.create("googlenet", num_classes=7, aux_logits=True).train()
     outs = model(torch.randn(2, 3, 224, 224))
     assert [o.shape for o in outs] == [torch.Size([2, 7])] * 3

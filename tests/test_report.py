@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +15,9 @@ from harness.cli import main
 from harness.config.train_config import resolve
 from harness.report.collect import read_curve
 from harness.wandb_run import WandbFile
+from tests.helpers import REPO, convbench
 
 PNG = b"\x89PNG\r\n\x1a\n"
-ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "MPLBACKEND": "Agg", "WANDB_SILENT": "true"}
-ROOT = Path(__file__).resolve().parents[1]
 
 # arch -> (family, depth, residual, params, macs, samples/s, peak bytes)
 ARCHS = {
@@ -184,20 +180,13 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def report(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("out")
-    p = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "report", str(tree), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=ROOT,
-        timeout=120,
-    )
+    p = convbench("report", tree, "--out", out, env={"MPLBACKEND": "Agg", "WANDB_SILENT": "true"})
     assert p.returncode == 0, p.stderr
     return out, p.stdout
 
 
 def md_rows(text: str) -> list[dict[str, str]]:
-    lines = [l for l in text.splitlines() if l.startswith("| ")]
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
     header = [c.strip() for c in lines[0].strip("|").split(" | ")]
     rows = []
     for line in lines[1:]:
@@ -311,22 +300,22 @@ def test_report_and_runs_json(tree: Path, report: tuple[Path, str]) -> None:
 def test_findings_state_degradation_and_the_transfer_winner(report: tuple[Path, str]) -> None:
     out, _ = report
     text = (out / "report.md").read_text()
-    # by hand: train top-1 plain20 90/92/94 -> error 8.00, plain56 85/87 -> 14.00 (+6.00); resnet20 (lr 0.1) 91/93/95 -> 7.00,
-    # resnet56 97/99 -> 2.00; the lr=0.01 resnet20 is not the study's configuration and stays out
+    # by hand: train top-1 plain20 90/92/94 -> error 8.00, plain56 85/87 -> 14.00 (+6.00); resnet20 (lr 0.1) 91/93/95
+    # -> 7.00, resnet56 97/99 -> 2.00; the lr=0.01 resnet20 is not the study's configuration and stays out
     assert "| 20 | plain20 | 8.00 ± 2.00 | resnet20 | 7.00 ± 2.00 | 18.00 ± 2.00 | 17.00 ± 2.00 |" in text
     assert "| 56 | plain56 | 14.00 ± 1.41 | resnet56 | 2.00 ± 1.41 | 23.00 ± 1.41 | 13.00 ± 1.41 |" in text
     assert (
-        "training error 8.00% at depth 20 -> 14.00% at depth 56 (+6.00 points from depth 20, seeds' spread 2.00): it rises "
-        "with depth: degradation reproduced"
+        "training error 8.00% at depth 20 -> 14.00% at depth 56 (+6.00 points from depth 20, seeds' spread 2.00): it "
+        "rises with depth: degradation reproduced"
     ) in text
     assert (
-        "every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 vs 20, "
-        "-5.00 points of training error, spread 2.00)"
+        "every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 "
+        "vs 20, -5.00 points of training error, spread 2.00)"
     ) in text
     # vgg: plain only, one seed at depth 11 (error 20) and two at 16 (17 ± 1.41): no residual verdict
     assert (
-        "training error 20.00% at depth 11 -> 17.00% at depth 16 (-3.00 points from depth 11, seeds' spread 1.41): it does not rise"
-        in text
+        "training error 20.00% at depth 11 -> 17.00% at depth 16 (-3.00 points from depth 11, seeds' spread 1.41): it "
+        "does not rise" in text
     )
     # transfer: finetune 41 vs linear probe 32 at 10 labels (+9.00), 57 vs 46 at 100 (+11.00)
     # and each mode over scratch (the seeds' table): linear probe +21 and +15, finetune +30 and +26
@@ -335,12 +324,12 @@ def test_findings_state_degradation_and_the_transfer_winner(report: tuple[Path, 
         in text
     )
     assert (
-        "| resnet20 | cifar100 | 100 | 31.00 ± 1.41 | 46.00 ± 1.41 | 57.00 ± 2.83 | +15.00 | +26.00 | finetune | +11.00 |"
-        in text
+        "| resnet20 | cifar100 | 100 | 31.00 ± 1.41 | 46.00 ± 1.41 | 57.00 ± 2.83 | +15.00 | +26.00 | finetune | "
+        "+11.00 |" in text
     )
     assert (
-        "- resnet20 on cifar100 (labels/class 10, 100): linear probe over scratch +21.00, +15.00; finetune over linear probe "
-        "+9.00, +11.00; at 10 labels/class finetune over scratch +30.00 points."
+        "- resnet20 on cifar100 (labels/class 10, 100): linear probe over scratch +21.00, +15.00; finetune over linear "
+        "probe +9.00, +11.00; at 10 labels/class finetune over scratch +30.00 points."
     ) in text
     found = json.loads((out / "report.json").read_text())["findings"]
     deg, vgg = found["degradation"]
@@ -380,12 +369,12 @@ def test_budget_along_the_curves_and_variants_against_the_defaults(tmp_path: Pat
         [10, 20, 30],
     )
     assert (
-        "does not hold at the last step all the curves logged (step 30). At step 30: worst residual pair depth 56 vs 20, +6.00 points"
-        in text
+        "does not hold at the last step all the curves logged (step 30). At step 30: worst residual pair depth 56 vs "
+        "20, +6.00 points" in text
     )
     assert (
-        "(model.zero_init_residual=True): training error resnet20 >= resnet56 (within the seeds' spread), with the deepest plain "
-        "net worse than the shallowest, holds from step 10 of 30 on." in text
+        "(model.zero_init_residual=True): training error resnet20 >= resnet56 (within the seeds' spread), with the "
+        "deepest plain net worse than the shallowest, holds from step 10 of 30 on." in text
     )
     found = {(f["arch"], f["variant"]): f for f in rep.findings["variants"]}
     assert set(found) == {
@@ -405,7 +394,8 @@ def test_budget_along_the_curves_and_variants_against_the_defaults(tmp_path: Pat
 def test_findings_say_so_when_degradation_is_not_reproduced(tmp_path: Path) -> None:
     from harness.report import build
 
-    # two seeds each: plain56 rises by 1 point, within its 1.41-point spread; resnet56 worse than resnet20 by 3 (spread 1.41)
+    # two seeds each: plain56 rises by 1 point, within its 1.41-point spread; resnet56 worse than resnet20
+    # by 3 (spread 1.41)
     for arch, trains in (
         ("plain20", (0.90, 0.90)),
         ("plain56", (0.88, 0.90)),
@@ -416,12 +406,12 @@ def test_findings_say_so_when_degradation_is_not_reproduced(tmp_path: Path) -> N
             write_run(tmp_path / "runs", arch, seed, train - 0.05, train, 0.2)
     text = (build(tmp_path / "runs", tmp_path / "out", charts=False).out / "report.md").read_text()
     assert (
-        "(+1.00 points from depth 20, seeds' spread 1.41): it does not rise with depth beyond the seeds' spread: degradation not reproduced"
-        in text
+        "(+1.00 points from depth 20, seeds' spread 1.41): it does not rise with depth beyond the seeds' spread: "
+        "degradation not reproduced" in text
     )
     assert (
-        "not every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 vs 20, "
-        "+3.00 points of training error, spread 1.41)" in text
+        "not every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: "
+        "depth 56 vs 20, +3.00 points of training error, spread 1.41)" in text
     )
 
 
@@ -440,8 +430,8 @@ def test_a_residual_only_ladder_gets_its_verdict(tmp_path: Path) -> None:
     text = (rep.out / "report.md").read_text()
     assert "Plain nets" not in text
     assert (
-        "not every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: depth 56 vs 20, "
-        "+2.00 points of training error, spread 0.00)" in text
+        "not every deeper net trains at least as well as each shallower one within the seeds' spread (worst pair: "
+        "depth 56 vs 20, +2.00 points of training error, spread 0.00)" in text
     )
 
 
@@ -456,8 +446,8 @@ def test_degradation_past_the_best_depth(tmp_path: Path) -> None:
     rep = build(tmp_path / "runs", tmp_path / "out", charts=False)
     text = (rep.out / "report.md").read_text()
     assert (
-        "training error 16.50% at depth 4 -> 12.00% at depth 13 (the lowest) -> 16.00% at depth 25 (+4.00 points from depth 13, "
-        "seeds' spread 1.41): it rises past depth 13: degradation reproduced"
+        "training error 16.50% at depth 4 -> 12.00% at depth 13 (the lowest) -> 16.00% at depth 25 (+4.00 points from "
+        "depth 13, seeds' spread 1.41): it rises past depth 13: degradation reproduced"
     ) in text
     (vgg,) = json.loads((rep.out / "report.json").read_text())["findings"]["degradation"]
     assert (vgg["plain"]["shallow"], vgg["plain"]["best"], vgg["plain"]["deep"]) == (4, 13, 25)
@@ -503,8 +493,8 @@ def test_a_class_subset_is_its_own_task(tmp_path: Path) -> None:
     assert cell["spread"] == pytest.approx(0.71, abs=0.01)
     # at 100 labels finetune leads by half a point, less than the seeds' 0.71
     assert (
-        "| resnet20 | cifar10 classes 5-9 | 100 | 50.50 ± 0.71 | 51.00 ± 0.71 | +0.50~ | finetune | +0.50 (within the seeds' spread) |"
-        in text
+        "| resnet20 | cifar10 classes 5-9 | 100 | 50.50 ± 0.71 | 51.00 ± 0.71 | +0.50~ | finetune | +0.50 (within the "
+        "seeds' spread) |" in text
     )
     assert close["margin"] == pytest.approx(0.5)
     assert set(rep.charts) == {"accuracy_vs_cost_cifar10-classes-0-4", "transfer"}
@@ -654,7 +644,7 @@ def test_older_and_newer_result_files_load(tmp_path: Path) -> None:
 
 def test_published_runs_name_relative_paths() -> None:
     """docs/results/*/runs.json name every run relative to its results root, never by a machine's absolute path."""
-    for f in sorted((Path(__file__).resolve().parents[1] / "docs" / "results").glob("*/runs.json")):
+    for f in sorted((REPO / "docs" / "results").glob("*/runs.json")):
         rows = json.loads(f.read_text())
         assert rows and all(not Path(r["path"]).is_absolute() and r["path"] == r["run_id"] for r in rows), f
 

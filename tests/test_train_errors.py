@@ -57,7 +57,7 @@ def train(
 
 def assert_one_line(r: Outcome, *fragments: str) -> None:
     assert r.returncode == 2, r.stderr[-2000:]
-    lines = [l for l in r.stderr.splitlines() if "error:" in l]
+    lines = [line for line in r.stderr.splitlines() if "error:" in line]
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     for f in fragments:
         assert f in lines[0], lines[0]
