@@ -157,7 +157,9 @@ class Preemption(pl.Callback):
             # not in the run dir (Lightning's default_root_dir): under Slurm Lightning would load an
             # hpc_ckpt_N.ckpt found there into trainer.test, testing the signal's weights, not the final ones
             path = next_hpc_checkpoint(self.run_dir / "checkpoints")
-            trainer.save_checkpoint(path)  # every rank: the strategy writes on rank 0 and waits for all
+            trainer.save_checkpoint(
+                path, weights_only=False
+            )  # every rank: the strategy writes on rank 0 and waits for all
         else:
             path = self.save_step_checkpoint(trainer)
         self._last_save = time.monotonic()
@@ -182,7 +184,7 @@ class Preemption(pl.Callback):
         """checkpoints/step.ckpt, replaced atomically: a kill during the save leaves the previous one."""
         path = self.run_dir / "checkpoints" / STEP_CHECKPOINT
         tmp = path.with_name(f".{STEP_CHECKPOINT}.tmp")
-        trainer.save_checkpoint(tmp)  # rank 0 writes, then all ranks pass a barrier
+        trainer.save_checkpoint(tmp, weights_only=False)  # rank 0 writes, then all ranks pass a barrier
         if trainer.is_global_zero:
             os.replace(tmp, path)
         return path
