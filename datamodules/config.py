@@ -6,7 +6,8 @@ not pay for it.
 `None` fields mean "the dataset's default"; the module fills them in (`ConvDataModule.config`).
 Field metadata says two more things: ``identity: False`` for fields that do not change what is
 computed (where the files are, how they are read), and ``datasets`` for fields that apply to some
-datasets only (setting them elsewhere is an error, not a no-op).
+datasets only (setting them elsewhere is an error, not a no-op). A field's docstring (the string on
+the line after it) is its `data.*` key's entry in docs/config.md.
 """
 
 from __future__ import annotations
@@ -30,74 +31,73 @@ Count = Annotated[int, Ge(1)]
 
 @dataclass
 class AugmentConfig:
-    """Train-time augmentation; every stage can be switched off. Evaluation never augments.
-
-    crop: small images (CIFAR, Fashion-MNIST, synthetic) are zero-padded by `crop_padding` on each
-        side and randomly cropped back to the image size (He et al.); ImageNet uses
-        RandomResizedCrop(image_size) instead and ignores `crop_padding`. None = the dataset's
-        default: True, but False for fashion-mnist, whose garments are centred and size-normalised
-        (its published baselines train without crops; a crop costs ~5 points of one-epoch accuracy).
-    flip: random horizontal flip; None = the dataset's default (True for cifar*/imagenet, whose labels
-        are flip-invariant; False for fashion-mnist and synthetic).
-    noise_std: std of additive Gaussian noise in pixel/255 units (0.1 = 25.5 grey levels), added to
-        the [0, 1]-scaled image, clipped to [0, 1], before normalisation. Train only.
-    normalize: subtract the dataset mean and divide by its std; if False images are just scaled to [0, 1].
-    """
+    """Train-time augmentation; every stage can be switched off. Evaluation never augments."""
 
     __pydantic_config__ = STRICT
 
     crop: bool | None = None
+    """Pad by `crop_padding` and randomly crop back (He et al.); ImageNet: RandomResizedCrop(image_size).
+    null: the dataset's default, on but off for fashion-mnist, whose garments are centred and
+    size-normalised (its published baselines train without crops)."""
     crop_padding: Annotated[int, Ge(0)] = 4
+    """Zero padding on each side before the random crop of small images; ImageNet ignores it."""
     flip: bool | None = None
+    """Random horizontal flip; null: the dataset's default, on where labels are flip-invariant
+    (cifar*, imagenet), off for fashion-mnist and synthetic."""
     noise_std: Annotated[float, Ge(0), Le(1)] = 0.0
+    """Std of Gaussian noise added to the [0, 1]-scaled image (0.1 = 25.5 grey levels), clipped to
+    [0, 1], before normalisation."""
     normalize: bool = True
+    """Subtract the dataset's mean and divide by its std; false: images only scaled to [0, 1]."""
 
 
 @dataclass
 class DataConfig:
-    """Which images, how many, at what size, and how they are batched.
-
-    root: data directory; None = the dataset's default (fashion-mnist: /usr/share/datasets/fashion-mnist,
-        cifar10/cifar100: data (relative to the working directory), imagenet: data/imagenet).
-    eval_batch_size: None = batch_size.
-    val_size: images carved at random (seeded) from the official train set for validation; None =
-        the dataset's default (5000 for cifar* and fashion-mnist, as He et al.'s 45k/5k; 0 for
-        imagenet, whose validation and test loaders then both read the official val/ folder; 0 for
-        synthetic). 0 = no validation split.
-    seed: fixes the validation split, label/size subsampling, shuffling and augmentation streams.
-    image_size: side of the square image the model receives; None = native (28 fashion-mnist, 32 cifar,
-        224 imagenet). For small images, growing by at most 8 px zero-pads centred (Fashion-MNIST at 32
-        is padded 2 px each side, the LeNet convention); any other change is a bilinear resize.
-        ImageNet: crop size, the eval resize is scaled alike (256/224 * image_size).
-    in_chans: channels the model receives; None = native. 3 on grey data replicates the channel.
-    classes: keep only these original classes, relabelled 0..k-1 in the given order (transfer study).
-    labels_per_class: keep this many train images per class (seeded), after the validation split.
-    train_limit: keep at most this many train images (seeded), after labels_per_class.
-    coarse_labels: cifar100 only: the 20 superclasses instead of the 100 classes.
-    download: cifar* only: fetch and verify the official archive when the files are absent.
-    num_samples, input_size (C, H, W), num_classes: synthetic only; train and test each hold
-        num_samples images.
-    """
+    """Which images, how many, at what size, and how they are batched."""
 
     __pydantic_config__ = STRICT
 
     root: str | None = field(default=None, metadata=NOT_IDENTITY)
+    """The dataset's folder; null: its default (fashion-mnist /usr/share/datasets/fashion-mnist,
+    cifar10 and cifar100 data, imagenet data/imagenet; relative paths from the working directory)."""
     batch_size: Count = 128
+    """Training batch size on each rank (a recipe proposes its paper's)."""
     eval_batch_size: Count | None = None
+    """Validation and test batch size; null: `batch_size`."""
     num_workers: Annotated[int, Ge(0)] = field(default=2, metadata=NOT_IDENTITY)
+    """DataLoader worker processes (0: load in the training process)."""
     val_size: Annotated[int, Ge(0)] | None = None
+    """Images carved at random (seeded) from the official train set for validation; 0: none; null: the
+    dataset's default, 5000 for cifar* and fashion-mnist (He et al.'s 45k/5k), 0 for synthetic and
+    imagenet (whose validation and test loaders then both read the official val/ folder)."""
     seed: Annotated[int, Ge(0)] = 0
+    """Fixes the validation split, the label and size subsampling, the shuffling and the augmentation;
+    a training run passes its `seed` unless this is given."""
     image_size: Count | None = None
+    """Side of the square image the model receives; null: native (28 fashion-mnist, 32 cifar, 224
+    imagenet). Growing a small image by at most 8 px zero-pads it centred (Fashion-MNIST at 32: 2 px
+    each side, the LeNet convention); any other change is a bilinear resize. ImageNet: the crop size,
+    and the evaluation resize scales alike (256/224 x image_size)."""
     in_chans: Count | None = None
+    """Channels the model receives; null: native. 3 on grey data replicates the channel."""
     classes: tuple[Annotated[int, Ge(0)], ...] | None = None
+    """Keep only these original classes, relabelled 0..k-1 in the given order."""
     labels_per_class: Count | None = None
+    """Keep this many training images a class (seeded), after the validation split."""
     train_limit: Count | None = None
+    """Keep at most this many training images (seeded), after `labels_per_class`."""
     coarse_labels: bool = field(default=False, metadata={"datasets": ("cifar100",)})
+    """The 20 superclasses instead of the 100 classes."""
     download: bool = field(default=False, metadata={**NOT_IDENTITY, "datasets": ("cifar10", "cifar100")})
+    """Fetch the official archive when the files are absent, check its MD5, unpack it atomically."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Train-time augmentation."""
     num_samples: Count = field(default=1024, metadata={"datasets": ("synthetic",)})
+    """Images in the train set and in the test set each."""
     input_size: tuple[Count, Count, Count] = field(default=(3, 32, 32), metadata={"datasets": ("synthetic",)})
+    """The images' channels, height and width (`in_chans` and `image_size` override them)."""
     num_classes: Count = field(default=10, metadata={"datasets": ("synthetic",)})
+    """Classes of the uniform random labels (noise images: nothing to learn)."""
 
     def __post_init__(self) -> None:
         # Python callers may pass what YAML produces (lists for tuples, a dict for augment) or a Path

@@ -5,10 +5,13 @@ it changes what is computed (``identity: False``: not part of the run id, not a 
 differs between the seeds of one experiment (``replicate: True``: the report averages over it);
 ``identity: "non-default"`` marks a key added after runs were recorded: hashed only when set away
 from its default, so the ids of earlier runs stay.
-:mod:`harness.config.schema` checks every layer against them; ``data.*`` keys against datamodules.DataConfig."""
+:mod:`harness.config.schema` checks every layer against them; ``data.*`` keys against datamodules.DataConfig.
+A field's docstring (the string on the line after it) is its key's entry in docs/config.md
+(:mod:`harness.config.reference` generates the page)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -41,20 +44,30 @@ class TrainerConfig:
 
     __pydantic_config__ = STRICT
 
-    accelerator: str = "auto"  # auto | cpu | gpu (Lightning's names)
+    accelerator: str = "auto"
+    """Lightning's accelerator name: auto, cpu or gpu."""
     devices: Annotated[int, Ge(1)] = 1
+    """Ranks on each node: one per GPU; on a CPU, processes sharing its cores."""
     num_nodes: Annotated[int, Ge(1)] = 1
+    """Nodes of a DDP run; under Slurm one array task spans them."""
     strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_find_unused_parameters_true", "fsdp"] = "auto"
+    """Lightning's strategy; ddp for several ranks (NCCL on GPUs, gloo on CPUs)."""
     precision: Literal["32-true", "32", "bf16-mixed", "16-mixed"] = "32-true"
+    """Lightning's precision; the mixed ones autocast the model, the weights and optimiser stay fp32."""
     channels_last: bool = False
-    limit_train_batches: Annotated[float, Ge(0)] = 1.0  # a fraction (<= 1.0) or a number of batches (> 1)
+    """The model and its inputs in NHWC memory layout: the same arithmetic, other kernels."""
+    limit_train_batches: Annotated[float, Ge(0)] = 1.0
+    """A fraction (<= 1.0) of each epoch's training batches, or a number of batches (> 1)."""
     deterministic: bool = False
-    # train this many optimiser steps instead of `epochs` epochs (0: epochs decide); the schedule spans them
+    """Lightning's deterministic mode: torch's deterministic algorithms only."""
     max_steps: Annotated[int, Ge(0)] = field(default=0, metadata={"identity": "non-default"})
-    log_every_n_steps: Annotated[int, Ge(1)] = 10  # per-step loss curve resolution in metrics.csv and W&B
-    threads: Annotated[int, Ge(0)] = 0  # torch CPU threads per process; 0 = auto (see harness.training.run.cpu_threads)
-    # also checkpoint mid-epoch every this many minutes (0: at epoch ends only); where, not what, is computed
+    """Train this many optimiser steps instead of `epochs` epochs (0: epochs decide); the schedule spans them."""
+    log_every_n_steps: Annotated[int, Ge(1)] = 10
+    """The logging interval: the step loss in metrics.csv and W&B, the divergence check and the preemption vote."""
+    threads: Annotated[int, Ge(0)] = 0
+    """Torch CPU threads a process; 0: the cores the DataLoader workers leave, shared by the local ranks."""
     checkpoint_every_min: Annotated[float, Ge(0)] = field(default=0.0, metadata=NOT_IDENTITY)
+    """Also checkpoint mid-epoch every this many minutes of training (0: at epoch ends only)."""
 
 
 @dataclass
@@ -62,7 +75,9 @@ class TransferConfig:
     __pydantic_config__ = STRICT
 
     mode: TransferMode = "scratch"
-    checkpoint: str | None = field(default=None, metadata=REPLICATE)  # a convbench checkpoint of the same architecture
+    """From random weights, a linear probe on frozen pretrained features, or finetuning them."""
+    checkpoint: str | None = field(default=None, metadata=REPLICATE)
+    """The pretrained weights (`--from`): a convbench checkpoint of the same architecture."""
 
     def __post_init__(self) -> None:
         if self.mode != "scratch" and not self.checkpoint:
@@ -76,10 +91,15 @@ class WandbConfig:
     __pydantic_config__ = STRICT
 
     mode: WandbMode = "offline"
+    """offline writes one W&B run when the run ends and never touches the network; online logs live."""
     project: str = "convbench"
+    """The W&B project."""
     entity: str | None = None
+    """The W&B user or team; null: W&B's default for the API key."""
     group: str | None = None
+    """The W&B group, e.g. a sweep's name, so its runs chart together."""
     tags: tuple[str, ...] = ()
+    """W&B tags of the run."""
 
 
 @dataclass
@@ -87,19 +107,31 @@ class TrainConfig:
     __pydantic_config__ = STRICT
 
     arch: str
+    """A registered architecture (`convbench list`)."""
     dataset: str = "fashion-mnist"
+    """fashion-mnist, cifar10, cifar100, imagenet or synthetic."""
     epochs: Annotated[int, Ge(1)] = 1
+    """Epochs to train; the schedule spans them. Leave it at 1 when `trainer.max_steps` sets the budget."""
     seed: int = field(default=0, metadata=REPLICATE)
-    recipe: str | None = None  # None: the family's default (harness.config.recipes.DEFAULT_FOR_FAMILY)
-    model: dict[str, Any] = field(default_factory=dict)  # architecture overrides, e.g. {shortcut: B}
-    # datamodules.DataConfig fields, checked against it; only the keys given (the run id hashes those)
+    """Seeds the weights, the per-step dropout and noise, and the data unless `data.seed` is given."""
+    recipe: str | None = None
+    """The optimiser preset under `optim.*` and `data.batch_size`; null: the family's default."""
+    model: dict[str, Any] = field(default_factory=dict)
+    """Keyword overrides of the architecture's builder, e.g. `model.shortcut=B`."""
     data: dict[str, Any] = field(default_factory=dict)
+    """The data module's keys (datamodules.DataConfig); only the keys given are in the run id."""
     optim: OptimConfig = field(default_factory=OptimConfig)
-    hidden_noise_std: Annotated[float, Ge(0)] = 0.0  # Gaussian noise on hidden activations while training
+    """The optimiser and learning-rate schedule (harness.config.recipes.OptimConfig)."""
+    hidden_noise_std: Annotated[float, Ge(0)] = 0.0
+    """Std of Gaussian noise added to every activation's output, while training only."""
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    """Start from another run's weights."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """What Lightning's Trainer is given."""
     wandb: WandbConfig = field(default_factory=WandbConfig, metadata=NOT_IDENTITY)
+    """Where the run is logged on W&B."""
     results: str = field(default="results", metadata=NOT_IDENTITY)
+    """The results root: the run is recorded under `<results>/<run id>/`."""
 
     def __post_init__(self) -> None:
         if self.trainer.max_steps and self.epochs != 1:
@@ -202,10 +234,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         except yaml.YAMLError:
             value = raw
         if isinstance(value, str):  # YAML 1.1 reads 1e12 (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         flat[key] = value
     return nest(flat)
 

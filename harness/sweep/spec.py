@@ -53,17 +53,29 @@ class SlurmConfig:
     __pydantic_config__ = STRICT
 
     partition: str | None = None
+    """sbatch --partition; null: the cluster's default."""
     account: str | None = None
+    """sbatch --account."""
     qos: str | None = None
+    """sbatch --qos."""
     constraint: str | None = None
-    time: str | None = None  # e.g. "04:00:00"
-    mem: str | None = None  # e.g. 32G
+    """sbatch --constraint (node features)."""
+    time: str | None = None
+    """sbatch --time, e.g. "04:00:00"; null: the partition's default."""
+    mem: str | None = None
+    """sbatch --mem a node, e.g. 32G."""
     cpus_per_task: Annotated[int, Ge(1)] = 1
-    gpus_per_node: Annotated[int, Ge(0)] = 0  # one rank per GPU: must equal trainer.devices
-    signal: str = "SIGUSR1@90"  # harness.training.preemption checkpoints and requeues on it
-    extra: list[str] = field(default_factory=list)  # more #SBATCH lines, e.g. --exclusive
-    setup: list[str] = field(default_factory=list)  # shell lines run before the task (module load ...)
-    array_parallelism: Annotated[int, Ge(1)] | None = None  # --array=...%N: at most N tasks of each array at once
+    """sbatch --cpus-per-task: the cores of each rank."""
+    gpus_per_node: Annotated[int, Ge(0)] = 0
+    """sbatch --gres=gpu:N; one rank a GPU, so it must equal trainer.devices."""
+    signal: str = "SIGUSR1@90"
+    """sbatch --signal, [B:][SIG]USR1@SECONDS: on SIGUSR1 the run checkpoints and requeues its own task."""
+    extra: list[str] = field(default_factory=list)
+    """More #SBATCH lines, e.g. --exclusive."""
+    setup: list[str] = field(default_factory=list)
+    """Shell lines run before the task, e.g. module load."""
+    array_parallelism: Annotated[int, Ge(1)] | None = None
+    """--array=...%N: at most N tasks of each array run at once."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"(B:)?(SIG)?USR1@\d+", self.signal):
@@ -79,13 +91,20 @@ class Options:
 
     __pydantic_config__ = STRICT
 
-    name: str | None = None  # default: the sweep's name, else the file's stem
+    name: str | None = None
+    """The sweep's directory, <results>/sweeps/<name>/; null: the file's `name:`, else its stem."""
     results: str = "results"
+    """The results root of every run (`convbench sweep --results` overrides it)."""
     seeds: Annotated[list[int], MinLen(1)] | None = None
-    seed: int = 0  # draws a random sweep's sample
+    """One more grid axis, as a `seed:` parameter would be (give one of the two)."""
+    seed: int = 0
+    """Draws a random sweep's sample."""
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Named runs, each a mapping of config keys, run before the grid runs that reference them."""
     common: dict[str, Any] = field(default_factory=dict)
+    """Config keys every run takes, named and grid runs alike."""
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    """The sbatch resources of the Slurm backend."""
 
 
 @dataclass
@@ -376,7 +395,8 @@ def load(path: str | Path, results: str | None = None) -> Sweep:
     for run in runs:
         if run.run_id in seen:
             raise UserError(
-                f"{path}: runs {seen[run.run_id]} and {run.index} are the same run ({run.run_id}): duplicate grid values?"
+                f"{path}: runs {seen[run.run_id]} and {run.index} are the same run ({run.run_id}): "
+                "duplicate grid values?"
             )
         seen[run.run_id] = run.index
     return Sweep(path, name, doc.method, root, runs, doc.convbench.slurm)
