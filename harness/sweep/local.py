@@ -2,7 +2,7 @@
 ``parallel`` at a time, the cores split between them (OMP_NUM_THREADS = cores // parallel in the child).
 
 The children are forked from this runner after it has imported the training stack once (torch,
-Lightning, W&B, Albumentations: ~4 s, and twice that when two children import at once on two cores),
+Lightning, W&B, Albumentations: seconds, and twice that when two children import at once on two cores),
 as gunicorn's --preload does: a run starts training in milliseconds, and a sweep of short runs is not
 mostly imports. The runner itself never computes with torch, so no OpenMP pool exists to be forked.
 Each child is still its own process: nothing one run changes leaks into the next. (Linux: os.fork.)

@@ -3,8 +3,8 @@ validation time, evaluation throughput and divergence; the epoch-end checkpoints
 progress (a line per epoch, or a bar that reads values only at the logging interval).
 
 Lightning calls every per-batch hook of every callback, whether the callback overrides it or not
-(six a training step), and each call costs a profiler context and a state-key string: ~5-15 us
-inside a training step here, where the forward and backward passes have just evicted the caches.
+(six a training step), and each call costs a profiler context and a state-key string, paid inside
+the step where the forward and backward passes have just evicted the caches (docs/measurements.md).
 The harness's callbacks are `batch_hooks_as_defined`: the hooks they do not use are skipped."""
 
 from __future__ import annotations
