@@ -133,7 +133,7 @@ is_running() { read_pid "$1" >/dev/null; }
 
 # wait_until NAME DESCRIPTION CMD...: poll CMD until it succeeds; fail early if daemon NAME died
 # (after a grace period, since daemons write their PID file only after forking, and mariadbd only
-# after InnoDB's start-up, which took over 3 s when restarted on a busy machine).
+# after InnoDB's start-up, which a busy machine stretches to seconds; docs/measurements.md).
 wait_until() {
     local name="$1" what="$2" start=$SECONDS
     shift 2
@@ -218,9 +218,9 @@ PlugStackConfig=${ETC_DIR}/plugstack.conf
 MailProg=/bin/true
 # No cgroups in containers/sandboxes, so no proctrack/cgroup nor task binding. proctrack/pgid
 # rather than proctrack/linuxproc: linuxproc follows parent links, and a child whose parent dies
-# first (scancel right after launch) is reparented to PID 1 and escapes; here 2 of 30 such
-# cancels leaked a process with linuxproc, 0 of 80 with pgid. pgid loses only processes that
-# leave the process group themselves (setsid), which torch/Lightning workers do not.
+# first (scancel right after launch) is reparented to PID 1 and escapes (seen with linuxproc,
+# never with pgid: docs/measurements.md). pgid loses only processes that leave the process group
+# themselves (setsid), which torch/Lightning workers do not.
 ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 MpiDefault=none
@@ -234,7 +234,7 @@ MaxArraySize=${MAX_ARRAY_SIZE}
 MaxJobCount=${MAX_JOB_COUNT}
 # Fast turnaround for tests: completed jobs leave squeue after 30 s (sacct keeps them), the
 # scheduler runs on every submit. KillWait: the time from the SIGTERM of a requeue, cancel or time
-# limit to the SIGKILL; convbench checkpoints in it (a small net's checkpoint takes well under 1 s).
+# limit to the SIGKILL; convbench checkpoints in it, so it must outlast the save of the tests' small nets.
 KillWait=10
 MinJobAge=30
 InactiveLimit=0

@@ -29,7 +29,9 @@ from harness.run_record import RESULT, RunResult, write_atomic
 from harness.sweep import ranges
 from harness.sweep.spec import Run, Sweep
 
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter: 4x faster on a 10,000-run sweep
+# libyaml's emitter where PyYAML has it: a submission writes one config per run, and the pure-Python
+# emitter's cost per node is most of that at thousands of runs (docs/measurements.md)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 @dataclass
