@@ -152,7 +152,7 @@ def _initialisers_skipped() -> Iterator[None]:
 
 def count_params(name: str, **kwargs: Any) -> int:
     """The parameters of ``create(name, **kwargs)``, counted on a build on the meta device: the same
-    shapes with no memory and no arithmetic, so that listing the whole zoo does not build 2 GB of weights."""
+    shapes with no memory and no arithmetic, so that listing the whole zoo builds none of its gigabytes of weights."""
     with torch.device("meta"), _initialisers_skipped():
         model = create(name, **kwargs)
     return sum(p.numel() for p in model.parameters())
