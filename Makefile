@@ -1,4 +1,5 @@
-# The README's commands. Each target sets up what it needs, idempotently, on a fresh machine as root.
+# The README's commands (make demo, make test) and the longer ones the docs name. Each target sets up what it
+# needs, idempotently, on a fresh machine as root.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ DEB_PACKAGES := dataset-fashion-mnist slurm-wlm munge slurmdbd mariadb-server
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: demo test bench study setup system-packages
+.PHONY: demo test bench study docs setup system-packages
 
 # The main job on embedded defaults: LeNet-5, one epoch of the real Fashion-MNIST, W&B offline.
 demo: setup
@@ -30,7 +31,7 @@ bench: setup
 	CONVBENCH_BENCH=full CONVBENCH_SCALE_RUNS=10000 CONVBENCH_REQUEUES=10 CONVBENCH_OVERHEAD_PAIRS=10 $(PY) -m pytest tests/benchmarks tests/test_multinode.py --benchmark-min-rounds=15 --benchmark-max-time=5 --benchmark-warmup=on \
 		--benchmark-json=results/bench/benchmarks.json
 
-# The seeds' studies on the real Fashion-MNIST, their reports into docs/results/ (see README, Studies):
+# The seeds' studies on the real Fashion-MNIST, their reports into docs/results/ (see docs/studies.md):
 # bf16-mixed against fp32, the depth ladder (plain vs residual 20-56) and its zero-init variant, and
 # transfer on a dissimilar and a similar split at equal steps. Finished runs are kept in results/study/
 # and skipped when run again.
@@ -43,6 +44,10 @@ study: setup
 	$(CONVBENCH) report $(SWEEPS)/fashion-precision --out docs/results/precision
 	$(CONVBENCH) report $(SWEEPS)/fashion-depth $(SWEEPS)/fashion-depth-zero-init --out docs/results/depth
 	$(CONVBENCH) report $(SWEEPS)/transfer $(SWEEPS)/transfer-similar --out docs/results/transfer
+
+# docs/config.md, the config-key reference, generated from the schema's dataclasses (tests/test_docs.py checks it).
+docs: setup
+	$(PY) -m harness.config.reference --out docs/config.md
 
 setup: system-packages $(STAMP)
 

@@ -23,7 +23,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--recipe", help="alexnet | vgg | googlenet | resnet-cifar | resnet-imagenet | densenet-cifar | lenet"
     )
     p.add_argument("--seed", type=int)
-    p.add_argument("--config", help="a YAML file of config keys (see docs/ARCHITECTURE.md)")
+    p.add_argument("--config", help="a YAML file of config keys (every key: docs/config.md)")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=0.05"
     )

@@ -63,8 +63,8 @@ def load_data(config: TrainConfig, dm: datamodules.ConvDataModule) -> None:
 
 def cpu_threads(config: TrainConfig, workers: int) -> int:
     """Torch threads for a CPU run: the cores not feeding the DataLoader, shared by the local
-    ranks. Oversubscribing is costly: OpenMP threads spin at every barrier, and on a busy 2-core
-    machine resnet20 trained ~6x slower at 2 threads than at 1. OMP_NUM_THREADS, when set (the
+    ranks. Oversubscribing is costly: OpenMP threads spin at every barrier, so a thread that
+    another process holds off the core stalls all the others (docs/measurements.md). OMP_NUM_THREADS, when set (the
     local sweep backend sets it), and trainer.threads win."""
     if config.trainer.threads:
         return config.trainer.threads
