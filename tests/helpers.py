@@ -1,7 +1,7 @@
-"""What several test modules need: the repo's path, the `convbench` CLI in a subprocess (here or on a local
-Slurm cluster), waiting for a condition with a deadline, sweep files built from dicts, and the tensor reads
-that wait for the device. Test modules import from here (and from `tests.slurm_fixtures`), never from one
-another."""
+"""What several test modules need: the repo's path, the `convbench` CLI in a subprocess (here or on a local Slurm
+cluster), waiting for a condition with a deadline or for a Slurm job's end (sacct), sweep files built from dicts, and
+the tensor reads that wait for the device. Test modules import from here (and from `tests.slurm_fixtures`), never from
+one another."""
 
 from __future__ import annotations
 
@@ -76,6 +76,40 @@ def wait_for(
             raise AssertionError(message + ("\n" + detail() if detail else ""))
         time.sleep(interval)
     return value
+
+
+# the states a Slurm job or array task ends in
+SLURM_FINAL = {
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+    "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED",
+}  # fmt: skip
+
+
+def accounting(cluster: SlurmCluster, job_id: str) -> dict[str, str]:
+    """sacct rows of a job as {JobID: State}; "CANCELLED by 0" is reported as CANCELLED."""
+    proc = cluster.run("sacct", "-j", job_id, "--format=JobID,State", "-P", "-n")
+    assert proc.returncode == 0, f"sacct: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    rows = (line.split("|") for line in proc.stdout.splitlines() if "|" in line)
+    return {jid: state.split()[0] for jid, state in rows if state}
+
+
+def wait_for_allocations(cluster: SlurmCluster, job_id: str, count: int = 1, timeout: float = 60) -> dict[str, str]:
+    """Poll sacct until `count` allocations (array tasks, or the job itself) are in a final state; return
+    every row's state, steps included. Instead of `sbatch --wait`, which looks at the job 2, 10, 42, 74 s
+    after submitting it (its sleep grows x4 while under MinJobAge/3: 10 s on the local cluster), so that
+    a job of 11 s took 42."""
+
+    def finished() -> dict[str, str] | None:
+        states = accounting(cluster, job_id)
+        allocations = {j: s for j, s in states.items() if "." not in j}  # drop .batch/.0 steps
+        return states if len(allocations) >= count and all(s in SLURM_FINAL for s in allocations.values()) else None
+
+    return wait_for(
+        finished,
+        f"job {job_id} to finish",
+        timeout,
+        detail=lambda: f"{accounting(cluster, job_id)}\n{cluster.log_tail()}",
+    )
 
 
 def sweep_logs(sweep_dir: Path) -> str:

@@ -16,16 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import wait_for, wait_for_allocations
 from tests.slurm_fixtures import SlurmCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")
-TERMINAL = {
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-    "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED",
-}  # fmt: skip
 JOB_TIMEOUT = 60.0
 
 
@@ -43,31 +39,6 @@ def submit(cluster: SlurmCluster, tmp_path: Path, body: str, *options: str) -> s
         "sbatch",
     )
     return out.strip().split(";")[0]  # --parsable prints "id" or "id;cluster"
-
-
-def accounting(cluster: SlurmCluster, job_id: str) -> dict[str, str]:
-    """sacct rows of a job as {JobID: State}; "CANCELLED by 0" is reported as CANCELLED."""
-    out = _check(cluster.run("sacct", "-j", job_id, "--format=JobID,State", "-P", "-n"), "sacct")
-    rows = (line.split("|") for line in out.splitlines() if "|" in line)
-    return {jid: state.split()[0] for jid, state in rows if state}
-
-
-def wait_for_allocations(
-    cluster: SlurmCluster, job_id: str, count: int = 1, timeout: float = JOB_TIMEOUT
-) -> dict[str, str]:
-    """Poll sacct until `count` allocations (array tasks, or the job itself) are in a final state."""
-
-    def finished() -> dict[str, str] | None:
-        states = accounting(cluster, job_id)
-        allocations = {j: s for j, s in states.items() if "." not in j}  # drop .batch/.0 steps
-        return states if len(allocations) >= count and all(s in TERMINAL for s in allocations.values()) else None
-
-    return wait_for(
-        finished,
-        f"job {job_id} to finish",
-        timeout,
-        detail=lambda: f"{accounting(cluster, job_id)}\n{cluster.log_tail()}",
-    )
 
 
 def _alive(pid: int) -> bool:

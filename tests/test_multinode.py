@@ -19,7 +19,7 @@ import pytest
 
 from harness.run_record import read_metrics
 from harness.sweep.spec import load
-from tests.helpers import REPO, convbench, sweep_file, sweep_logs, wait_for
+from tests.helpers import REPO, convbench, sweep_file, sweep_logs, wait_for, wait_for_allocations
 from tests.slurm_fixtures import SlurmCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -72,6 +72,15 @@ def check_one_run(run_dir: Path, result: dict) -> None:
     assert steps[-1] > result["global_step"] - LOG_EVERY - 1, (steps[-1], result["global_step"])
 
 
+def run_job(cluster: SlurmCluster, *args: str | Path, timeout: float) -> str:
+    """`sbatch ARGS` to the job's end (polled through sacct, not `sbatch --wait`: helpers.wait_for_allocations);
+    the job's final state."""
+    sub = cluster.run("sbatch", "--parsable", *args)
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip().split(";")[0]  # "id" or "id;cluster"
+    return wait_for_allocations(cluster, job, timeout=timeout)[job]
+
+
 def namespaces_and_links(cluster: SlurmCluster) -> tuple[set[str], set[str]]:
     """This cluster's network namespaces and links, from `status` (it names the tag they carry)."""
     tag = re.search(r"\(netns (\w+)-node1\)", cluster.script("status").stdout).group(1)
@@ -96,10 +105,8 @@ def test_two_nodes_have_their_own_hostnames_and_addresses(slurm_cluster_2n: Slur
     script = tmp_path / "where.sh"
     script.write_text("#!/bin/bash\nsrun bash -c 'echo $(hostname) $(hostname -i)'\n")
     out = tmp_path / "where.out"
-    sub = slurm_cluster_2n.run(
-        "sbatch", "--wait", "--nodes=2", "--ntasks-per-node=1", f"--output={out}", script, timeout=60
-    )
-    assert sub.returncode == 0, sub.stderr
+    state = run_job(slurm_cluster_2n, "--nodes=2", "--ntasks-per-node=1", f"--output={out}", script, timeout=60)
+    assert state == "COMPLETED", state
     rows = sorted(out.read_text().split("\n")[:2])
     assert [r.split()[0] for r in rows] == ["node1", "node2"] and rows[0].split()[1] != rows[1].split()[1], rows
 
@@ -223,9 +230,8 @@ def test_bench_across_two_nodes_under_srun(slurm_cluster_2n: SlurmCluster, tmp_p
         f"srun {sys.executable} -m harness.cli bench lenet5 --devices 1 --nodes 2 --batch-size 16 --json "
         f"--iters 3 --warmup 1 --repeats 2 --min-block 0.001 > {out}\n"
     )
-    sub = slurm_cluster_2n.run(
-        "sbatch",
-        "--wait",
+    state = run_job(
+        slurm_cluster_2n,
         "--nodes=2",
         "--ntasks-per-node=1",
         "--job-name=convbench-bench",
@@ -233,7 +239,7 @@ def test_bench_across_two_nodes_under_srun(slurm_cluster_2n: SlurmCluster, tmp_p
         script,
         timeout=300,
     )
-    assert sub.returncode == 0, sub.stderr + (tmp_path / "bench.log").read_text()[-3000:]
+    assert state == "COMPLETED", state + "\n" + (tmp_path / "bench.log").read_text()[-3000:]
     one, two = json.loads(out.read_text())
     assert (one["world_size"], one["nodes"], one["hosts"]) == (1, 1, ["node1"])
     assert (two["world_size"], two["nodes"], two["hosts"], two["backend"]) == (2, 2, ["node1", "node2"], "gloo")
