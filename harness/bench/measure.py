@@ -20,9 +20,10 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,7 @@ class Step:
             value = phase(value)
 
 
-def autocast(device: torch.device, precision: str) -> Callable[[], ContextManager[Any]]:
+def autocast(device: torch.device, precision: str) -> Callable[[], AbstractContextManager[Any]]:
     if precision == "32":
         return contextlib.nullcontext
     return lambda: torch.autocast(device.type, dtype=DTYPES[precision])

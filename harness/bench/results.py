@@ -149,10 +149,10 @@ def print_results(results: Sequence[Result], detail: bool, verify: bool) -> None
             f"MFU vs {r.peak_flops_per_s / 1e9:.1f} GFLOP/s ({r.peak_flops_source}); "
             "FLOPs = 2 x MACs per image, train step = 3 x forward"
         )
-    busiest = max(r.load_average for r in results)
-    if busiest > len(os.sched_getaffinity(0)):
+    busiest, cores = max(r.load_average for r in results), len(os.sched_getaffinity(0))
+    if busiest > cores:
         print(
-            f"warning: the machine was busy (1-minute load average up to {busiest:.1f} on {len(os.sched_getaffinity(0))} cores): "
+            f"warning: the machine was busy (1-minute load average up to {busiest:.1f} on {cores} cores): "
             "expect noisy figures; on a shared machine --threads 1 suffers least from neighbours"
         )
 
@@ -200,12 +200,13 @@ def print_scaling(results: Sequence[Result]) -> None:
     _print_table(SCALING_COLUMNS, [scaling_row(r) for r in results])
     r = results[0]
     print(
-        f"{r.device} ({r.device_name}), {r.backend}, {r.threads} thread{'' if r.threads == 1 else 's'} a rank, torch {r.torch_version}, "
+        f"{r.device} ({r.device_name}), {r.backend}, {r.threads} thread{'' if r.threads == 1 else 's'} a rank, "
+        f"torch {r.torch_version}, "
         f"precision {r.precision}{', channels_last' if r.channels_last else ''}{', compiled' if r.compile else ''}; "
         "samples/s = the sum over ranks of batch/rank / each rank's median step; efficiency = samples/s / (ranks x the "
         "1-rank samples/s), batch per rank fixed; all-reduce share = 1 - no-comm step / step (the same step with DDP's "
-        "all-reduce skipped, interleaved): its exposed cost; all-reduce ms = per step while a gradient bucket was in flight; "
-        "busbw = 2(n-1)/n x gradient bytes / time (nccl-tests); raw = one all_reduce of the same bytes alone"
+        "all-reduce skipped, interleaved): its exposed cost; all-reduce ms = per step while a gradient bucket was in "
+        "flight; busbw = 2(n-1)/n x gradient bytes / time (nccl-tests); raw = one all_reduce of the same bytes alone"
     )
 
 

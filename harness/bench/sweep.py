@@ -126,7 +126,8 @@ def load(path: Path) -> BenchSweep:
         raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("bench"), dict):
         raise UserError(
-            f"{path}: a bench sweep needs a `bench:` mapping (models, devices, ...); train sweeps run with `convbench sweep`"
+            f"{path}: a bench sweep needs a `bench:` mapping (models, devices, ...); "
+            "train sweeps run with `convbench sweep`"
         )
     try:
         doc: BenchSweepFile = schema.parse(BenchSweepFile, data)
@@ -142,7 +143,8 @@ def directives(sweep: BenchSweep) -> list[str]:
     s, b = sweep.slurm, sweep.spec
     if s.gpus_per_node and s.gpus_per_node != b.devices:
         raise UserError(
-            f"{sweep.path}: slurm.gpus_per_node={s.gpus_per_node} but bench.devices={b.devices}: one rank per GPU, make them equal"
+            f"{sweep.path}: slurm.gpus_per_node={s.gpus_per_node} but bench.devices={b.devices}: "
+            "one rank per GPU, make them equal"
         )
     lines = [
         f"--job-name=convbench-bench-{sweep.name}",
@@ -166,7 +168,8 @@ def render(sweep: BenchSweep) -> str:
     out = sweep.results.resolve()
     python = shlex.quote(sys.executable)
     steps = [
-        f'srun --kill-on-bad-exit=1 {python} -m harness.cli bench "${{MODEL}}" --devices {sweep.spec.devices} --nodes {sweep.spec.nodes} '
+        f'srun --kill-on-bad-exit=1 {python} -m harness.cli bench "${{MODEL}}" '
+        f"--devices {sweep.spec.devices} --nodes {sweep.spec.nodes} "
         f'{shlex.join(flags)} --csv {shlex.quote(str(out))}/"${{MODEL}}.csv"'
         for flags in sweep.settings()
     ]
