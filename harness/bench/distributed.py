@@ -30,6 +30,7 @@ What is measured, and why it is honest on gloo and NCCL alike:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -38,10 +39,10 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import IO, Any
 
 import torch
 import torch.distributed as dist
@@ -355,9 +356,11 @@ class Launcher:
         if not mine:
             return None
         port, payload = self.port(index), json.dumps(to_json(job))
-        procs, files = {}, {}
+        procs: dict[int, subprocess.Popen[str]] = {}
+        files: dict[int, tuple[IO[str], IO[str]]] = {}
         outputs: dict[int, dict[str, Any]] = {}
-        try:
+        with contextlib.ExitStack() as stack:
+            stack.callback(_stop, procs)  # on a rank's failure or Ctrl-C, no rank outlives the measurement
             for r in mine:  # output to files, not pipes: a rank chatty on stderr must never block on a full pipe
                 env = {
                     **os.environ,
@@ -368,7 +371,10 @@ class Launcher:
                     "MASTER_PORT": str(port),
                     "OMP_NUM_THREADS": str(job.threads),
                 }
-                files[r] = (tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+"))
+                files[r] = (
+                    stack.enter_context(tempfile.TemporaryFile("w+")),
+                    stack.enter_context(tempfile.TemporaryFile("w+")),
+                )
                 procs[r] = subprocess.Popen(
                     WORKER, stdin=subprocess.PIPE, stdout=files[r][0], stderr=files[r][1], text=True, env=env
                 )
@@ -377,18 +383,17 @@ class Launcher:
             for r, proc in _as_they_finish(procs):
                 out, err = (f.seek(0) or f.read() for f in files[r])
                 outputs[r] = worker_output(proc.returncode, out, err, f"{label}, rank {r}")
-        finally:
-            for proc in procs.values():
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait()
-            for pair in files.values():
-                for f in pair:
-                    f.close()
         return Result(**outputs[0]) if outputs.get(0) else None
 
 
-def _as_they_finish(procs: dict[int, subprocess.Popen]) -> Any:
+def _stop(procs: dict[int, subprocess.Popen[str]]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _as_they_finish(procs: dict[int, subprocess.Popen[str]]) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """(rank, process) in the order they exit, so the first failure is reported, not a peer's hang."""
     pending = dict(procs)
     while pending:
@@ -397,6 +402,18 @@ def _as_they_finish(procs: dict[int, subprocess.Popen]) -> Any:
                 del pending[r]
                 yield r, proc
         time.sleep(0.05)
+
+
+def under_slurm() -> bool:
+    """Lightning's test (a Slurm step's SLURM_NTASKS, not in an interactive job), importing Lightning
+    (seconds) only when there is a Slurm variable to read."""
+    if "SLURM_NTASKS" not in os.environ:
+        return False
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    with warnings.catch_warnings():  # "srun is available but not used": this process needs no srun when local
+        warnings.simplefilter("ignore")
+        return SLURMEnvironment.detect()
 
 
 def with_efficiency(rows: list[Result]) -> list[Result]:
@@ -410,12 +427,7 @@ def with_efficiency(rows: list[Result]) -> list[Result]:
 
 
 def launcher(devices: int, nodes: int) -> Launcher:
-    from lightning_fabric.plugins.environments import SLURMEnvironment
-
-    with warnings.catch_warnings():  # "srun is available but not used": this process needs no srun when local
-        warnings.simplefilter("ignore")
-        under_slurm = SLURMEnvironment.detect()
-    if under_slurm:
+    if under_slurm():
         return Launcher.slurm(devices, nodes)
     if nodes > 1:
         raise UserError(
