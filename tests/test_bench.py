@@ -1,4 +1,4 @@
-"""`convbench bench` as a user runs it (real processes, their output and exit codes; option
+"""`convbench bench` as a user runs it (real processes, their output, progress and exit codes; option
 mistakes through the same `main` in-process), and the out-of-memory policy fed a callable that
 runs out of memory above a batch size."""
 
@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import select
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,19 +24,31 @@ from harness.bench.results import FIELDS
 from harness.cli import main
 from harness.errors import UserError
 from harness.wandb_run import WandbFile
+from tests.helpers import ENV, REPO, convbench
 
 FAST = ["--iters", "3", "--warmup", "1", "--repeats", "2", "--threads", "1", "--min-block", "0.001"]
+OFFLINE = {"WANDB_MODE": "offline"}  # the helpers' environment disables W&B; these runs ask for offline files
 
 
-def convbench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", "bench", *args], capture_output=True, text=True, timeout=300
-    )
+def assert_progress_lines(stderr: str, labels: list[str]) -> None:
+    """A batch log's progress (stderr not a tty): a line when each measurement starts and one when it
+    ends, counted out of all of them, then the total."""
+    n = len(labels)
+    expected = []
+    for i, label in enumerate(labels, 1):
+        counted = re.escape(f"bench: {label} ({i}/{n})")
+        expected += [counted, counted + r" done in \d+\.\d s"]
+    expected.append(rf"bench: {n} measurements done in \d+\.\d s")
+    lines = [line for line in stderr.splitlines() if line.startswith("bench: ")]
+    assert len(lines) == len(expected), stderr
+    for line, pattern in zip(lines, expected):
+        assert re.fullmatch(pattern, line), (line, pattern)
 
 
 def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path) -> None:
     out = tmp_path / "bench.csv"
     r = convbench(
+        "bench",
         "lenet5",
         "resnet20",
         "vggp7",
@@ -53,6 +69,8 @@ def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path) -> Non
     rows = json.loads(r.stdout)
     names = [(n, m) for n in ("lenet5", "resnet20", "vggp7") for m in ("infer", "train")] + [("synthetic", "data")]
     assert [(row["name"], row["mode"]) for row in rows] == names
+    models = [f"{n} {m}" for n, m in names[:-1]]
+    assert_progress_lines(r.stderr, [*models, "peak FLOP/s, precision 32", "synthetic pipeline"])
     *models, data = rows
     for row in models:
         prof = architectures.profile(architectures.create(row["name"]), architectures.info(row["name"]).input_size)
@@ -79,6 +97,7 @@ def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path) -> Non
     assert data["params"] is None and data["mfu"] is None
 
     r = convbench(
+        "bench",
         "lenet5",
         "--mode",
         "train",
@@ -94,6 +113,7 @@ def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path) -> Non
         "--results",
         str(tmp_path),
         *FAST,
+        env=OFFLINE,
     )
     assert r.returncode == 0, r.stderr
     assert (
@@ -127,6 +147,7 @@ def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path) -> Non
 def test_a_repeat_grows_to_last_min_block_seconds() -> None:
     """lenet5 infer takes milliseconds a step: 2 steps cannot fill a 0.3 s repeat, ~40+ do."""
     r = convbench(
+        "bench",
         "lenet5",
         "--mode",
         "infer",
@@ -149,7 +170,7 @@ def test_a_repeat_grows_to_last_min_block_seconds() -> None:
 
 
 def test_unknown_name_is_one_line_from_a_real_process() -> None:
-    r = convbench("resnet20", "nosuchnet", *FAST)
+    r = convbench("bench", "resnet20", "nosuchnet", *FAST)
     assert (r.returncode, r.stdout, r.stderr.count("\n")) == (2, "", 1), r.stderr
     assert "unknown architecture 'nosuchnet'" in r.stderr
 
@@ -178,9 +199,57 @@ def test_option_mistakes_are_one_line_exit_2(args: list[str], message: str, caps
 
 
 def test_a_worker_error_comes_back_as_one_line() -> None:
-    r = convbench("lenet5", "--mode", "infer", "--input-size", "1", "8", "8", *FAST)
-    assert (r.returncode, r.stdout, r.stderr.count("\n")) == (2, "", 1), r.stderr
-    assert "lenet5 infer: lenet5 cannot run on input 1x8x8" in r.stderr
+    """After the failed measurement's progress line (no "done" line for it), the error in one line."""
+    r = convbench("bench", "lenet5", "--mode", "infer", "--input-size", "1", "8", "8", *FAST)
+    assert (r.returncode, r.stdout) == (2, ""), r.stderr
+    started, error = r.stderr.splitlines()
+    assert started == "bench: lenet5 infer (1/2)"
+    assert error.startswith("convbench bench: error: lenet5 infer: lenet5 cannot run on input 1x8x8: "), error
+
+
+def read_until_closed(fd: int, timeout: float) -> str:
+    """All that is written to a pseudo-terminal until its last writer closes it (EIO on Linux), then
+    closes our end."""
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([fd], [], [], 1)[0]:
+                continue
+            try:
+                data = os.read(fd, 1 << 16)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_a_terminal_gets_a_live_progress_display() -> None:
+    """stderr on a pseudo-terminal: rich's live display (the cursor hidden while it redraws the
+    current measurement and the count done), a line as each measurement ends and none as it starts;
+    stdout, a pipe, gets the table and no terminal codes."""
+    controller, terminal = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "bench", "lenet5", "--mode", "infer", *FAST],
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
+        cwd=REPO,
+        env={**ENV, "TERM": "xterm-256color", "COLUMNS": "120"},
+    )
+    os.close(terminal)
+    screen = read_until_closed(controller, timeout=300)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, screen[-3000:]
+    assert screen.startswith("\x1b[?25l") and "\x1b[?25h" in screen, screen[:300]  # rich's Live: cursor off, on
+    assert "bench: lenet5 infer" in screen and "0/2" in screen and "1/2" in screen, screen[-3000:]
+    assert re.search(r"bench: lenet5 infer \(1/2\) done in \d+\.\d s", screen), screen[-3000:]
+    assert not re.search(r"bench: lenet5 infer \(1/2\)\r?\n", screen)  # the batch log's start line
+    assert "lenet5" in out and "\x1b" not in out
 
 
 def test_csv_with_a_foreign_header_is_refused_before_measuring(
@@ -230,6 +299,7 @@ def test_ddp_scaling_at_1_and_2_ranks_to_json_csv_chart_wandb_and_merge(
     and the JSON back into one table."""
     out, chart = tmp_path / "ddp.csv", tmp_path / "scaling.png"
     r = convbench(
+        "bench",
         "lenet5",
         "--devices",
         "2",
@@ -245,8 +315,10 @@ def test_ddp_scaling_at_1_and_2_ranks_to_json_csv_chart_wandb_and_merge(
         "--results",
         str(tmp_path),
         *FAST,
+        env=OFFLINE,
     )
     assert r.returncode == 0, r.stderr
+    assert_progress_lines(r.stderr, ["lenet5 train, 1 rank", "lenet5 train, 2 ranks"])
     one, two = rows = json.loads(r.stdout)
     params = architectures.profile(architectures.create("lenet5"), architectures.info("lenet5").input_size).params
     for row, world in zip(rows, (1, 2)):
@@ -324,7 +396,7 @@ def test_scaling_sizes_and_bus_bandwidth() -> None:
 def test_bench_sweep_file_renders_one_array_task_per_model(tmp_path: Path) -> None:
     from harness.bench.sweep import load, render
 
-    spec = load(Path(__file__).resolve().parents[1] / "sweeps" / "bench" / "scaling.yaml")  # the shipped file
+    spec = load(REPO / "sweeps" / "bench" / "scaling.yaml")  # the shipped file
     script = render(spec)
     assert (
         f"--array=0-{len(spec.models) - 1}" in script and "--ntasks-per-node=8" in script and "--gres=gpu:8" in script

@@ -37,6 +37,12 @@ class Timing:
     min_block_s: float = 1.0
 
 
+# `--devices`' defaults: fewer steps, because a DDP measurement runs at every world size, runs each
+# timed block twice (with and without the all-reduce) and, on a CPU, gives each rank cores / N
+# threads; still three repeats, for a median and a spread, of at least 5 steps and 1 s each.
+DISTRIBUTED_TIMING = Timing(warmup=3, iters=5, repeats=3)
+
+
 @dataclass
 class ModelJob:
     name: str
