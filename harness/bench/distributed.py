@@ -202,7 +202,7 @@ def measure_ddp(job: DistributedJob) -> Result | None:
     try:
         result = _measure(job, device, backend, rank, world)
         # every rank done with the group before any tears it down: gloo aborts (SIGABRT) a rank whose
-        # peer closed its connections first (seen in 2 of 3 full test suites on a busy 2-core machine)
+        # peer closed its connections first (docs/measurements.md, DDP on one machine)
         dist.barrier()
         return result
     finally:

@@ -19,7 +19,7 @@ SMALL_INPUT = 64  # px: CIFAR/MNIST-sized nets below this, ImageNet-sized above
 
 def default_batch_size(input_size: tuple[int, int, int], device: str) -> int:
     """128 for inputs up to 64 px (the CIFAR recipes' batch); above that 32 on a GPU and 8 on a CPU,
-    where one 224-px VGG/ResNet train step at batch 32 takes tens of seconds."""
+    where a 224-px VGG/ResNet train step at batch 32 is too slow for a benchmark's many steps."""
     if max(input_size[1:]) <= SMALL_INPUT:
         return 128
     return 8 if device == "cpu" else 32
@@ -29,7 +29,7 @@ def default_batch_size(input_size: tuple[int, int, int], device: str) -> int:
 class Timing:
     """How long to measure: `warmup` untimed steps, then `repeats` blocks of at least `iters` timed
     steps, more when needed for a block to last `min_block_s` (as Timer.blocked_autorange does: a
-    20-step block of a 7 ms step is too short to average out a busy machine's bursts)."""
+    block of a few short steps is too short to average out a busy machine's bursts)."""
 
     warmup: int = 10
     iters: int = 20

@@ -4,9 +4,8 @@ Known GPUs: Lightning's table of datasheet figures (`get_available_flops`). CPUs
 from it: the best rate of two dense kernels in the precision's dtype, measured in this run at the
 bench's thread count, so MFU reads "fraction of what this machine's fastest dense kernel achieves
 right now". Two, because no single library is fastest everywhere: on AMD CPUs MKL's GEMM (torch.mm)
-takes its AVX2 path while oneDNN's convolutions use AVX-512. On this project's 2-vCPU Zen 5 the fp32
-GEMM ran at 120 GFLOP/s a thread and a 3x3 convolution at 268, so a GEMM-only peak put resnet20's
-MFU at 126%.
+takes its AVX2 path while oneDNN's convolutions use AVX-512, so a GEMM-only peak can put a conv net's
+MFU above 100% (docs/measurements.md, the peak behind MFU).
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ import torch.nn.functional as F
 from torch.utils.benchmark import Timer
 
 DTYPES = {"32": torch.float32, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
-GEMM_SIZE = 2048  # saturates fp32 and bf16 GEMM on a modern CPU core; 4096 gains < 3% for 8x the time
+GEMM_SIZE = 2048  # saturates fp32 and bf16 GEMM on a modern CPU core; larger costs far more time for little rate
 CONV_SHAPE = (8, 256, 32, 32)  # N, C, H, W of a 3x3, C -> C convolution: ~10 GFLOP a call, a ResNet stage's shape
-SAMPLING = 2.0  # s per kernel; with 1 s, a busy VM's best block still came out up to 15% low
+SAMPLING = 2.0  # s per kernel: long enough that a busy VM still gives one undisturbed block
 
 
 def best_rate(stmt: str, flops: float, threads: int, **tensors: torch.Tensor) -> float:
@@ -47,7 +46,7 @@ def device_peak(device: torch.device, precision: str, threads: int) -> tuple[flo
     """(FLOP/s, where the figure comes from)."""
     dtype = DTYPES[precision]
     if device.type != "cpu":
-        from lightning_fabric.utilities.throughput import get_available_flops  # 3 s to import; CPUs never need it
+        from lightning_fabric.utilities.throughput import get_available_flops  # a slow import; CPUs never need it
 
         table = get_available_flops(device, dtype)
         if table:

@@ -49,8 +49,8 @@ from .results import Result
 #
 # glibc adapts its mmap threshold to the program's frees and returns the top of the heap to the
 # kernel whenever enough of it is free. Depending on the order of frees, a training process then
-# faults its step's buffers back in on every step or never does: lenet5 train at batch 128 ran 14 ms
-# a step in some processes and 20 ms (3,000 minor faults a step) in others, on the same code.
+# faults its step's buffers back in on every step or never does: the same step then runs at two
+# speeds in two processes of the same code (docs/measurements.md, the same step in two processes).
 # Fixed thresholds (which also turn the adaptation off) take the fault-free path every time; the
 # PyTorch CPU tuning guides get the same effect by swapping in jemalloc or tcmalloc.
 M_TRIM_THRESHOLD = -1
