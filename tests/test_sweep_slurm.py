@@ -133,7 +133,8 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: Slurm
     """What Slurm does ahead of a time limit or a preemption (--signal=SIGUSR1@90), sent by hand: the
     ranks agree on a step, save hpc_ckpt_1.ckpt there, rank 0 requeues its own array task, the task
     restarts and resumes from that checkpoint into the same W&B run, and the run ends with one result."""
-    p = ddp_sweep(tmp_path, "preempt", epochs=6, train_limit=6000, seeds=[0])
+    # signalled once epoch 1 is checkpointed: 3 epochs of 94 steps left (~1 s each here) for the signal to land in
+    p = ddp_sweep(tmp_path, "preempt", epochs=4, train_limit=6000, seeds=[0])
     sweep = load(p)
     logs = partial(sweep_logs, sweep.dir)
     (run,) = sweep.runs
@@ -146,7 +147,7 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: Slurm
     wait_for(lambda: any(run.run_dir.glob("checkpoints/hpc_ckpt_*.ckpt")), "the hpc checkpoint", 60, detail=logs)
     wait_for((run.run_dir / "result.json").is_file, "the result", 240, detail=logs)
     result = json.loads((run.run_dir / "result.json").read_text())
-    assert (result["status"], result["epochs"], result["world_size"]) == ("completed", 6, 2)
+    assert (result["status"], result["epochs"], result["world_size"]) == ("completed", 4, 2)
     log = next((sweep.dir / "logs").glob("*.out")).read_text()
     assert "(restart 1)" in log and re.search(
         r"SIGUSR1 at step \d+: saved \S+/hpc_ckpt_1\.ckpt; requeued " + task, log
