@@ -145,12 +145,12 @@ def slurm_cluster_2n() -> Iterator[SlurmCluster]:
     yield from _session_cluster(state_dir, _cluster_env(state_dir, CONVBENCH_CLUSTER_NAME=name, **ports), nodes=2)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def slurm_cluster_arrays() -> Iterator[SlurmCluster]:
-    """A fresh single-node cluster for one test, which may lower MaxArraySize with `scontrol reconfigure`
-    for the rest of the cluster's life. Raising it back was not enough here (Slurm 22.05): arrays stayed
-    rejected ("Invalid job array specification") on that slurmctld, and on a shared cluster every later
-    test's arrays with them."""
+    """A fresh single-node cluster for one module's tests, which lower MaxArraySize with `scontrol reconfigure`
+    for the rest of the cluster's life, each test below the one before it (the module checks its order).
+    Raising it back was not enough here (Slurm 22.05): arrays stayed rejected ("Invalid job array
+    specification") on that slurmctld, and on a shared cluster every later test's arrays with them."""
     state_dir = Path(os.environ.get("CONVBENCH_CLUSTER_DIR", DEFAULT_STATE_DIR) + "-arrays").resolve()
     ports = {k: str(int(os.environ.get(k, default)) + PORT_OFFSET_ARRAYS) for k, default in _PORTS.items()}
     name = os.environ.get("CONVBENCH_CLUSTER_NAME", "convbench") + "arrays"

@@ -1,7 +1,8 @@
-"""Split arrays on the real local cluster: MaxArraySize lowered in its slurm.conf (`scontrol reconfigure`),
-a sweep split into 3 arrays whose tasks all train to completion under a %1 throttle, status, cancel and
-the resubmission of the rest across the arrays (with offsets); 120 held runs split at MaxArraySize 50;
-1,100 held runs at Slurm's default MaxArraySize (1001). Held arrays (`slurm.extra: [--hold]`) never train."""
+"""Split arrays on the real local cluster: MaxArraySize lowered in its slurm.conf (`scontrol reconfigure`) on
+a fresh cluster, to 50 for 120 held runs, then to 2 for a sweep split into 3 arrays whose tasks all train to
+completion under a %1 throttle, status, cancel and the resubmission of the rest across the arrays (with
+offsets); 1,100 held runs at Slurm's default MaxArraySize (1001). Held arrays (`slurm.extra: [--hold]`) never
+train."""
 
 from __future__ import annotations
 
@@ -41,13 +42,37 @@ def statuses(cluster: SlurmCluster, p: Path) -> dict[int, tuple[str, str | None]
 
 
 def max_array_size(cluster: SlurmCluster, n: int) -> None:
-    """MaxArraySize=n for the rest of this fresh cluster's life (slurm_cluster_arrays: one a test). Not
-    raised back: slurmctld 22.05 kept rejecting arrays here after the limit was raised again."""
+    """MaxArraySize=n for the rest of this module's fresh cluster's life (slurm_cluster_arrays), so each test
+    lowers it below the one before. Never raised: slurmctld 22.05 kept rejecting arrays here after the limit
+    was raised again."""
     original = cluster.slurm_conf.read_text()
-    assert re.search(r"^MaxArraySize=", original, re.M), "slurm/local-cluster.sh writes MaxArraySize"
+    current = re.search(r"^MaxArraySize=(\d+)$", original, re.M)
+    assert current, "slurm/local-cluster.sh writes MaxArraySize"
+    assert n <= int(current[1]), f"MaxArraySize is {current[1]} already: a test that lowers it less comes first"
     cluster.slurm_conf.write_text(re.sub(r"^MaxArraySize=.*$", f"MaxArraySize={n}", original, flags=re.M))
     assert cluster.run("scontrol", "reconfigure").returncode == 0
     assert re.search(rf"MaxArraySize\s*=\s*{n}\n", cluster.run("scontrol", "show", "config").stdout)
+
+
+def test_120_held_runs_split_at_max_array_size_50(slurm_cluster_arrays: SlurmCluster, tmp_path: Path) -> None:
+    cluster = slurm_cluster_arrays
+    p = one_step_sweep(tmp_path, "held120", 120, {"cpus_per_task": 1, "array_parallelism": 4, "extra": ["--hold"]})
+    sweep = load(p)
+    max_array_size(cluster, 50)
+    sub = convbench("sweep", p, "--backend", "slurm", cluster=cluster, check=True)
+    jobs = json.loads((sweep.dir / "jobs.json").read_text())
+    ids = [j["job_id"] for j in jobs]
+    assert f"submitted 120 runs as 3 array jobs (0-49, 50-99, 100-119): jobs {', '.join(ids)}" in sub.stdout, sub.stdout
+    tasks = cluster.run("squeue", "-h", "-r", "-o", "%i %r", "-j", ",".join(ids)).stdout.split("\n")
+    assert len([t for t in tasks if t]) == 120 and all("JobHeld" in t for t in tasks if t), tasks[:3]
+    status = statuses(cluster, p)
+    assert status[0] == ("pending", f"{ids[0]}_0") and status[57] == ("pending", f"{ids[1]}_7")
+    assert status[119] == ("pending", f"{ids[2]}_19")
+    # a second submission sees every run queued, across the three arrays
+    assert "nothing to submit" in convbench("sweep", p, "--backend", "slurm", cluster=cluster, check=True).stdout
+    convbench("sweep", "cancel", p, cluster=cluster, check=True)
+    wait_for(lambda: all(s == "cancelled" for s, _ in statuses(cluster, p).values()), "status: all cancelled", 60)
+    assert not any(r.run_dir.exists() for r in sweep.runs)
 
 
 def test_split_arrays_throttle_complete_cancel_and_rerun(slurm_cluster_arrays: SlurmCluster, tmp_path: Path) -> None:
@@ -94,27 +119,6 @@ def test_split_arrays_throttle_complete_cancel_and_rerun(slurm_cluster_arrays: S
     wait_for(lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), "every run's result", 240)
     wait_for(lambda: all(s == "completed" for s, _ in statuses(cluster, p).values()), "status: all completed", 60)
     assert "nothing to submit" in convbench("sweep", p, "--backend", "slurm", cluster=cluster, check=True).stdout
-
-
-def test_120_held_runs_split_at_max_array_size_50(slurm_cluster_arrays: SlurmCluster, tmp_path: Path) -> None:
-    cluster = slurm_cluster_arrays
-    p = one_step_sweep(tmp_path, "held120", 120, {"cpus_per_task": 1, "array_parallelism": 4, "extra": ["--hold"]})
-    sweep = load(p)
-    max_array_size(cluster, 50)
-    sub = convbench("sweep", p, "--backend", "slurm", cluster=cluster, check=True)
-    jobs = json.loads((sweep.dir / "jobs.json").read_text())
-    ids = [j["job_id"] for j in jobs]
-    assert f"submitted 120 runs as 3 array jobs (0-49, 50-99, 100-119): jobs {', '.join(ids)}" in sub.stdout, sub.stdout
-    tasks = cluster.run("squeue", "-h", "-r", "-o", "%i %r", "-j", ",".join(ids)).stdout.split("\n")
-    assert len([t for t in tasks if t]) == 120 and all("JobHeld" in t for t in tasks if t), tasks[:3]
-    status = statuses(cluster, p)
-    assert status[0] == ("pending", f"{ids[0]}_0") and status[57] == ("pending", f"{ids[1]}_7")
-    assert status[119] == ("pending", f"{ids[2]}_19")
-    # a second submission sees every run queued, across the three arrays
-    assert "nothing to submit" in convbench("sweep", p, "--backend", "slurm", cluster=cluster, check=True).stdout
-    convbench("sweep", "cancel", p, cluster=cluster, check=True)
-    wait_for(lambda: all(s == "cancelled" for s, _ in statuses(cluster, p).values()), "status: all cancelled", 60)
-    assert not any(r.run_dir.exists() for r in sweep.runs)
 
 
 def test_1100_held_runs_submit_at_the_default_max_array_size(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
