@@ -181,13 +181,12 @@ def test_cancel_then_resubmit_completes_the_rest(slurm_cluster: SlurmCluster, tm
     assert convbench("sweep", p, "--backend", "slurm", cluster=slurm_cluster, env=WANDB).returncode == 0
     wait_for((sweep.runs[0].run_dir / "result.json").is_file, "run 0", 120, detail=logs)
     assert convbench("sweep", "cancel", p, cluster=slurm_cluster, env=WANDB).returncode == 0
-    wait_for(
-        lambda: "cancelled" in convbench("sweep", "status", p, cluster=slurm_cluster, env=WANDB).stdout,
-        "status cancelled",
-        30,
-        detail=logs,
-    )
-    shown = convbench("sweep", "status", p, cluster=slurm_cluster, env=WANDB).stdout
+
+    def cancelled() -> str | None:
+        shown = convbench("sweep", "status", p, cluster=slurm_cluster, env=WANDB).stdout
+        return shown if "cancelled" in shown else None
+
+    shown = wait_for(cancelled, "status cancelled", 30, detail=logs)
     assert shown.splitlines()[0].split()[1] == "completed", shown
     again = convbench("sweep", p, "--backend", "slurm", cluster=slurm_cluster, env=WANDB)
     assert again.returncode == 0, again.stderr
