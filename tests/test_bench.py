@@ -145,7 +145,7 @@ def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path) -> Non
 
 
 def test_a_repeat_grows_to_last_min_block_seconds() -> None:
-    """lenet5 infer takes milliseconds a step: 2 steps cannot fill a 0.3 s repeat, ~40+ do."""
+    """lenet5 infer takes milliseconds a step: 2 steps cannot fill a 0.3 s repeat, tens of them do."""
     r = convbench(
         "bench",
         "lenet5",
@@ -175,7 +175,7 @@ def test_unknown_name_is_one_line_from_a_real_process() -> None:
     assert "unknown architecture 'nosuchnet'" in r.stderr
 
 
-# option mistakes: the same main() in this process (a subprocess each would cost 2 s of imports)
+# option mistakes: the same main() in this process (a subprocess each would pay the imports again)
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -176,7 +176,7 @@ def test_gloo_all_reduce_via_lightning_slurm_environment(slurm_cluster: SlurmClu
         srun {sys.executable} allreduce.py
         """,
     )
-    # Two cold `import torch` on two cores: ~8 s idle, much more when other suites share the CPUs.
+    # Two cold `import torch` at once on two cores, slower still when other suites share the CPUs.
     states = wait_for_allocations(slurm_cluster, job_id, timeout=150)
     out = (tmp_path / "allreduce.out").read_text()
     assert states[job_id] == "COMPLETED", f"{states}\n{out}"

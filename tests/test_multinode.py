@@ -159,9 +159,8 @@ def test_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmCluster,
     """`scontrol requeue` REQUEUES times in a row (ten under `make bench`, three in `make test`), each at
     a random moment of an attempt (seeded: most in training, 5-60 steps after its first, the rest 0-5 s
     into its start-up): one result, one W&B run, every logged step once, and no step trained twice beyond
-    what one checkpoint interval bounds per requeue (with the SIGTERM checkpoint: none; measured at
-    ten: 960 steps trained for 960). Ten take 4 min on a quiet machine and about 8 on 2 busy cores, most
-    of it the attempts' start-up (5-7 s each quiet, 20-40 s busy)."""
+    what one checkpoint interval bounds per requeue (with the SIGTERM checkpoint: none). Most of its time
+    is the attempts' start-up (docs/measurements.md#slurm)."""
     import random
 
     cluster, rng, every_min = slurm_cluster_2n, random.Random(12), 0.1

@@ -78,7 +78,7 @@ def test_ddp_array_requeue_and_no_secret(slurm_cluster: SlurmCluster, tmp_path: 
         )
     wait_for(
         lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), "both results", 300, detail=logs
-    )  # the runs in turn (task 0 twice), 30-50 s of start-up each on 2 busy cores
+    )  # the runs in turn (task 0 twice), each paying a rank's start-up (slow on 2 busy cores)
     print(f"2-run DDP array incl. requeue: {time.monotonic() - t0:.1f}s")
     results = [json.loads((r.run_dir / "result.json").read_text()) for r in sweep.runs]
     assert [(r["status"], r["world_size"]) for r in results] == [("completed", 2)] * 2
@@ -133,7 +133,7 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(slurm_cluster: Slurm
     """What Slurm does ahead of a time limit or a preemption (--signal=SIGUSR1@90), sent by hand: the
     ranks agree on a step, save hpc_ckpt_1.ckpt there, rank 0 requeues its own array task, the task
     restarts and resumes from that checkpoint into the same W&B run, and the run ends with one result."""
-    # signalled once epoch 1 is checkpointed: 3 epochs of 94 steps left (~1 s each here) for the signal to land in
+    # signalled once epoch 1 is checkpointed: 3 epochs of 94 steps left for the signal to land in
     p = ddp_sweep(tmp_path, "preempt", epochs=4, train_limit=6000, seeds=[0])
     sweep = load(p)
     logs = partial(sweep_logs, sweep.dir)

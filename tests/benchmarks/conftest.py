@@ -2,8 +2,8 @@
 
 `make test` runs them briefly (pytest-benchmark's defaults: about a second, at least 5 rounds each);
 `make bench` runs them longer and writes the JSON report. Everything here runs at one thread: on a shared 2-core VM a
-two-thread kernel waits at every barrier for whichever thread was descheduled, which made it up to
-4x slower under load, while one thread degrades gracefully.
+two-thread kernel waits at every barrier for whichever thread was descheduled, while one thread degrades
+gracefully (docs/measurements.md#threads).
 
 Reuse in a new benchmark module of this folder:
 
@@ -34,8 +34,8 @@ from harness.bench.worker import pin_thresholds
 from tests.benchmarks.regression import THREADS, TOLERANCE, UPDATE_ENV, compare, normalised
 
 BASELINE = Path(__file__).with_name("baseline.json")
-REFERENCE_GEMM = 1024  # n of the fp32 n x n reference matmul (MKL), ~18 ms at one thread
-REFERENCE_CONV = (8, 128, 32, 32)  # N, C, H, W of the fp32 3x3, C -> C reference convolution (oneDNN), ~9 ms
+REFERENCE_GEMM = 1024  # n of the fp32 n x n reference matmul (MKL): long enough to time, short beside a round
+REFERENCE_CONV = (8, 128, 32, 32)  # N, C, H, W of the fp32 3x3, C -> C reference convolution (oneDNN)
 MAX_ROUNDS = 200
 RATIOS = pytest.StashKey[dict[str, float]]()
 
@@ -73,9 +73,10 @@ class Baseline:
 
 @pytest.fixture(scope="session", autouse=True)
 def steady_malloc() -> None:
-    """Same allocation path in every session (harness.bench.worker.pin_thresholds): without it lenet5 train
-    measured 0.73x to 1.1x of its baseline from one unchanged session to the next. It stays so for
-    the rest of the pytest session, where it only saves page faults."""
+    """Same allocation path in every session (harness.bench.worker.pin_thresholds): without it glibc's
+    adaptive thresholds decide per process whether a step faults its buffers back in
+    (docs/measurements.md#the-same-step-in-two-processes). It stays so for the rest of the pytest session,
+    where it only saves page faults."""
     pin_thresholds()
 
 
@@ -93,14 +94,14 @@ def one_thread() -> Iterator[None]:
 class Reference:
     """The yardstick: two fp32 kernels timed just before every benchmark round (pedantic's untimed
     setup), so that each round's rate is divided by what the machine delivered at that moment.
-    A rate measured once per session did not track this shared VM: neighbours' jobs come and go
-    within seconds, and session-level normalisation swung from 0.4x to 2.2x on unchanged code.
+    A rate measured once per session does not track a shared VM: neighbours' jobs come and go
+    within seconds.
 
     Two kernels, summarised by the geometric mean of their rates, because the VMs this runs on
-    differ in which library is fast: on a Zen 5 host MKL's GEMM takes its AVX2 path (120 GFLOP/s a
-    thread) while oneDNN's convolutions use AVX-512 (268); the nets measured here spend their time
-    in both kinds of kernel and in plain Python and memory traffic. Against the GEMM alone, the
-    conv nets measured 1.6x their Zen 4 baseline on a Zen 5 host, where a 2x slowdown would pass."""
+    differ in which library is fast: MKL's GEMM may take an AVX2 path where oneDNN's convolutions
+    use AVX-512, and the nets measured here spend their time in both kinds of kernel and in plain
+    Python and memory traffic. A GEMM-only reference let a 2x slowdown pass on a newer CPU
+    (docs/measurements.md#the-machines)."""
 
     def __init__(self) -> None:
         n = REFERENCE_GEMM

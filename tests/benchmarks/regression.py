@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# A benchmark fails when it runs at less than 1/TOLERANCE of its baseline rate. Unchanged code on
-# the shared 2-core VM measured 0.92x-1.09x of its baseline over ten `make test`-length sessions,
-# five of them beside a process burning a core; a 2x slowdown lands near 0.5x and fails.
+# A benchmark fails when it runs at less than 1/TOLERANCE of its baseline rate: wide enough for the
+# spread of unchanged code on a shared VM, narrow enough that a 2x slowdown fails
+# (docs/measurements.md#regression-tolerance).
 TOLERANCE = 1.5
 UPDATE_ENV = "CONVBENCH_UPDATE_BASELINE"
 THREADS = 1  # torch's and OpenCV's threads in every benchmark and its reference (see conftest's docstring)
