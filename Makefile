@@ -47,7 +47,7 @@ study: setup
 
 # docs/config.md, the config-key reference, generated from the schema's dataclasses (tests/test_docs.py checks it).
 docs: setup
-	$(PY) -m harness.config.reference --out docs/config.md
+	$(PY) -m harness.config_docs --out docs/config.md
 
 setup: system-packages $(STAMP)
 

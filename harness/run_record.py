@@ -17,18 +17,14 @@ import platform
 import socket
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 
 from harness.errors import UserError
-
-if TYPE_CHECKING:
-    from harness.training.run import Attempt
 
 RESULT = "result.json"
 Status = Literal["completed", "diverged", "failed"]
@@ -87,53 +83,6 @@ class RunResult:
         for name in ("run_id", "arch"):
             if not getattr(self, name):
                 raise ValueError(f"{name!r} is empty")
-
-    @classmethod
-    def of_attempt(cls, attempt: Attempt, status: Status, error: str | None = None) -> RunResult:
-        """The record of a run that has ended, from what its attempt built: the config, the model's
-        profile, the Trainer's counters and metrics, and the Throughput callback's figures."""
-        import architectures
-        from harness.memory import peak_bytes
-
-        config, profile, trainer = attempt.config, attempt.profile, attempt.trainer
-        m = attempt.metrics
-        info = architectures.info(config.arch)
-        device = trainer.strategy.root_device
-        return cls(
-            run_id=attempt.run.path.name,
-            arch=config.arch,
-            family=info.family,
-            residual=info.residual,
-            dataset=config.dataset,
-            depth=profile.depth,
-            params=profile.params,
-            macs=profile.macs,
-            input_size=list(profile.input_size),
-            seed=config.seed,
-            recipe=config.recipe,
-            transfer=config.transfer.mode,
-            epochs=trainer.max_epochs,
-            epochs_completed=trainer.current_epoch,
-            global_step=trainer.global_step,
-            status=status,
-            train_acc1=m.get("train/acc1"),
-            train_loss=m.get("train/loss"),
-            val_acc1=m.get("val/acc1"),
-            val_loss=m.get("val/loss"),
-            test_acc1=m.get("test/acc1"),
-            test_acc5=m.get("test/acc5"),
-            test_loss=m.get("test/loss"),
-            **attempt.throughput.train_record(trainer.world_size),  # the sum over ranks, their spread, num_nodes, hosts
-            eval_samples_per_s=attempt.throughput.eval_samples_per_s,
-            peak_memory_bytes=peak_bytes(device),
-            device=str(device),
-            world_size=trainer.world_size,
-            wall_time_s=time.time() - attempt.started,
-            first_step_at=attempt.throughput.first_step_at,
-            diverged_at_step=attempt.divergence.diverged_at,
-            error=error,
-            config=config.to_dict(),
-        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -19,7 +19,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from datamodules.config import DataConfig
-from harness.config import reference
+from harness import config_docs
 from harness.config.train_config import TrainConfig
 from harness.sweep.spec import Options
 from tests.helpers import REPO
@@ -30,8 +30,8 @@ MARKDOWN = MarkdownIt("commonmark").enable("table")
 
 
 def test_config_page_is_what_the_schema_generates() -> None:
-    assert CONFIG_PAGE.read_text() == reference.render(), (
-        f"docs/config.md differs from the schema's dataclasses: regenerate it with `{reference.COMMAND}`"
+    assert CONFIG_PAGE.read_text() == config_docs.render(), (
+        f"docs/config.md differs from the schema's dataclasses: regenerate it with `{config_docs.COMMAND}`"
     )
 
 
@@ -68,8 +68,8 @@ class Undocumented:
 
 
 def test_a_field_without_a_docstring_stops_the_generator() -> None:
-    with pytest.raises(reference.UndocumentedField, match=r"Undocumented\.forgotten \(x\.forgotten\)"):
-        list(reference.walk(Undocumented, "x."))
+    with pytest.raises(config_docs.UndocumentedField, match=r"Undocumented\.forgotten \(x\.forgotten\)"):
+        list(config_docs.walk(Undocumented, "x."))
 
 
 def slug(text: str) -> str:

@@ -39,7 +39,6 @@ from harness.bench.jobs import (
 )
 from harness.bench.progress import BenchProgress
 from harness.bench.results import Result, append_csv, check_csv, print_any
-from harness.commands.options import parse_input_size
 from harness.errors import UserError
 
 
@@ -51,7 +50,7 @@ class BenchRequest:
     names: list[str]
     mode: str | None
     batch_size: int | None
-    input_size: list[str] | None
+    input_size: list[int] | None  # C H W, checked by the parser; None: each model's reference input
     num_classes: int | None
     channels_last: bool
     compile: bool
@@ -94,7 +93,8 @@ class BenchRequest:
         )
 
     def input_size_of(self, name: str) -> tuple[int, int, int]:
-        return parse_input_size(self.input_size, architectures.info(name).input_size)
+        info = architectures.info(name)  # an unknown name raises here, before any work
+        return tuple(self.input_size) if self.input_size else info.input_size
 
 
 def bench(request: BenchRequest) -> int:
@@ -109,7 +109,7 @@ def bench(request: BenchRequest) -> int:
     if not request.names and not request.data:
         raise UserError("name at least one architecture, or a dataset with --data")
     for name in request.names:
-        request.input_size_of(name)  # unknown names and bad sizes first
+        request.input_size_of(name)  # unknown names first
     if request.csv is not None:
         check_csv(request.csv)
     if request.chart is not None and not request.chart.parent.is_dir():
@@ -209,7 +209,7 @@ def run_local(request: BenchRequest) -> list[Result]:
                 batch_size=request.batch_size or 128,
                 workers=request.workers,
                 root=request.data_root,
-                input_size=parse_input_size(request.input_size, (3, 32, 32)) if request.input_size else None,
+                input_size=tuple(request.input_size) if request.input_size else None,
                 threads=threads,
                 timing=timing,
             )

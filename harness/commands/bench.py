@@ -11,6 +11,7 @@ from pathlib import Path
 import datamodules
 from harness.bench.jobs import DISTRIBUTED_TIMING, MODES, PRECISIONS, Timing
 from harness.bench.run import BenchRequest, bench
+from harness.commands.options import add_input_size, nonnegative_int, positive_int
 
 ONE, DDP = Timing(), DISTRIBUTED_TIMING
 COST = f"""\
@@ -30,10 +31,6 @@ def _default(one: float, ddp: float) -> str:
     return f"default {one:g}" + ("" if one == ddp else f" ({ddp:g} with --devices)")
 
 
-def positive_int(text: str) -> int:
-    return _int_at_least(text, 1)
-
-
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -41,20 +38,6 @@ def positive_float(text: str) -> float:
         value = 0.0
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    return _int_at_least(text, 0)
-
-
-def _int_at_least(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
     return value
 
 
@@ -70,7 +53,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="default: 128 for inputs up to 64 px (and for --data); above, 32 on "
         "GPU and 8 on CPU. Halved until it fits on out-of-memory; the batch that ran is reported",
     )
-    p.add_argument("--input-size", nargs=3, metavar=("C", "H", "W"), help="default: the architecture's reference input")
+    add_input_size(p, "default: the architecture's reference input")
     p.add_argument("--num-classes", type=positive_int, help="default: the architecture's")
     p.add_argument("--channels-last", action="store_true", help="NHWC model and input")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compiled during warm-up)")

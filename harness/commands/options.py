@@ -1,17 +1,28 @@
-"""Argument parsing that more than one verb shares."""
+"""Argument types and flags that more than one verb shares: argparse checks them, so a bad value is
+one line naming the flag (cli.Parser), before any work starts."""
 
 from __future__ import annotations
 
-from harness.errors import UserError
+import argparse
 
 
-def parse_input_size(values: list[str] | None, default: tuple[int, int, int]) -> tuple[int, int, int]:
-    if values is None:
-        return default
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, minimum: int) -> int:
     try:
-        size = tuple(int(v) for v in values)
+        value = int(text)
     except ValueError:
-        size = ()
-    if len(size) != 3 or min(size) < 1:
-        raise UserError(f"--input-size takes three positive integers C H W, got {' '.join(values)!r}")
-    return size  # type: ignore[return-value]
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+    return value
+
+
+def add_input_size(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--input-size", nargs=3, type=positive_int, metavar=("C", "H", "W"), help=help)

@@ -6,21 +6,21 @@ import argparse
 import json
 
 import architectures
-from harness.commands.options import parse_input_size
+from harness.commands.options import add_input_size
 from harness.console import human, print_table
 from harness.errors import UserError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
-    p.add_argument("--input-size", nargs=3, metavar=("C", "H", "W"), help="default: the reference's input size")
+    add_input_size(p, "default: the reference's input size")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--json", action="store_true", help="one JSON object: name, params, macs, input_size, depth, layers")
 
 
 def run(args: argparse.Namespace) -> int:
     info = architectures.info(args.name)
-    size = parse_input_size(args.input_size, info.input_size)
+    size = tuple(args.input_size) if args.input_size else info.input_size
     if args.num_classes is not None and args.num_classes < 1:
         raise UserError(f"--num-classes must be a positive integer, got {args.num_classes}")
     model = architectures.create(args.name, num_classes=args.num_classes, in_chans=size[0])

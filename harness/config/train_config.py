@@ -7,7 +7,7 @@ differs between the seeds of one experiment (``replicate: True``: the report ave
 from its default, so the ids of earlier runs stay.
 :mod:`harness.config.schema` checks every layer against them; ``data.*`` keys against datamodules.DataConfig.
 A field's docstring (the string on the line after it) is its key's entry in docs/config.md
-(:mod:`harness.config.reference` generates the page)."""
+(:mod:`harness.config_docs` generates the page)."""
 
 from __future__ import annotations
 

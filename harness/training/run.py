@@ -30,6 +30,7 @@ import datamodules
 from harness.config.files import check_checkpoint
 from harness.config.train_config import TrainConfig
 from harness.errors import UserError
+from harness.memory import peak_bytes
 from harness.run_record import RunDir, RunResult, Status
 from harness.training.callbacks import Divergence, EpochCheckpoint, EpochLines, LoggingIntervalBar, Throughput
 from harness.training.module import ClassifierModule, classifier_of
@@ -335,7 +336,7 @@ def warn_if_no_step_curve(config: TrainConfig, spe: int) -> None:
 @dataclass
 class Attempt:
     """One attempt at a run (a resume is another): its Trainer, the callbacks whose figures go into
-    the record, and the rest of what RunResult.of_attempt builds the record from."""
+    the record, and the rest of what its result() builds the record from."""
 
     run: RunDir
     config: TrainConfig
@@ -382,9 +383,51 @@ class Attempt:
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()  # a clean gloo/NCCL teardown: no SIGABRT at exit
 
+    def result(self, status: Status, error: str | None = None) -> RunResult:
+        """The record of the run, once it has ended: the config, the model's profile, the Trainer's
+        counters and metrics, and the Throughput callback's figures."""
+        config, profile, trainer, m = self.config, self.profile, self.trainer, self.metrics
+        info = architectures.info(config.arch)
+        device = trainer.strategy.root_device
+        return RunResult(
+            run_id=self.run.path.name,
+            arch=config.arch,
+            family=info.family,
+            residual=info.residual,
+            dataset=config.dataset,
+            depth=profile.depth,
+            params=profile.params,
+            macs=profile.macs,
+            input_size=list(profile.input_size),
+            seed=config.seed,
+            recipe=config.recipe,
+            transfer=config.transfer.mode,
+            epochs=trainer.max_epochs,
+            epochs_completed=trainer.current_epoch,
+            global_step=trainer.global_step,
+            status=status,
+            train_acc1=m.get("train/acc1"),
+            train_loss=m.get("train/loss"),
+            val_acc1=m.get("val/acc1"),
+            val_loss=m.get("val/loss"),
+            test_acc1=m.get("test/acc1"),
+            test_acc5=m.get("test/acc5"),
+            test_loss=m.get("test/loss"),
+            **self.throughput.train_record(trainer.world_size),  # the sum over ranks, their spread, num_nodes, hosts
+            eval_samples_per_s=self.throughput.eval_samples_per_s,
+            peak_memory_bytes=peak_bytes(device),
+            device=str(device),
+            world_size=trainer.world_size,
+            wall_time_s=time.time() - self.started,
+            first_step_at=self.throughput.first_step_at,
+            diverged_at_step=self.divergence.diverged_at,
+            error=error,
+            config=config.to_dict(),
+        )
+
     def record(self, status: Status, error: str | None = None) -> RunResult:
         """Write result.json (and give W&B its summary): rank 0's, once the run has ended."""
-        result = RunResult.of_attempt(self, status, error)
+        result = self.result(status, error)
         for logger in self.trainer.loggers:
             if type(logger).__name__ == "WandbLogger":
                 record = result.to_dict()

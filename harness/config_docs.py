@@ -5,7 +5,7 @@ A key is documented where it is defined: the string literal on the line after a 
 attribute docstring, read here with `ast`). A field without one stops the generator, so a new key
 cannot reach the page undocumented. Regenerate the page with
 
-    .venv/bin/python -m harness.config.reference --out docs/config.md
+    .venv/bin/python -m harness.config_docs --out docs/config.md
 
 (without --out it prints the page); tests/test_docs.py fails while the committed page is stale.
 """
@@ -32,7 +32,7 @@ from datamodules.config import DataConfig
 from harness.config.train_config import TrainConfig, role
 from harness.sweep.spec import Options
 
-COMMAND = ".venv/bin/python -m harness.config.reference --out docs/config.md"
+COMMAND = ".venv/bin/python -m harness.config_docs --out docs/config.md"
 # TrainConfig.data is a free mapping in the dataclass (only the keys given are hashed), checked against DataConfig
 CHECKED_AGAINST: dict[tuple[type, str], type] = {(TrainConfig, "data"): DataConfig}
 FREE = {"model"}  # mappings of keys the schema does not list, each with a section of the page
