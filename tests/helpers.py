@@ -1,7 +1,7 @@
-"""What several test modules need: the repo's path, the `convbench` CLI in a subprocess (here or on a local Slurm
-cluster), waiting for a condition with a deadline or for a Slurm job's end (sacct), sweep files built from dicts, and
-the tensor reads that wait for the device. Test modules import from here (and from `tests.slurm_fixtures`), never from
-one another."""
+"""What several test modules need: the repo's path, the `convbench` CLI in a subprocess (here or on a local
+Slurm cluster) or in this process, waiting for a condition with a deadline or for a Slurm job's end (sacct),
+sweep files built from dicts, and the tensor reads that wait for the device. Test modules import from here (and
+from `tests.slurm_fixtures`), never from one another."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import pytest
 import yaml
 
 if TYPE_CHECKING:
@@ -60,6 +61,20 @@ def convbench(
     return proc
 
 
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`convbench ARGS` through `harness.cli.main` in this process, for checks of messages and exit codes
+    without a child's start-up: (exit code, stdout, stderr); argparse's exits are returned, not raised."""
+    from harness.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def wait_for(
     condition: Callable[[], T],
     what: str,
@@ -95,9 +110,8 @@ def accounting(cluster: SlurmCluster, job_id: str) -> dict[str, str]:
 
 def wait_for_allocations(cluster: SlurmCluster, job_id: str, count: int = 1, timeout: float = 60) -> dict[str, str]:
     """Poll sacct until `count` allocations (array tasks, or the job itself) are in a final state; return
-    every row's state, steps included. Instead of `sbatch --wait`, which looks at the job 2, 10, 42, 74 s
-    after submitting it (its sleep grows x4 while under MinJobAge/3: 10 s on the local cluster), so that
-    a job of 11 s took 42."""
+    every row's state, steps included. Not `sbatch --wait`: its polling interval grows fourfold while under
+    MinJobAge/3, so a short job is seen long after it ends (docs/measurements.md#slurm)."""
 
     def finished() -> dict[str, str] | None:
         states = accounting(cluster, job_id)

@@ -24,7 +24,7 @@ from harness.bench.results import FIELDS
 from harness.cli import main
 from harness.errors import UserError
 from harness.wandb_run import WandbFile
-from tests.helpers import ENV, REPO, convbench
+from tests.helpers import ENV, REPO, convbench, in_process
 
 FAST = ["--iters", "3", "--warmup", "1", "--repeats", "2", "--threads", "1", "--min-block", "0.001"]
 OFFLINE = {"WANDB_MODE": "offline"}  # the helpers' environment disables W&B; these runs ask for offline files
@@ -190,11 +190,7 @@ def test_unknown_name_is_one_line_from_a_real_process() -> None:
     ],
 )
 def test_option_mistakes_are_one_line_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    try:
-        code = main(["bench", *args])
-    except SystemExit as exit_:  # argparse
-        code = exit_.code
-    out, err = capsys.readouterr()
+    code, out, err = in_process(capsys, "bench", *args)
     assert (code, out, err.count("\n")) == (2, "", 1), err
     assert message in err
 

@@ -8,19 +8,7 @@ import json
 
 import pytest
 
-from harness.cli import main
-from tests.helpers import convbench
-
-
-def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """`convbench ARGS` through harness.cli.main here: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        code = main(list(args))
-    except SystemExit as exit_:  # argparse's errors exit
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.helpers import convbench, in_process
 
 
 def test_summary_json_reports_the_published_resnet56() -> None:

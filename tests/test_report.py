@@ -15,7 +15,7 @@ from harness.cli import main
 from harness.config.train_config import resolve
 from harness.report.collect import read_curve
 from harness.wandb_run import WandbFile
-from tests.helpers import REPO, convbench
+from tests.helpers import REPO, convbench, in_process
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -578,19 +578,12 @@ def test_wandb_offline_writes_a_run_under_out_and_disabled_none(
     capsys.readouterr()
 
 
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """`convbench report ARGS` in-process: (exit code, stderr)."""
-    capsys.readouterr()
-    code = main(["report", *args])
-    return code, capsys.readouterr().err
-
-
 def test_malformed_result_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_run(tmp_path / "r", "vgg11", 0, 0.7, 0.8, 0.6)
     bad = tmp_path / "r" / "broken" / "result.json"
     bad.parent.mkdir()
     bad.write_text('{"run_id": "x", "arch": ')
-    code, err = cli(capsys, str(tmp_path / "r"))
+    code, _, err = in_process(capsys, "report", str(tmp_path / "r"))
     assert (
         code == 2
         and err.count("\n") == 1
@@ -599,7 +592,7 @@ def test_malformed_result_is_a_one_line_error(tmp_path: Path, capsys: pytest.Cap
         and "malformed" in err
     ), err
     bad.write_text(json.dumps({"run_id": "x", "arch": "vgg11", "status": "completed", "test_acc1": "high"}))
-    code, err = cli(capsys, str(tmp_path / "r"))
+    code, _, err = in_process(capsys, "report", str(tmp_path / "r"))
     assert code == 2 and err.count("\n") == 1 and str(bad) in err and "test_acc1" in err, err
     for text, fragment in (
         ("", "not valid JSON"),
@@ -608,7 +601,7 @@ def test_malformed_result_is_a_one_line_error(tmp_path: Path, capsys: pytest.Cap
         (json.dumps({"run_id": "x", "arch": "vgg11", "status": "done"}), "status='done'"),
     ):
         bad.write_text(text)
-        code, err = cli(capsys, str(tmp_path / "r"))
+        code, _, err = in_process(capsys, "report", str(tmp_path / "r"))
         assert code == 2 and err.count("\n") == 1 and str(bad) in err and fragment in err, err
     assert not (tmp_path / "r" / "report").exists()  # nothing written on an error
 
@@ -651,9 +644,9 @@ def test_published_runs_name_relative_paths() -> None:
 
 def test_empty_or_missing_dir_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty" / "sub").mkdir(parents=True)
-    code, err = cli(capsys, str(tmp_path / "empty"))
+    code, _, err = in_process(capsys, "report", str(tmp_path / "empty"))
     assert code == 2 and err.count("\n") == 1 and "no result.json found" in err, err
-    code, err = cli(capsys, str(tmp_path / "nowhere"))
+    code, _, err = in_process(capsys, "report", str(tmp_path / "nowhere"))
     assert code == 2 and err.count("\n") == 1 and "no such directory" in err, err
 
 

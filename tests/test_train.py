@@ -8,6 +8,9 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -401,10 +404,6 @@ def test_mid_epoch_resume_continues_the_curve_exactly(
 def test_sigterm_to_the_process_group_with_workers_checkpoints(tmp_path: Path) -> None:
     """Slurm signals every process of the job (proctrack/pgid): with DataLoader workers in the group
     the run still checkpoints at a step and exits as preempted (4): the workers ignore SIGTERM."""
-    import subprocess
-    import sys
-    import time
-
     args = [
         sys.executable,
         "-m",
@@ -495,8 +494,6 @@ def test_a_batch_log_holds_only_lines_for_a_person(tmp_path: Path) -> None:
     drew Lightning's "smaller than the logging interval" warning (the interval counts steps across
     epochs, so the step curve loses nothing), no validation split its empty-loader warning, and each
     interval checkpoint (here every step) a "`weights_only` was not set" line."""
-    from tests.helpers import convbench
-
     proc = convbench(
         "train",
         "--arch",
