@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -260,9 +261,11 @@ def test_fmnist_bad_files(tmp_path, damage, fragment):
     not (REAL_FMNIST / "train-images-idx3-ubyte.gz").exists(), reason="dataset-fashion-mnist not installed"
 )
 def test_real_fashion_mnist():
+    start = time.perf_counter()
     dm = create("fashion-mnist", num_workers=0)
     dm.setup("fit")
     dm.setup("test")
+    elapsed = time.perf_counter() - start
     train, val, test = dm.train_pipeline(), dm.val_dataloader().dataset, dm.test_dataloader().dataset
     assert (len(train), len(val), len(test)) == (55000, 5000, 10000)
     everything = np.concatenate([train.labels, val.labels])
@@ -271,6 +274,7 @@ def test_real_fashion_mnist():
     assert np.isclose(pixels.mean(), dm.mean[0], atol=1e-6) and np.isclose(pixels.std(), dm.std[0], atol=1e-6)
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (128, 1, 28, 28) and y.max() < 10
+    assert elapsed < 10, f"loading took {elapsed:.1f} s"
 
 
 # ---------------------------------------------------------------- splits and subsets

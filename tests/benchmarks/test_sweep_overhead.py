@@ -76,4 +76,4 @@ def test_slurm_submit_to_first_step(slurm_cluster: SlurmCluster, tmp_path: Path)
         f"submit -> first training step {latency:.1f}s (goal 5 s); "
         f"submit -> result.json {time.time() - job['submitted']:.1f}s"
     )
-    assert result["status"] == "completed" and latency > 0
+    assert result["status"] == "completed" and 0 < latency < 180
