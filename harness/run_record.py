@@ -25,8 +25,10 @@ from typing import Any, Literal
 import yaml
 
 from harness.errors import UserError
+from harness.hardware import Hardware
 
 RESULT = "result.json"
+ATTEMPTS = "attempts.jsonl"
 Status = Literal["completed", "diverged", "failed"]
 
 
@@ -70,7 +72,13 @@ class RunResult:
     world_size: int | None = None
     num_nodes: int | None = None  # distinct hosts among the ranks
     hosts: list[str] | None = None  # each rank's host, in rank order
-    wall_time_s: float | None = None
+    wall_time_s: float | None = None  # this attempt's, from the start of `convbench train` to the record
+    train_time_s: float | None = None  # the run's clock over all attempts (docs/reports.md#time-to-accuracy):
+    eval_time_s: float | None = None  # training batches, validation, and the clock at the end of training
+    elapsed_s: float | None = None
+    attempts: int | None = None  # attempts that ran (a resume or requeue is another), this one included
+    device_hours: float | None = None  # the sum over attempts of world size x attempt wall time, in hours
+    hardware: Hardware | None = None
     first_step_at: float | None = None  # wall clock (Unix time) of this attempt's first optimiser step
     diverged_at_step: int | None = None
     error: str | None = None
@@ -194,6 +202,23 @@ class RunDir:
     def set_wandb_id(self, wandb_id: str) -> None:
         """Adopt an id given from outside (a `wandb agent` run's): the sweep server waits for that run."""
         write_atomic(self.path / "wandb_id", wandb_id)
+
+    def log_attempt(self, started: float, ended: float, world_size: int) -> None:
+        """Record the attempt that began at ``started`` as lasting until ``ended`` (rank 0, at its
+        start, at every checkpoint and at its end): what a run's device-hours sum. An attempt killed
+        outright (SIGKILL) counts until its last checkpoint."""
+        attempts = [a for a in self.attempts() if a.get("started") != started]
+        attempts.append({"started": started, "ended": ended, "world_size": world_size})
+        attempts.sort(key=lambda a: a["started"])
+        write_atomic(self.path / ATTEMPTS, "".join(json.dumps(a) + "\n" for a in attempts))
+
+    def attempts(self) -> list[dict[str, Any]]:
+        """The attempts recorded so far, in order."""
+        try:
+            lines = (self.path / ATTEMPTS).read_text().splitlines()
+        except OSError:
+            return []
+        return [json.loads(line) for line in lines]
 
     def write_result(self, result: RunResult) -> None:
         """The record, stamped with the host, the command line and the versions that produced it."""

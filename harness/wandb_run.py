@@ -212,7 +212,7 @@ def export(run_dir: Path) -> Path:
         tags=list(w.get("tags") or ()),
         name=record.path.name,
         job_type="train",
-        config=config,
+        config={**config, "hardware": result.get("hardware")},  # filterable: hardware.label, hardware.hosts
         reinit="create_new",
         settings=settings,
     )

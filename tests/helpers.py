@@ -6,6 +6,8 @@ from `tests.slurm_fixtures`), never from one another."""
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -144,3 +146,20 @@ def sweep_file(path: Path, parameters: Mapping[str, Any], method: str = "grid", 
     body = {"method": method, "parameters": {key: entry(v) for key, v in parameters.items()}, **top}
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
+
+
+def assert_names_this_machine(hw: dict[str, Any], threads: int) -> None:
+    """A record's hardware, against /proc/cpuinfo read here: this CPU, its numerics flags, the thread count."""
+    import torch
+
+    from harness.hardware import NUMERIC_FLAGS
+
+    cpuinfo = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M).group(1)
+    flags = set(re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M).group(1).split())
+    (host,) = hw["hosts"]
+    assert host["name"] == socket.gethostname() and host["cpu"].startswith(model)
+    assert set(host["cpu_flags"]) == flags & set(NUMERIC_FLAGS) and "avx2" in host["cpu_flags"]
+    assert host["cpu_isa"] == torch.backends.cpu.get_cpu_capability() and host["cores"] == len(os.sched_getaffinity(0))
+    assert hw["torch_threads"] == threads and hw["label"].endswith(f"{threads} thread{'s' if threads > 1 else ''}")
+    assert hw["device"] == "cpu" and host["gpus"] == [] and "mkl" in host["blas"]

@@ -4,6 +4,7 @@ runs out of memory above a batch size."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import os
@@ -24,7 +25,7 @@ from harness.bench.results import FIELDS
 from harness.cli import main
 from harness.errors import UserError
 from harness.wandb_run import WandbFile
-from tests.helpers import ENV, REPO, convbench, in_process
+from tests.helpers import ENV, REPO, assert_names_this_machine, convbench, in_process
 
 FAST = ["--iters", "3", "--warmup", "1", "--repeats", "2", "--threads", "1", "--min-block", "0.001"]
 OFFLINE = {"WANDB_MODE": "offline"}  # the helpers' environment disables W&B; these runs ask for offline files
@@ -45,7 +46,7 @@ def assert_progress_lines(stderr: str, labels: list[str]) -> None:
         assert re.fullmatch(pattern, line), (line, pattern)
 
 
-def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path) -> None:
+def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.csv"
     r = convbench(
         "bench",
@@ -91,10 +92,12 @@ def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path) -> Non
             1,
         )
         assert row["torch_version"] == torch.__version__ and "GEMM" in row["peak_flops_source"]
+        assert_names_this_machine(row["hardware"], threads=1)
     assert len({row["peak_flops_per_s"] for row in models}) == 1  # one peak for the whole table
     assert (data["workers"], data["batch_size"], data["input_size"]) == (1, 16, [3, 32, 32])
     assert data["samples_per_s"] > 0 and data["samples_per_s_per_worker"] == data["samples_per_s"]
     assert data["params"] is None and data["mfu"] is None
+    assert data["hardware"]["dataloader_workers"] == 1
 
     r = convbench(
         "bench",
@@ -142,6 +145,16 @@ def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path) -> Non
     last = dict(zip(FIELDS, lines[-1]))
     assert (last["name"], last["mode"], last["precision"]) == ("lenet5", "train", "bf16-mixed")
     assert float(last["forward_ms"]) > 0 and float(last["timer_samples_per_s"]) > 0
+    assert ast.literal_eval(last["hardware"]) == rows[0]["hardware"]  # the CSV cell reads back as the JSON's
+
+    # a CSV written before rows carried the hardware still merges; its rows have none
+    older = tmp_path / "older.csv"
+    with out.open(newline="") as f, older.open("w", newline="") as g:
+        writer = csv.writer(g)
+        for line in csv.reader(f):
+            writer.writerow(line[: FIELDS.index("hardware")])
+    assert main(["bench", "--merge", str(older), "--json"]) == 0
+    assert [r["hardware"] for r in json.loads(capsys.readouterr().out)] == [None] * (len(names) + 1)
 
 
 def test_a_repeat_grows_to_last_min_block_seconds() -> None:

@@ -10,6 +10,8 @@ step. Validation, epoch starts and ends may read values (the epoch's metrics are
 
 from __future__ import annotations
 
+import csv
+import io
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -157,11 +159,22 @@ def small_run(tmp_path: Path, **values: Any):  # type: ignore[no-untyped-def]
 
 
 def test_the_run_records_what_it_did_before(tmp_path: Path) -> None:
-    """Epoch metrics (train, val, test: top-1, top-5, loss) and the step-loss curve, bit for bit."""
+    """Epoch metrics (train, val, test: top-1, top-5, loss) and the step-loss curve, bit for bit;
+    the run's clock (time/*, added since) on each epoch's training row."""
     c = small_run(tmp_path)
     result = train(c)
-    csv = next((tmp_path / c.run_id() / "metrics").glob("version_*/metrics.csv")).read_text()
-    assert csv == BEFORE
+    with next((tmp_path / c.run_id() / "metrics").glob("version_*/metrics.csv")).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    clock = ["time/elapsed_s", "time/eval_s", "time/train_s"]
+    timed = [r for r in rows if r["time/elapsed_s"]]
+    assert len(timed) == 2 and all(r["train/acc1"] and all(float(r[k]) > 0 for k in clock) for r in timed)
+    assert float(timed[0]["time/elapsed_s"]) < float(timed[1]["time/elapsed_s"])
+    before = io.StringIO()
+    columns = [k for k in rows[0] if k not in clock]
+    writer = csv.DictWriter(before, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(r for r in rows if any(r[k] for k in columns))
+    assert before.getvalue() == BEFORE
     assert (result.train_acc1, result.val_loss, result.test_acc5) == (
         0.1302083283662796,
         2.310131072998047,

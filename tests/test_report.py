@@ -4,6 +4,7 @@ runs.json, the charts, W&B offline/disabled, error messages, and a report over t
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from harness.cli import main
 from harness.config.train_config import resolve
 from harness.report.collect import read_curve
 from harness.wandb_run import WandbFile
-from tests.helpers import REPO, convbench, in_process
+from tests.helpers import REPO, assert_names_this_machine, convbench, in_process
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -633,6 +634,7 @@ def test_older_and_newer_result_files_load(tmp_path: Path) -> None:
         None,
         {},
     ) and r.train_loss != r.train_loss
+    assert (r.hardware, r.elapsed_s, r.device_hours, r.attempts) == (None, None, None, None)
 
 
 def test_published_runs_name_relative_paths() -> None:
@@ -670,10 +672,12 @@ def test_sweep_dir_listing_run_ids(tree: Path, tmp_path: Path, capsys: pytest.Ca
     capsys.readouterr()
 
 
-def test_report_of_two_real_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """resnet20 and plain20 trained for real: 3 epochs of 3 steps, validated after each."""
     from harness.training.run import train
 
-    results = tmp_path / "results"
+    results = tmp_path_factory.mktemp("real") / "results"
     for arch in ("resnet20", "plain20"):
         config = resolve(
             [
@@ -682,26 +686,136 @@ def test_report_of_two_real_runs(tmp_path: Path, capsys: pytest.CaptureFixture[s
                     {
                         "arch": arch,
                         "dataset": "synthetic",
-                        "epochs": 2,
+                        "epochs": 3,
                         "results": str(results),
                         "wandb": {"mode": "disabled"},
-                        "trainer": {"log_every_n_steps": 1},
-                        "data": {"input_size": [3, 32, 32], "num_samples": 256, "num_workers": 0, "batch_size": 256},
+                        "trainer": {"log_every_n_steps": 1, "threads": 2},
+                        "data": {
+                            "input_size": [3, 32, 32],
+                            "num_samples": 256,
+                            "num_workers": 0,
+                            "batch_size": 64,
+                            "val_size": 64,
+                        },
                     },
                 )
             ]
         )
         assert train(config).status == "completed"
-    assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
+    return results
+
+
+def test_report_of_two_real_runs(real_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(real_runs), "--out", str(tmp_path / "out")]) == 0
     stdout = capsys.readouterr().out
     assert "| plain20 | resnet_cifar | 20 | plain | synthetic | scratch |" in stdout
     assert "| resnet20 | resnet_cifar | 20 | residual | synthetic | scratch |" in stdout
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert "training_curves" in rep["charts"] and "degradation_vs_depth" in rep["charts"]
+    assert "accuracy_vs_time" in rep["charts"] and "accuracy_vs_cost" in rep["charts"]
     assert rep["charts_skipped"]["accuracy_vs_depth"].startswith("needs test top-1 at two or more depths")
-    assert (tmp_path / "out" / "training_curves.png").read_bytes()[:8] == PNG
+    for chart in ("training_curves", "accuracy_vs_time"):
+        assert (tmp_path / "out" / f"{chart}.png").read_bytes()[:8] == PNG
     runs = json.loads((tmp_path / "out" / "runs.json").read_text())
     assert {r["arch"] for r in runs} == {"resnet20", "plain20"} and all(r["status"] == "completed" for r in runs)
+    hours = sum(r["device_hours"] for r in runs)
+    assert rep["device_hours"]["total"] == pytest.approx(hours) and 0 < hours * 3600 < 600
+    assert f"Device-hours: {hours:.3g} in all" in stdout
+
+
+def test_a_real_record_names_this_machine_and_its_clock(real_runs: Path) -> None:
+    """result.json read back through RunResult: the CPU, its flags and the threads the run used; the
+    clock: training and validation time within the run's clock, within the attempt's wall time."""
+    from harness.run_record import RunResult
+
+    for path in real_runs.glob("*/result.json"):
+        r = RunResult.read(path)
+        assert r.hardware is not None and r.attempts == 1
+        assert_names_this_machine(dataclasses.asdict(r.hardware), threads=2)
+        assert r.hardware.dataloader_workers == 0
+        assert 0 < r.train_time_s + r.eval_time_s <= r.elapsed_s < r.wall_time_s
+        assert r.device_hours == pytest.approx(r.wall_time_s / 3600, rel=0.05)
+
+
+def first_reaching(run_dir: Path, column: str, value: float) -> tuple[int, float] | None:
+    """The CSV read by hand: the first epoch row of ``column`` at ``value`` or above, and the run's
+    clock on the row of the same step (Lightning writes validation and training as two rows)."""
+    with next(run_dir.glob("metrics/version_0/metrics.csv")).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        if row[column] and float(row[column]) >= value:
+            (clock,) = [r["time/elapsed_s"] for r in rows if r["step"] == row["step"] and r["time/elapsed_s"]]
+            return int(row["step"]) + 1, float(clock)
+    return None
+
+
+def test_time_to_accuracy_agrees_with_the_csv(
+    real_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--target per run: the step and clock of the first evaluation that reaches it, as the CSV read
+    by hand says; one target each run reaches at its second evaluation or later, one none reaches."""
+    dirs = sorted(p.parent for p in real_runs.glob("*/result.json"))
+    best = {}
+    for d in dirs:
+        with next(d.glob("metrics/version_0/metrics.csv")).open(newline="") as f:
+            best[d.name] = [float(r["val/acc1"]) for r in csv.DictReader(f) if r["val/acc1"]]
+    reachable = min(max(accs) for accs in best.values())
+    args = ["report", str(real_runs), "--out", str(tmp_path), "--no-charts"]
+    assert main([*args, "--target", f"val_acc1={reachable}", "--target", "val_acc1=1"]) == 0
+    out = capsys.readouterr().out
+    assert f"time to accuracy, val_acc1 >= {reachable:g}:" in out and "val_acc1 >= 1:" in out
+    reached, never = json.loads((tmp_path / "report.json").read_text())["time_to_accuracy"]
+    for run in reached["runs"]:
+        step, clock = first_reaching(real_runs / run["run_id"], "val/acc1", reachable)
+        assert (run["step"], run["time_s"]) == (step, pytest.approx(clock)), run
+        config = next(c for c in reached["configs"] if c["arch"] == run["arch"])
+        assert (config["reached"], config["median_s"], config["median_step"]) == (1, run["time_s"], step)
+    assert all(r["step"] is None for r in never["runs"]) and all(c["median_s"] is None for c in never["configs"])
+    assert "| not reached | not reached |" in (tmp_path / "report.md").read_text()
+
+
+def test_a_report_keeps_two_machines_apart(real_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two seeds of one config, one rewritten to have run on a GPU at 50x the samples a second:
+    accuracy pools them, the throughput is given per machine and never averaged."""
+    tree = tmp_path / "tree"
+    shutil.copytree(real_runs, tree)
+    (cpu_run,) = tree.glob("resnet20-*")
+    record = json.loads((cpu_run / "result.json").read_text())
+    record["config"]["seed"] = 1
+    gpu_id = resolve([("test", record["config"])]).run_id()
+    gpu = {"name": "NVIDIA H100 80GB HBM3", "memory_bytes": 85_000_000_000, "capability": "9.0", "multiprocessors": 132}
+    record.update(
+        run_id=gpu_id,
+        seed=1,
+        device="cuda:0",
+        train_samples_per_s=50 * record["train_samples_per_s"],
+        hardware={**record["hardware"], "label": gpu["name"], "device": "cuda"},
+    )
+    record["hardware"]["hosts"][0]["gpus"] = [gpu]
+    shutil.copytree(cpu_run, tree / gpu_id)
+    (tree / gpu_id / "result.json").write_text(json.dumps(record))
+    cpu_rate = json.loads((cpu_run / "result.json").read_text())["train_samples_per_s"]
+    cpu_label = json.loads((cpu_run / "result.json").read_text())["hardware"]["label"]
+
+    assert main(["report", str(tree), "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    (row,) = [r for r in rep["rows"] if r["arch"] == "resnet20"]
+    assert row["n"] == 2 and row["test_acc1"]["n"] == 2  # accuracy pools the two
+    assert row["hardware"] == sorted([cpu_label, gpu["name"]]) and row["train_samples_per_s"]["mean"] is None
+    by = row["by_hardware"]
+    assert by[cpu_label]["train_samples_per_s"]["mean"] == pytest.approx(cpu_rate)
+    assert by[gpu["name"]]["train_samples_per_s"]["mean"] == pytest.approx(50 * cpu_rate)
+    md = (tmp_path / "out" / "report.md").read_text()
+    hw_rows = md_rows(md.split("## Speed, memory and time by hardware")[1])
+    assert {(r["hardware"], r["samples/s"]) for r in hw_rows} == {
+        (cpu_label, f"{cpu_rate:,.0f}"),
+        (gpu["name"], f"{50 * cpu_rate:,.0f}"),
+    }
+    (main_row,) = [r for r in md_rows(md) if r.get("arch") == "resnet20" and "type" in r]
+    assert main_row["samples/s"] == "–" and main_row["hardware"] == "2 kinds: see below"
+    assert "accuracy_vs_cost" in rep["charts"]  # plain20 alone: one machine, one chart
+    assert [p.name for p in (tmp_path / "out").glob("accuracy_vs_cost*.png")] == ["accuracy_vs_cost.png"]
 
 
 def test_wandb_native_charts_over_the_report_table(

@@ -399,6 +399,22 @@ def test_mid_epoch_resume_continues_the_curve_exactly(
     curve = merged_curve(run)
     assert [s for s, _ in curve] == list(range(12))
     assert curve == merged_curve(straight_run)
+    assert_the_clock_continued(run, ckpt, resumed)
+
+
+def assert_the_clock_continued(run: Path, ckpt: dict[str, Any], resumed: Any) -> None:
+    """The run's clock (Throughput's state in every checkpoint) goes on from the checkpoint after a
+    resume instead of restarting, and the device-hours count both attempts' wall time."""
+    from harness.run_record import read_metrics
+
+    (saved,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("Throughput")]
+    epochs = [r for r in read_metrics(run) if r.get("time/elapsed_s") is not None]
+    assert len(epochs) == 2 and epochs[0]["time/elapsed_s"] < saved["elapsed_s"] < epochs[1]["time/elapsed_s"]
+    assert resumed.elapsed_s >= epochs[1]["time/elapsed_s"] and resumed.attempts == 2
+    assert resumed.train_time_s == pytest.approx(sum(r["time/train_s"] for r in epochs), rel=1e-6)
+    attempts = [json.loads(line) for line in (run / "attempts.jsonl").read_text().splitlines()]
+    assert len(attempts) == 2 and resumed.device_hours >= sum(a["ended"] - a["started"] for a in attempts[:1]) / 3600
+    assert resumed.device_hours * 3600 > resumed.wall_time_s
 
 
 def test_sigterm_to_the_process_group_with_workers_checkpoints(tmp_path: Path) -> None:

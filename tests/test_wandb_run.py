@@ -124,6 +124,8 @@ def test_run_killed_twice_mid_training_leaves_one_complete_offline_run(tmp_path:
     assert len(numbers) > 10 and {k: w.summary[k] for k in numbers} == numbers
     assert {k: w.summary[k] for k in summary_of(result)} == summary_of(result)
     assert w.config["arch"] == "resnet20" and w.config["optim"]["lr"] == result["config"]["optim"]["lr"]
+    assert w.config["hardware"] == result["hardware"] and w.config["hardware"]["label"]  # a filter in the W&B UI
+    assert w.summary["attempts"] == 3 and w.summary["elapsed_s"] == result["elapsed_s"] > 0
 
 
 def quick_run(results: Path, mode: str) -> Path:

@@ -40,7 +40,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import IO, Any
 
@@ -48,7 +48,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from harness import hardware
 from harness.errors import UserError
+from harness.hardware import device_name
 from harness.memory import peak_bytes, peak_reserved_bytes, reset_peak
 
 from .jobs import WORKER, DistributedJob, to_json, worker_output
@@ -57,7 +59,6 @@ from .measure import (
     Stamps,
     StepTimes,
     build_model,
-    device_name,
     load_average,
     synchronize,
     synthetic_batch,
@@ -243,6 +244,7 @@ def _measure(job: DistributedJob, device: torch.device, backend: str, rank: int,
     step_time = StepTimes(with_comm).summary(statistics.median)
     mine = {
         "host": socket.gethostname(),
+        "machine": hardware.host(),
         "step_time": step_time[0],
         "no_comm": StepTimes(without).summary(statistics.median)[0],
         "in_flight": statistics.median(in_flight) if in_flight else 0.0,
@@ -280,6 +282,7 @@ def _measure(job: DistributedJob, device: torch.device, backend: str, rank: int,
         input_size=list(job.input_size),
         device=device.type,
         device_name=device_name(device),
+        hardware=asdict(hardware.describe(device, [r["machine"] for r in ranks])),
         torch_version=torch.__version__,
         precision=job.precision,
         channels_last=job.channels_last,

@@ -92,12 +92,15 @@ class Result:
     )
     raw_allreduce_ms: float | None = None  # one torch.distributed.all_reduce of allreduce_bytes, alone
     raw_allreduce_busbw: float | None = None
+    hardware: dict[str, Any] | None = None  # harness.hardware.Hardware: hosts, CPUs, GPUs, libraries, threads
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 FIELDS: list[str] = [f.name for f in fields(Result)]
+OPTIONAL = ("hardware",)  # fields files written by older versions lack
+REQUIRED = [f for f in FIELDS if f not in OPTIONAL]
 
 
 COLUMNS = ["name", "mode", "batch", "samples/s", "step ms", "peak mem", "params", "MACs", "GFLOP/s", "MFU"]
@@ -258,7 +261,7 @@ def _parse(kind: str, text: str) -> Any:
     """A CSV cell back to its field's type (the dataclass annotation, a string here)."""
     if text == "" and "None" in kind:
         return None
-    if kind.startswith("list"):
+    if kind.startswith(("list", "dict")):
         return ast.literal_eval(text)
     if kind.startswith("bool"):
         return text == "True"
@@ -284,7 +287,7 @@ def read_results(paths: Sequence[Path]) -> list[Result]:
                 continue
             with path.open(newline="") as f:
                 reader = csv.DictReader(f)
-                if reader.fieldnames != FIELDS:
+                if not set(REQUIRED) <= set(reader.fieldnames or ()) <= set(FIELDS):
                     raise UserError(
                         f"--merge {path}: the header is not convbench bench's; merge files written by "
                         "`convbench bench --csv` or `--json`"

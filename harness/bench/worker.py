@@ -20,11 +20,13 @@ import platform
 import statistics
 import sys
 from collections.abc import Iterator
+from dataclasses import asdict
 
 import torch
 
 import datamodules
 from harness.errors import user_errors
+from harness.hardware import describe, device_name
 from harness.memory import peak_bytes, peak_reserved_bytes, peak_rss_bytes, reset_peak
 
 from .jobs import DataJob, DistributedJob, Job, ModelJob, from_json
@@ -34,7 +36,6 @@ from .measure import (
     StepTimes,
     TimerCheck,
     build_model,
-    device_name,
     infer_step,
     load_average,
     synthetic_batch,
@@ -107,6 +108,7 @@ def measure_model(job: ModelJob) -> Result:
         input_size=list(job.input_size),
         device=str(device),
         device_name=device_name(device),
+        hardware=asdict(describe(device)),
         torch_version=torch.__version__,
         precision=job.precision,
         channels_last=job.channels_last,
@@ -165,6 +167,7 @@ def measure_data(job: DataJob) -> Result:
         input_size=list(dm.input_size),
         device="cpu",
         device_name=device_name(torch.device("cpu")),
+        hardware=asdict(describe("cpu", workers=job.workers)),
         torch_version=torch.__version__,
         precision=None,
         channels_last=None,

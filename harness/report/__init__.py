@@ -5,8 +5,8 @@ results roots or sweep directories (a study and its labelled variant, two splits
 `convbench report`.
 
 Modules: collect (find and check result.json files, read metrics.csv curves), tables (grouping,
-mean ± std, markdown), findings (degradation and transfer verdicts), charts (matplotlib PNGs),
-publish (W&B)."""
+mean ± std, costs per hardware, markdown), findings (degradation and transfer verdicts),
+time_to_accuracy (`--target`), charts (matplotlib PNGs), publish (W&B)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.report import findings
+from harness.report import findings, time_to_accuracy
 from harness.report.collect import Run, collect
-from harness.report.tables import aggregate, markdown, run_rows, table
+from harness.report.tables import aggregate, device_hours, hardware_table, markdown, run_rows, table
 
 STATUS_ORDER = ("completed", "diverged", "failed")
 
@@ -40,6 +40,10 @@ class Report:
     skipped: dict[str, str] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     wandb_dir: Path | None = None
+    targets: list[time_to_accuracy.Target] = field(default_factory=list)
+    time_to_accuracy: list[dict[str, Any]] = field(default_factory=list)  # one per target
+    device_hours: dict[str, Any] = field(default_factory=dict)
+    hardware_md: str = ""  # speed, memory and time of the rows that ran on several kinds of hardware
 
     @property
     def source(self) -> str:
@@ -70,6 +74,17 @@ def status_line(counts: dict[str, int]) -> str:
     return f"{total} run{'s' if total != 1 else ''}: {parts}"
 
 
+def device_hours_line(hours: dict[str, Any]) -> str:
+    """'Device-hours: 1.23 in all (...)': what the runs cost, all statuses and attempts."""
+    parts = [f"{h:.3g} on {hw}" for hw, h in hours["by_hardware"].items()]
+    line = f"Device-hours: {hours['total']:.3g} in all, every run and attempt (world size x attempt wall time)"
+    line += f": {'; '.join(parts)}" if len(parts) > 1 else ""
+    unrecorded = hours["unrecorded"]
+    return line + (
+        f". {unrecorded} run{'s' if unrecorded != 1 else ''} recorded none (older records)." if unrecorded else "."
+    )
+
+
 def _markdown_doc(rep: Report) -> str:
     lines = [
         f"# convbench report: {rep.source}",
@@ -81,7 +96,20 @@ def _markdown_doc(rep: Report) -> str:
         "samples/s (training throughput), peak MiB (peak memory) and wall s (the whole run) are means.",
         "",
     ]
+    if len({hw for r in rep.rows for hw in r["hardware"]}) > 1:
+        lines += [
+            "Accuracy pools a configuration's seeds whatever hardware they ran on; speed, memory and time "
+            "never do: a row whose runs ran on several kinds shows them per hardware below the table.",
+            "",
+        ]
     lines.append(rep.markdown_table if rep.rows else "_no completed runs_")
+    if rep.hardware_md:
+        lines += ["", "## Speed, memory and time by hardware", "", rep.hardware_md]
+    lines += ["", device_hours_line(rep.device_hours)]
+    if rep.time_to_accuracy:
+        lines += ["", "## Time to accuracy", "", time_to_accuracy.RULE]
+    for found in rep.time_to_accuracy:
+        lines += ["", time_to_accuracy.markdown(found)]
     if rep.findings_md:
         lines += ["", rep.findings_md.rstrip()]
     bad = [r for r in rep.runs_table if r["status"] != "completed"]
@@ -94,9 +122,15 @@ def _markdown_doc(rep: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(roots: Path | Sequence[Path], out: Path | None = None, charts: bool = True) -> Report:
+def build(
+    roots: Path | Sequence[Path],
+    out: Path | None = None,
+    charts: bool = True,
+    targets: Sequence[time_to_accuracy.Target] = (),
+) -> Report:
     """Collect the runs under ``roots`` (a run found under two of them counts once) and write report.md,
-    report.json, runs.json and the charts to ``out`` (default ``<first root>/report``)."""
+    report.json, runs.json and the charts to ``out`` (default ``<first root>/report``), with the
+    time to each of ``targets``."""
     roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
     out = Path(out) if out is not None else roots[0] / "report"
     found: dict[str, Run] = {}
@@ -113,10 +147,15 @@ def build(roots: Path | Sequence[Path], out: Path | None = None, charts: bool = 
     cols, cells = table(rows)
     rep = Report(roots, out, runs, rows, run_rows(runs, roots[0]), status_counts, markdown(cols, cells))
     rep.findings_md, rep.findings = findings.markdown(rows, runs)
+    rep.device_hours = device_hours(runs)
+    hw_cols, hw_cells = hardware_table(rows)
+    rep.hardware_md = markdown(hw_cols, hw_cells) if hw_cells else ""
+    rep.targets = list(targets)
+    rep.time_to_accuracy = [time_to_accuracy.compute(t, rows, runs) for t in targets]
     if charts:
         from harness.report.charts import draw_all
 
-        rep.charts, rep.skipped = draw_all(runs, rows, out)
+        rep.charts, rep.skipped = draw_all(runs, rows, out, targets)
     meta = {
         "source": rep.source,
         "status_counts": status_counts,
@@ -125,6 +164,8 @@ def build(roots: Path | Sequence[Path], out: Path | None = None, charts: bool = 
         "charts": {k: p.name for k, p in rep.charts.items()},
         "charts_skipped": rep.skipped,
         "findings": rep.findings,
+        "device_hours": rep.device_hours,
+        "time_to_accuracy": rep.time_to_accuracy,
     }
     rep.files = [
         _dump(

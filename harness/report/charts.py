@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from harness.report.collect import Run  # noqa: E402
 from harness.report.tables import TRANSFER_ORDER, chart_variants, main_rows  # noqa: E402
+from harness.report.time_to_accuracy import Target, curves  # noqa: E402
 
 DPI = 110
 MODE_COLORS = {"scratch": "tab:gray", "linear-probe": "tab:blue", "finetune": "tab:orange"}
@@ -275,6 +276,37 @@ def accuracy_vs_cost(rows: list[dict[str, Any]], path: Path, dataset: str | None
     return _save(fig, path)
 
 
+def accuracy_vs_time(runs: list[Run], rows: list[dict[str, Any]], path: Path, target: Target | None = None) -> Path:
+    """Each run's evaluations against the run's clock (training and validation since the first step,
+    over all attempts), one colour per arch, one panel per hardware: a time is the machine's. The
+    metric is the first --target's (its level dashed), else validation top-1, else training top-1."""
+    column, timed = curves(rows, runs, target)
+    if not timed:
+        raise Skip("needs runs whose metrics.csv has the run's clock (time/elapsed_s) beside an evaluation")
+    hardware = sorted({run.hardware for _, run, _ in timed})
+    fig, axes = plt.subplots(1, len(hardware), figsize=(6.5 * len(hardware), 4.5), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {a: colors[i % len(colors)] for i, a in enumerate(sorted({_arch_label(row) for row, _, _ in timed}))}
+    scale = 1 if str(column).endswith("loss") else 100
+    for ax, hw in zip(axes[0], hardware):
+        shown: set[str] = set()
+        for row, run, points in timed:
+            if run.hardware != hw:
+                continue
+            arch = _arch_label(row)
+            xs, ys = zip(*points)
+            ax.plot(xs, [y * scale for y in ys], marker=".", color=color[arch], label=None if arch in shown else arch)
+            shown.add(arch)
+        if target is not None:
+            ax.axhline(target.value * scale, color="black", linestyle="--", linewidth=1, label=str(target))
+        ax.set(xlabel="run clock (s): training + validation since the first step", title=hw)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(f"{column} (%)" if scale == 100 else str(column))
+    fig.suptitle("Accuracy against wall-clock time (each line a run)")
+    return _save(fig, path)
+
+
 def transfer_bars(rows: list[dict[str, Any]], path: Path) -> Path:
     """Grouped bars of test top-1 per labels_per_class budget for scratch / linear-probe / finetune,
     one panel per (arch, task) that has transfer runs."""
@@ -319,20 +351,50 @@ def transfer_bars(rows: list[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def draw_all(runs: list[Run], rows: list[dict[str, Any]], out: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """Every chart the data allows: ``({name: png}, {name: reason skipped})``."""
+def by_hardware(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The rows whose runs share one kind of hardware, by that kind: speed and memory are compared
+    only within one."""
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if len(r["hardware"]) == 1:
+            out[r["hardware"][0]].append(r)
+    return dict(sorted(out.items()))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^\w.-]+", "-", text).strip("-")
+
+
+def draw_all(
+    runs: list[Run], rows: list[dict[str, Any]], out: Path, targets: Sequence[Target] = ()
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Every chart the data allows: ``({name: png}, {name: reason skipped})``. Accuracy against
+    cost is drawn once per kind of hardware when the runs ran on several."""
     written: dict[str, Path] = {}
     skipped: dict[str, str] = {}
     if not rows:
-        for name in ("accuracy_vs_depth", "degradation_vs_depth", "training_curves", "accuracy_vs_cost", "transfer"):
+        for name in (
+            "accuracy_vs_depth",
+            "degradation_vs_depth",
+            "training_curves",
+            "accuracy_vs_time",
+            "accuracy_vs_cost",
+            "transfer",
+        ):
             skipped[name] = "no completed runs"
         return written, skipped
     tasks = sorted({r["task"] for r in rows})
     for task in tasks:
         mine = chart_variants(main_rows([r for r in rows if r["task"] == task]))
-        suffix = "_" + re.sub(r"[^\w.-]+", "-", task) if len(tasks) > 1 else ""
+        suffix = "_" + _slug(task) if len(tasks) > 1 else ""
         if not mine:
-            for name in ("accuracy_vs_depth", "degradation_vs_depth", "training_curves", "accuracy_vs_cost"):
+            for name in (
+                "accuracy_vs_depth",
+                "degradation_vs_depth",
+                "training_curves",
+                "accuracy_vs_time",
+                "accuracy_vs_cost",
+            ):
                 skipped[name + suffix] = (
                     f"no from-scratch full-label runs on {task} (only transfer or labels_per_class runs)"
                 )
@@ -342,7 +404,15 @@ def draw_all(runs: list[Run], rows: list[dict[str, Any]], out: Path) -> tuple[di
             ("accuracy_vs_depth", lambda p: accuracy_vs_depth(mine, p, label)),
             ("degradation_vs_depth", lambda p: degradation(mine, p, label)),
             ("training_curves", lambda p: training_curves(runs, mine, p, label)),
-            ("accuracy_vs_cost", lambda p: accuracy_vs_cost(mine, p, label)),
+            ("accuracy_vs_time", lambda p: accuracy_vs_time(runs, mine, p, targets[0] if targets else None)),
+        ]
+        kinds = by_hardware(mine)
+        jobs += [
+            (
+                "accuracy_vs_cost" + (f"_{_slug(hw)}" if len(kinds) > 1 else ""),
+                lambda p, members=members, hw=hw: accuracy_vs_cost(members, p, f"{label}, {hw}" if label else hw),
+            )
+            for hw, members in kinds.items()
         ]
         for name, draw in jobs:
             try:

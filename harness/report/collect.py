@@ -21,12 +21,16 @@ from typing import Any
 from harness.errors import UserError
 from harness.run_record import RESULT, RunResult, read_metrics
 
+# the metrics.csv columns written once per epoch (per evaluation), never per step
+EPOCH_KEYS = ("val/acc1", "val/acc5", "val/loss", "train/acc1", "train/acc5", "train/loss", "time/elapsed_s")
+
 
 @dataclass
 class Run:
     path: Path  # the run directory (holds result.json and metrics/)
     result: RunResult
     _curve: dict[str, list[tuple[float, float]]] | None = field(default=None, repr=False)
+    _evaluations: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     def get(self, key: str) -> Any:
         """A RunResult field by name (the report's tables and charts name their columns so)."""
@@ -48,12 +52,30 @@ class Run:
         return data.get("classes") if isinstance(data, dict) else None
 
     @property
+    def hardware(self) -> str:
+        """What the run's speed, memory and time figures were measured on (harness.hardware's label)."""
+        hw = self.result.hardware
+        return hw.label if hw is not None else f"{self.result.device or 'unknown device'} (hardware not recorded)"
+
+    @property
     def transfer(self) -> str:
         return self.result.transfer or "scratch"
 
     @property
     def completed(self) -> bool:
         return self.result.status == "completed"
+
+    def evaluations(self) -> list[dict[str, Any]]:
+        """One dict per epoch end, in order: its row of metrics.csv with the validation row of the
+        same step merged in (Lightning logs them as two rows)."""
+        if self._evaluations is None:
+            by_step: dict[float, dict[str, Any]] = {}
+            for r in read_metrics(self.path):
+                if any(r.get(k) is not None for k in EPOCH_KEYS):
+                    merged = by_step.setdefault(r["step"], {})
+                    merged.update({k: v for k, v in r.items() if v is not None})
+            self._evaluations = [by_step[s] for s in sorted(by_step)]
+        return self._evaluations
 
     def curve(self) -> dict[str, list[tuple[float, float]]]:
         if self._curve is None:

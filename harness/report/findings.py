@@ -298,7 +298,8 @@ def variants(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "within_spread": abs(rise) <= spread,
                     "test_err": _err(r["test_acc1"]),
                     "default_test_err": _err(base["test_acc1"]),
-                    "speedup": rate / base_rate if rate and base_rate else None,
+                    # a speed-up only on one kind of hardware: rates from two machines are not comparable
+                    "speedup": rate / base_rate if rate and base_rate and r["hardware"] == base["hardware"] else None,
                     "n": (r["n"], base["n"]),
                 }
             )

@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.report import Report
 from harness.report.tables import chart_variants, main_rows, table
+from harness.report.time_to_accuracy import curves
 from harness.wandb_run import require_written
 
 
@@ -53,6 +54,7 @@ def log(rep: Report, mode: str) -> Path:
         }
         data.update({f"charts/{k}": wandb.Image(str(p), caption=k) for k, p in rep.charts.items()})
         data.update(native_charts(rep.rows))
+        data.update(time_chart(rep))
         run.log(data)
         run.summary.update({f"runs_{s}": n for s, n in rep.status_counts.items()})
         path = Path(run.dir).parent  # .../wandb/<offline-run-...>/files -> the run directory
@@ -78,6 +80,7 @@ CHART_COLUMNS = [
     "params",
     "macs",
     "n",
+    "hardware",
 ]
 
 
@@ -109,6 +112,7 @@ def chart_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
                 r["params"],
                 r["macs"],
                 r["n"],
+                r["hardware"][0] if len(r["hardware"]) == 1 else "several",
             ]
         )
     return out
@@ -122,17 +126,45 @@ def native_charts(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if not cells:
         return {}
     t = wandb.Table(columns=CHART_COLUMNS, data=cells)
-    return {
+    charts = {
         "native/accuracy_vs_depth": wandb.plot.line(
             t, "depth", "test_acc1_pct", stroke="series", title="test top-1 % vs depth"
         ),
         "native/train_error_vs_depth": wandb.plot.line(
             t, "depth", "train_error_pct", stroke="series", title="training error % vs depth (degradation)"
         ),
-        "native/accuracy_vs_throughput": wandb.plot.scatter(
-            t, "train_samples_per_s", "test_acc1_pct", title="test top-1 % vs train samples/s"
-        ),
-        "native/accuracy_vs_memory": wandb.plot.scatter(
-            t, "peak_memory_mib", "test_acc1_pct", title="test top-1 % vs peak memory MiB"
-        ),
     }
+    # speed and memory: one chart per kind of hardware, never two machines on one axis
+    kinds = sorted({c[-1] for c in cells if c[-1] != "several"})
+    for hw in kinds:
+        mine = wandb.Table(columns=CHART_COLUMNS, data=[c for c in cells if c[-1] == hw])
+        suffix = f"/{hw}" if len(kinds) > 1 else ""
+        charts[f"native/accuracy_vs_throughput{suffix}"] = wandb.plot.scatter(
+            mine, "train_samples_per_s", "test_acc1_pct", title=f"test top-1 % vs train samples/s ({hw})"
+        )
+        charts[f"native/accuracy_vs_memory{suffix}"] = wandb.plot.scatter(
+            mine, "peak_memory_mib", "test_acc1_pct", title=f"test top-1 % vs peak memory MiB ({hw})"
+        )
+    return charts
+
+
+def time_chart(rep: Report) -> dict[str, Any]:
+    """Accuracy against the run's clock, a line per run, one chart per kind of hardware (the PNG's panels)."""
+    import wandb
+
+    target = rep.targets[0] if rep.targets else None
+    column, timed = curves(main_rows(rep.rows), rep.runs, target)
+    kinds = sorted({run.hardware for _, run, _ in timed})
+    charts = {}
+    for hw in kinds:
+        data = [
+            [f"{row['arch']} s{run.result.seed}", row["arch"], t, v]
+            for row, run, points in timed
+            if run.hardware == hw
+            for t, v in points
+        ]
+        table = wandb.Table(columns=["run", "arch", "clock_s", str(column)], data=data)
+        charts[f"native/accuracy_vs_time{f'/{hw}' if len(kinds) > 1 else ''}"] = wandb.plot.line(
+            table, "clock_s", str(column), stroke="run", title=f"{column} vs run clock (s), {hw}"
+        )
+    return charts

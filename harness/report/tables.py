@@ -59,6 +59,9 @@ RUN_FIELDS = (
     "hosts",
     "peak_memory_mib",
     "wall_time_s",
+    "elapsed_s",
+    "device_hours",
+    "hardware",
     "error",
 )
 
@@ -162,17 +165,12 @@ def aggregate(runs: list[Run]) -> list[dict[str, Any]]:
             "seeds": [r.get("seed") for r in members],
             "run_ids": [r.get("run_id") for r in members],
         }
-        for key, _, _ in METRICS:
+        for key, _, _ in METRICS:  # accuracy pools the seeds whatever they ran on
             row[key] = stats(r.get(key) for r in members)
-        row["train_samples_per_s"] = stats(
-            r.get("train_samples_per_s") for r in members
-        )  # the job's: the sum over its ranks
-        row["eval_samples_per_s"] = stats(r.get("eval_samples_per_s") for r in members)
-        row["peak_memory_mib"] = stats(
-            (r.get("peak_memory_bytes") or 0) / 2**20 if r.get("peak_memory_bytes") is not None else None
-            for r in members
-        )
-        row["wall_time_s"] = stats(r.get("wall_time_s") for r in members)
+        # speed, memory and time never do: per hardware, and in the row only when its runs share one
+        row["hardware"] = sorted({r.hardware for r in members})
+        row["by_hardware"] = {hw: costs([r for r in members if r.hardware == hw]) for hw in row["hardware"]}
+        row.update(row["by_hardware"][row["hardware"][0]] if len(row["hardware"]) == 1 else costs([]))
         row["not_completed"] = {
             s: n for (b, s), n in sorted(others.items(), key=lambda kv: str(kv[0])) if b == base_key(first)
         }
@@ -181,20 +179,63 @@ def aggregate(runs: list[Run]) -> list[dict[str, Any]]:
     return rows
 
 
+def costs(runs: list[Run]) -> dict[str, Any]:
+    """Speed, memory and time of runs on one kind of hardware: mean ± std over them, and the
+    device-hours they took in all."""
+    hours = [finite(r.get("device_hours")) for r in runs]
+    return {
+        "train_samples_per_s": stats(r.get("train_samples_per_s") for r in runs),  # the job's: the sum over ranks
+        "eval_samples_per_s": stats(r.get("eval_samples_per_s") for r in runs),
+        "peak_memory_mib": stats(
+            r.get("peak_memory_bytes") / 2**20 if r.get("peak_memory_bytes") is not None else None for r in runs
+        ),
+        "wall_time_s": stats(r.get("wall_time_s") for r in runs),
+        "elapsed_s": stats(r.get("elapsed_s") for r in runs),
+        "device_hours": sum(h for h in hours if h is not None) if any(h is not None for h in hours) else None,
+    }
+
+
+def device_hours(runs: list[Run]) -> dict[str, Any]:
+    """What a set of runs cost, all statuses and all attempts: in all and per hardware (runs
+    recorded before device-hours were are counted in ``unrecorded``)."""
+    by: dict[str, float] = defaultdict(float)
+    for r in runs:
+        h = finite(r.get("device_hours"))
+        if h is not None:
+            by[r.hardware] += h
+    return {
+        "total": sum(by.values()),
+        "by_hardware": dict(sorted(by.items())),
+        "unrecorded": sum(finite(r.get("device_hours")) is None for r in runs),
+    }
+
+
 def run_rows(runs: list[Run], root: Any = None) -> list[dict[str, Any]]:
     """Every run's final metrics, all statuses (runs.json)."""
     out = []
     for r in runs:
         peak = finite(r.get("peak_memory_bytes"))
-        row = {k: r.get(k) if k not in ("classes", "labels_per_class", "peak_memory_mib") else None for k in RUN_FIELDS}
+        row = {
+            k: r.get(k) if k not in ("classes", "labels_per_class", "peak_memory_mib", "hardware") else None
+            for k in RUN_FIELDS
+        }
         row.update(
+            hardware=r.hardware,
             classes=r.classes,
             transfer=r.transfer,
             labels_per_class=r.labels_per_class,
             peak_memory_bytes=r.get("peak_memory_bytes"),
             peak_memory_mib=None if peak is None else peak / 2**20,
         )
-        for k in ("train_loss", "train_acc1", "test_acc1", "test_acc5", "train_samples_per_s", "wall_time_s"):
+        for k in (
+            "train_loss",
+            "train_acc1",
+            "test_acc1",
+            "test_acc5",
+            "train_samples_per_s",
+            "wall_time_s",
+            "elapsed_s",
+        ):
             row[k] = finite(row[k])
         row["error"] = (r.get("error") or "").splitlines()[0][:300] if r.get("error") else None
         # relative to the report's root, else to the run's own results root (<results>/<run id>): never absolute
@@ -242,6 +283,8 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         + (["variant"] if var else [])
     )
     cols += ["params", "MACs", "n"] + [title for _, title, _ in METRICS] + ["ranks", "samples/s", "peak MiB", "wall s"]
+    several = len({hw for r in rows for hw in r["hardware"]}) > 1
+    cols += ["hardware"] if several else []
     cells = []
     for r in rows:
         c = [
@@ -262,15 +305,49 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
             fmt({**r[k], "std": None}, kind)
             for k, kind in (("train_samples_per_s", "int"), ("peak_memory_mib", "int"), ("wall_time_s", "s"))
         ]
+        if several:
+            c += [r["hardware"][0] if len(r["hardware"]) == 1 else f"{len(r['hardware'])} kinds: see below"]
         cells.append([str(x) for x in c])
+    return cols, cells
+
+
+COST_COLUMNS = (("train_samples_per_s", "int"), ("peak_memory_mib", "int"), ("wall_time_s", "s"), ("elapsed_s", "s"))
+
+
+def hardware_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The rows whose runs ran on more than one kind of hardware, one line per kind: their speed,
+    memory and time, which the main table leaves out rather than average across machines."""
+    cols = ["arch", "dataset", "variant", "hardware", "n", "samples/s", "peak MiB", "wall s", "clock s", "device-h"]
+    cells = []
+    for r in rows:
+        if len(r["hardware"]) < 2:
+            continue
+        for hw, cost in r["by_hardware"].items():
+            n = cost["train_samples_per_s"]["n"] or cost["wall_time_s"]["n"]
+            hours = "–" if cost["device_hours"] is None else f"{cost['device_hours']:.3g}"
+            cells.append(
+                [r["arch"], r["task"], r["variant_label"] or "–", hw, str(n)]
+                + [fmt(cost[k], kind) for k, kind in COST_COLUMNS]
+                + [hours]
+            )
     return cols, cells
 
 
 def markdown(cols: list[str], cells: list[list[str]]) -> str:
     esc = lambda s: s.replace("|", "\\|")  # noqa: E731
-    right = {"depth", "params", "MACs", "n", "labels/class", "ranks", "samples/s", "peak MiB", "wall s"} | {
-        t for _, t, _ in METRICS
-    }
+    right = {
+        "depth",
+        "params",
+        "MACs",
+        "n",
+        "labels/class",
+        "ranks",
+        "samples/s",
+        "peak MiB",
+        "wall s",
+        "clock s",
+        "device-h",
+    } | {t for _, t, _ in METRICS}
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" if c in right else "---" for c in cols) + "|"]
     lines += ["| " + " | ".join(esc(x) for x in row) + " |" for row in cells]
     return "\n".join(lines)

@@ -9,7 +9,6 @@ The harness's callbacks are `batch_hooks_as_defined`: the hooks they do not use 
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any, TypeVar
 
@@ -19,6 +18,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
+from harness import hardware
+from harness.hardware import Host
+from harness.run_record import RunDir
 from harness.training.cadence import STEP_LOSS, logging_step
 
 BATCH_HOOKS = (
@@ -51,12 +53,18 @@ def batch_hooks_as_defined(cls: C) -> C:
 @batch_hooks_as_defined
 class Throughput(pl.Callback):
     """Train samples/s over the training batches only (data loading included, validation and
-    checkpointing excluded), test samples/s over the test loop (summed over ranks), and when (wall clock) this attempt's
-    first training step began: start-up cost is submit or launch -> first step.
+    checkpointing excluded), test samples/s over the test loop (summed over ranks), when (wall clock) this attempt's
+    first training step began (start-up cost is submit or launch -> first step), and the run's clock.
 
     Under DDP each rank times its own batches; at the end of fit one gather brings every rank's
     (samples, seconds, host) to every rank, so the record gives the job's rate (the sum over ranks),
-    the slowest and fastest rank and where each rank ran, not rank 0's share alone."""
+    the slowest and fastest rank and where each rank ran, not rank 0's share alone.
+
+    The clock is the run's, not the attempt's: it is saved in every checkpoint and continues on a
+    resume, counting from each attempt's first step (start-up and the queue are not counted) to the
+    end of training; work an interrupted attempt did after its last checkpoint is redone and counted
+    once. Each epoch's row gets ``time/train_s`` (its training batches), ``time/eval_s`` (its
+    validation) and ``time/elapsed_s`` (the clock at the end of the epoch, validation included)."""
 
     def __init__(self) -> None:
         self.first_step_at: float | None = None
@@ -65,29 +73,81 @@ class Throughput(pl.Callback):
         self.test_time = 0.0
         self.test_samples = 0
         self._clock = 0.0
-        self.ranks: list[tuple[int, float, str]] | None = None  # (train samples, seconds, host) of each rank
+        self.ranks: list[tuple[int, float, Host]] | None = None  # (train samples, seconds, machine) of each rank
         self.eval_samples_per_s: float | None = None  # the test loop's, over all ranks
+        # the run's clock: seconds before this attempt (from the checkpoint), and this attempt's start
+        self.clock = {"train_s": 0.0, "eval_s": 0.0, "elapsed_s": 0.0, "epoch_train_s": 0.0, "epoch_eval_s": 0.0}
+        self._attempt_start: float | None = None  # while this attempt trains: when its first step began
+        self._attempt_elapsed = 0.0  # the clock's elapsed_s then
 
     def _restart(self, *_: Any) -> None:
         self._clock = time.perf_counter()
 
     on_train_start = _restart  # a resume mid-epoch starts there: Lightning skips on_train_epoch_start
-    on_train_epoch_start = _restart
-    on_validation_end = _restart  # the next batch's time starts after validation
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restart()
+        self.clock["epoch_train_s"] = self.clock["epoch_eval_s"] = 0.0
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self.first_step_at is None:
             self.first_step_at = time.time()
+            self._attempt_start = time.perf_counter()
+            self._attempt_elapsed = self.clock["elapsed_s"]
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         now = time.perf_counter()
-        self.train_time += now - self._clock
+        seconds = now - self._clock
+        self.train_time += seconds
+        self.clock["epoch_train_s"] += seconds
         self.train_samples += len(batch[1])
         self._clock = now
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._eval_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.clock["epoch_eval_s"] += time.perf_counter() - self._eval_start
+        self._restart()  # the next batch's time starts after validation
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The epoch's times join its row of metrics.csv (this rank's; rank 0 writes the row)."""
+        c = self._tick()
+        c["train_s"] += c["epoch_train_s"]
+        c["eval_s"] += c["epoch_eval_s"]
+        pl_module.log_dict(
+            {"time/train_s": c["epoch_train_s"], "time/eval_s": c["epoch_eval_s"], "time/elapsed_s": c["elapsed_s"]},
+            on_epoch=True,
+            rank_zero_only=True,
+        )
+        c["epoch_train_s"] = c["epoch_eval_s"] = 0.0
+
+    def _tick(self) -> dict[str, float]:
+        """The clock, brought up to now."""
+        if self._attempt_start is not None:
+            self.clock["elapsed_s"] = self._attempt_elapsed + time.perf_counter() - self._attempt_start
+        return self.clock
+
+    def state_dict(self) -> dict[str, float]:
+        return dict(self._tick())
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.clock.update({k: float(v) for k, v in state_dict.items() if k in self.clock})
+
+    def clock_record(self) -> dict[str, float | None]:
+        """result.json's clock: training and validation seconds, and the clock at the end of
+        training, over all attempts (None where no step ran)."""
+        c = self._tick()
+        trained = self.first_step_at is not None
+        return {
+            "train_time_s": c["train_s"] + c["epoch_train_s"] if trained else None,
+            "eval_time_s": c["eval_s"] + c["epoch_eval_s"] if trained else None,
+            "elapsed_s": c["elapsed_s"] if trained else None,
+        }
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._test_start = time.perf_counter()
@@ -118,7 +178,9 @@ class Throughput(pl.Callback):
             self.eval_samples_per_s = self.rate(*mine)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        mine = (self.train_samples, self.train_time, socket.gethostname())
+        self._tick()
+        self._attempt_start = None  # the clock stops with training: testing is not counted
+        mine = (self.train_samples, self.train_time, hardware.host())
         if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             ranks: list[Any] = [None] * trainer.world_size
             torch.distributed.all_gather_object(ranks, mine)
@@ -126,12 +188,14 @@ class Throughput(pl.Callback):
         else:
             self.ranks = [mine]
 
+    def machines(self) -> list[Host]:
+        """Each rank's machine, in rank order once gathered at the end of fit; before, this one's."""
+        return [machine for *_, machine in self.ranks] if self.ranks else [hardware.host()]
+
     def train_record(self, world_size: int) -> dict[str, Any]:
         """The train throughput fields of result.json. Before the end-of-fit gather (a failed fit),
         a multi-rank run knows only this rank's figure, and records no job rate rather than a wrong one."""
-        ranks = self.ranks or (
-            [(self.train_samples, self.train_time, socket.gethostname())] if world_size == 1 else None
-        )
+        ranks = self.ranks or ([(self.train_samples, self.train_time, hardware.host())] if world_size == 1 else None)
         if ranks is None:
             return {
                 "train_samples_per_s": None,
@@ -142,7 +206,7 @@ class Throughput(pl.Callback):
             }
         rates = [self.rate(samples, seconds) for samples, seconds, _ in ranks]
         known = [r for r in rates if r is not None]
-        hosts = [host for *_, host in ranks]
+        hosts = [machine.name for *_, machine in ranks]
         return {
             "train_samples_per_s": sum(known) if len(known) == len(rates) else None,
             "train_samples_per_s_rank_min": min(known, default=None),
@@ -154,6 +218,23 @@ class Throughput(pl.Callback):
     @staticmethod
     def rate(samples: int, seconds: float) -> float | None:
         return samples / seconds if seconds > 0 else None
+
+
+class AttemptLog(pl.Callback):
+    """Marks this attempt in the run directory as lasting until now, at every checkpoint (rank 0):
+    an attempt that is killed outright still counts in the device-hours until its last checkpoint."""
+
+    def __init__(self, run: RunDir, started: float, world_size: int) -> None:
+        self.run, self.started, self.world_size = run, started, world_size
+
+    def mark(self) -> None:
+        self.run.log_attempt(self.started, time.time(), self.world_size)
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if trainer.is_global_zero:
+            self.mark()
 
 
 NEVER = 2**62  # the first non-finite step of a rank whose losses were all finite

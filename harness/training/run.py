@@ -30,9 +30,17 @@ import datamodules
 from harness.config.files import check_checkpoint
 from harness.config.train_config import TrainConfig
 from harness.errors import UserError
+from harness.hardware import describe
 from harness.memory import peak_bytes
 from harness.run_record import RunDir, RunResult, Status
-from harness.training.callbacks import Divergence, EpochCheckpoint, EpochLines, LoggingIntervalBar, Throughput
+from harness.training.callbacks import (
+    AttemptLog,
+    Divergence,
+    EpochCheckpoint,
+    EpochLines,
+    LoggingIntervalBar,
+    Throughput,
+)
 from harness.training.module import ClassifierModule, classifier_of
 from harness.training.preemption import HPC_CHECKPOINT, STEP_CHECKPOINT, Preempted, Preemption
 
@@ -346,6 +354,7 @@ class Attempt:
     divergence: Divergence
     preemption: Preemption
     started: float  # time.time() at the start of train(): result.json's wall_time_s counts from it
+    workers: int  # DataLoader workers per rank
     fit_metrics: dict[str, Any] = field(default_factory=dict)  # the callback metrics at the end of fit
 
     @property
@@ -389,6 +398,9 @@ class Attempt:
         config, profile, trainer, m = self.config, self.profile, self.trainer, self.metrics
         info = architectures.info(config.arch)
         device = trainer.strategy.root_device
+        now = time.time()
+        before = [a for a in self.run.attempts() if a["started"] != self.started]
+        device_seconds = sum((a["ended"] - a["started"]) * a["world_size"] for a in before)
         return RunResult(
             run_id=self.run.path.name,
             arch=config.arch,
@@ -418,7 +430,11 @@ class Attempt:
             peak_memory_bytes=peak_bytes(device),
             device=str(device),
             world_size=trainer.world_size,
-            wall_time_s=time.time() - self.started,
+            wall_time_s=now - self.started,
+            **self.throughput.clock_record(),
+            attempts=len(before) + 1,
+            device_hours=(device_seconds + (now - self.started) * trainer.world_size) / 3600,
+            hardware=describe(device, self.throughput.machines(), self.workers),
             first_step_at=self.throughput.first_step_at,
             diverged_at_step=self.divergence.diverged_at,
             error=error,
@@ -434,6 +450,7 @@ class Attempt:
                 logger.experiment.summary.update(
                     {k: v for k, v in record.items() if isinstance(v, (int, float, str)) or k == "hosts"}
                 )
+                logger.experiment.config.update({"hardware": record["hardware"]}, allow_val_change=True)
                 logger.experiment.finish()
         self.run.write_result(result)
         if self.config.wandb.mode == "offline":
@@ -463,9 +480,17 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     callbacks = [*extra_callbacks, throughput, divergence, preemption, *epoch_checkpoints(run, monitored(dm))]
     trainer = build_trainer(config, run, dm, planned_epochs(config, spe), callbacks)
     warn_if_no_step_curve(config, spe)
-    attempt = Attempt(run, config, profile, trainer, throughput, divergence, preemption, started)
-    status = attempt.fit_and_test(module, dm, ckpt)
-    return attempt.record(status) if trainer.is_global_zero else None
+    attempt = Attempt(run, config, profile, trainer, throughput, divergence, preemption, started, dm.config.num_workers)
+    attempt_log = AttemptLog(run, started, trainer.world_size)  # needs the world size, which the Trainer settles
+    trainer.callbacks.append(attempt_log)
+    if trainer.is_global_zero:
+        attempt_log.mark()
+    try:
+        status = attempt.fit_and_test(module, dm, ckpt)
+        return attempt.record(status) if trainer.is_global_zero else None
+    finally:
+        if trainer.is_global_zero:
+            attempt_log.mark()
 
 
 def export_wandb(run: RunDir) -> None:

@@ -29,8 +29,8 @@ import cv2
 import pytest
 import torch
 
-from harness.bench.measure import device_name
 from harness.bench.worker import pin_thresholds
+from harness.hardware import device_name
 from tests.benchmarks.regression import THREADS, TOLERANCE, UPDATE_ENV, compare, normalised
 
 BASELINE = Path(__file__).with_name("baseline.json")
