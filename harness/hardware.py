@@ -30,6 +30,16 @@ NUMERIC_FLAGS = (
     "asimd",
     "sve",
 )
+# environment variables that change which kernels run (and so the roundings), recorded when set
+KERNEL_ENV = (
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "MKL_CBWR",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "NVIDIA_TF32_OVERRIDE",
+)
 
 
 @dataclass
@@ -56,6 +66,7 @@ class Host:
     nccl: str | None = None
     blas: str | None = None  # torch's BLAS build, with its version
     onednn: str | None = None
+    kernel_env: dict[str, str] = field(default_factory=dict)  # the KERNEL_ENV variables set
 
 
 @dataclass
@@ -144,6 +155,7 @@ def host() -> Host:
         nccl=nccl,
         blas=" ".join(filter(None, [blas, _build(r"Math Kernel Library Version ([\d.]+)") if blas == "mkl" else None])),
         onednn=_build(r"(?:MKL-DNN|oneDNN) (v[\d.]+)"),
+        kernel_env={k: os.environ[k] for k in KERNEL_ENV if k in os.environ},
     )
 
 

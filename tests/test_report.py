@@ -122,13 +122,13 @@ def write_run(
         v0.mkdir(parents=True)
         with (v0 / "metrics.csv").open("w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["epoch", "step", "train/loss_step", "train/acc1", "train/loss", "test/acc1"])
+            w.writerow(["epoch", "step", "train/loss_step", "train/acc1", "train/loss", "time/elapsed_s", "test/acc1"])
             for epoch in range(epochs):
                 acc = train_acc1 * (epoch + 1) / epochs
                 for step in range(epoch * 10 + 4, epoch * 10 + 10, 5):
-                    w.writerow([epoch, step, 2.3 - acc, "", "", ""])
-                w.writerow([epoch, epoch * 10 + 9, "", acc, 2.3 - acc, ""])
-            w.writerow([epochs, epochs * 10, "", "", "", test_acc1])
+                    w.writerow([epoch, step, 2.3 - acc, "", "", "", ""])
+                w.writerow([epoch, epoch * 10 + 9, "", acc, 2.3 - acc, (epoch + 1) * wall / (epochs + 1), ""])
+            w.writerow([epochs, epochs * 10, "", "", "", "", test_acc1])
     return run
 
 
@@ -498,7 +498,11 @@ def test_a_class_subset_is_its_own_task(tmp_path: Path) -> None:
         "seeds' spread) |" in text
     )
     assert close["margin"] == pytest.approx(0.5)
-    assert set(rep.charts) == {"accuracy_vs_cost_cifar10-classes-0-4", "transfer"}
+    assert set(rep.charts) == {
+        "accuracy_vs_cost_cifar10-classes-0-4",
+        "accuracy_vs_time_cifar10-classes-0-4",
+        "transfer",
+    }
     runs = json.loads((rep.out / "runs.json").read_text())
     assert [r["classes"] for r in runs if r["transfer"] == "finetune"] == [[5, 6, 7, 8, 9]] * 4
 
@@ -529,6 +533,7 @@ def test_charts_are_png_files(report: tuple[Path, str]) -> None:
         "accuracy_vs_depth_cifar10",
         "degradation_vs_depth_cifar10",
         "training_curves_cifar10",
+        "accuracy_vs_time_cifar10",
         "accuracy_vs_cost_cifar10",
         "transfer",
     ]
@@ -833,6 +838,7 @@ def test_wandb_native_charts_over_the_report_table(
         "train_error_vs_depth": ("line", "depth", "train_error_pct"),
         "accuracy_vs_throughput": ("scatter", "train_samples_per_s", "test_acc1_pct"),
         "accuracy_vs_memory": ("scatter", "peak_memory_mib", "test_acc1_pct"),
+        "accuracy_vs_time": ("line", "clock_s", "train/acc1"),  # no validation in these runs
     }
     for name, (kind, x, y) in charts.items():
         assert row[f"native/{name}_table/_type"] == "table-file", name
@@ -842,7 +848,7 @@ def test_wandb_native_charts_over_the_report_table(
             spec["fieldSettings"]["y"],
         ) == (x, y)
         if kind == "line":
-            assert spec["fieldSettings"]["stroke"] == "series"
+            assert spec["fieldSettings"]["stroke"] == ("run" if name == "accuracy_vs_time" else "series")
     table_file = run / "files" / row["native/accuracy_vs_depth_table/path"]
     table = json.loads(table_file.read_text())
     rows = [dict(zip(table["columns"], r)) for r in table["data"]]
@@ -858,3 +864,7 @@ def test_wandb_native_charts_over_the_report_table(
     assert {r["task"] for r in rows} == {
         "cifar10"
     }  # from scratch with all labels only: the transfer rows are not on these charts
+    timed = json.loads((run / "files" / row["native/accuracy_vs_time_table/path"]).read_text())
+    points = [dict(zip(timed["columns"], r)) for r in timed["data"]]
+    plain20_s0 = [x for p in points if p["run"] == "plain20 s0" for x in (p["clock_s"], p["train/acc1"])]
+    assert plain20_s0 == pytest.approx([25.0, 0.3, 50.0, 0.6, 75.0, 0.9])  # write_run's 3 epochs of seed 0
