@@ -12,11 +12,9 @@ reported as {"error": ...} with exit 2; anything else is a traceback on stderr a
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
 import os
-import platform
 import statistics
 import sys
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ import torch
 import datamodules
 from harness.errors import user_errors
 from harness.hardware import describe, device_name
-from harness.memory import peak_bytes, peak_reserved_bytes, peak_rss_bytes, reset_peak
+from harness.memory import peak_bytes, peak_reserved_bytes, peak_rss_bytes, pin_thresholds, reset_peak
 
 from .jobs import DataJob, DistributedJob, Job, ModelJob, from_json
 from .measure import (
@@ -45,27 +43,6 @@ from .measure import (
     with_halving,
 )
 from .results import Result
-
-# Fixed glibc malloc thresholds, so that every measuring process takes the same allocation path.
-#
-# glibc adapts its mmap threshold to the program's frees and returns the top of the heap to the
-# kernel whenever enough of it is free. Depending on the order of frees, a training process then
-# faults its step's buffers back in on every step or never does: the same step then runs at two
-# speeds in two processes of the same code (docs/measurements.md, the same step in two processes).
-# Fixed thresholds (which also turn the adaptation off) take the fault-free path every time; the
-# PyTorch CPU tuning guides get the same effect by swapping in jemalloc or tcmalloc.
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 32 << 20  # glibc's ceiling on 64-bit; larger buffers are still mmapped (always, so evenly)
-TRIM_THRESHOLD = 1 << 30  # never give the heap top back between steps
-
-
-def pin_thresholds() -> bool:
-    """True when set (glibc only; other C libraries are left alone)."""
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(None)
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def measure_model(job: ModelJob) -> Result:

@@ -31,7 +31,7 @@ from harness.config.files import check_checkpoint
 from harness.config.train_config import TrainConfig
 from harness.errors import UserError
 from harness.hardware import describe
-from harness.memory import peak_bytes
+from harness.memory import peak_bytes, pin_thresholds
 from harness.run_record import RunDir, RunResult, Status
 from harness.training.callbacks import (
     AttemptLog,
@@ -244,6 +244,7 @@ def resume_point(run: RunDir, resume: bool) -> str | None:
 def prepare(config: TrainConfig) -> tuple[datamodules.ConvDataModule, torch.nn.Module, architectures.Profile]:
     """The seeded data module and model, with every user mistake about them caught before the first step."""
     pl.seed_everything(config.seed, verbose=False)
+    pin_thresholds()  # the allocation path the bench measures: a step at one speed in every process
     dm = build_data(config)
     if config.trainer.accelerator == "cpu" or not torch.cuda.is_available():
         torch.set_num_threads(cpu_threads(config, dm.config.num_workers))

@@ -29,8 +29,8 @@ import cv2
 import pytest
 import torch
 
-from harness.bench.worker import pin_thresholds
 from harness.hardware import device_name
+from harness.memory import pin_thresholds
 from tests.benchmarks.regression import THREADS, TOLERANCE, UPDATE_ENV, compare, normalised
 
 BASELINE = Path(__file__).with_name("baseline.json")
@@ -73,7 +73,7 @@ class Baseline:
 
 @pytest.fixture(scope="session", autouse=True)
 def steady_malloc() -> None:
-    """Same allocation path in every session (harness.bench.worker.pin_thresholds): without it glibc's
+    """Same allocation path in every session (harness.memory.pin_thresholds): without it glibc's
     adaptive thresholds decide per process whether a step faults its buffers back in
     (docs/measurements.md#the-same-step-in-two-processes). It stays so for the rest of the pytest session,
     where it only saves page faults."""
