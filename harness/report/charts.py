@@ -361,6 +361,10 @@ def by_hardware(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return dict(sorted(out.items()))
 
 
+# the charts drawn for each task, from its from-scratch, full-label rows
+PER_TASK = ("accuracy_vs_depth", "degradation_vs_depth", "training_curves", "accuracy_vs_time", "accuracy_vs_cost")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^\w.-]+", "-", text).strip("-")
 
@@ -373,14 +377,7 @@ def draw_all(
     written: dict[str, Path] = {}
     skipped: dict[str, str] = {}
     if not rows:
-        for name in (
-            "accuracy_vs_depth",
-            "degradation_vs_depth",
-            "training_curves",
-            "accuracy_vs_time",
-            "accuracy_vs_cost",
-            "transfer",
-        ):
+        for name in (*PER_TASK, "transfer"):
             skipped[name] = "no completed runs"
         return written, skipped
     tasks = sorted({r["task"] for r in rows})
@@ -388,13 +385,7 @@ def draw_all(
         mine = chart_variants(main_rows([r for r in rows if r["task"] == task]))
         suffix = "_" + _slug(task) if len(tasks) > 1 else ""
         if not mine:
-            for name in (
-                "accuracy_vs_depth",
-                "degradation_vs_depth",
-                "training_curves",
-                "accuracy_vs_time",
-                "accuracy_vs_cost",
-            ):
+            for name in PER_TASK:
                 skipped[name + suffix] = (
                     f"no from-scratch full-label runs on {task} (only transfer or labels_per_class runs)"
                 )
