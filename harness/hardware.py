@@ -12,8 +12,10 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the record's types stay importable without it
+    import torch
 
 # /proc/cpuinfo flags that decide which kernels (and so which roundings) oneDNN, MKL and ATen pick
 NUMERIC_FLAGS = (
@@ -79,6 +81,7 @@ class Hardware:
     torch_threads: int  # intra-op, per process
     interop_threads: int
     dataloader_workers: int | None = None  # per process; None where no DataLoader ran
+    devices: list[str] = field(default_factory=list)  # each rank's device (a GPU's name, or the CPU's), rank order
 
 
 def cpu_fields() -> dict[str, str]:
@@ -104,11 +107,15 @@ def cpu_name(fields: dict[str, str] | None = None) -> str:
 
 def device_name(device: torch.device) -> str:
     """The GPU's marketing name, or the CPU's model."""
+    import torch
+
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
 
 
 @functools.cache
 def _config() -> str:
+    import torch
+
     return torch.__config__.show()
 
 
@@ -128,11 +135,14 @@ def gpu_driver() -> str | None:
     return m.group(1) if m else None
 
 
-def host() -> Host:
-    """This machine, as this process sees it."""
+def host(device_type: str = "cpu") -> Host:
+    """This machine, as this process sees it; its GPUs only for a run on them (querying them starts
+    CUDA, which a CPU run on a GPU node must not pay for)."""
+    import torch
+
     fields = cpu_fields()
     flags = set(fields.get("flags", fields.get("Features", "")).split())
-    cuda = torch.cuda.is_available()
+    cuda = device_type == "cuda" and torch.cuda.is_available()
     gpus = []
     if cuda:
         for i in range(torch.cuda.device_count()):
@@ -159,26 +169,39 @@ def host() -> Host:
     )
 
 
-def describe(device: torch.device | str, hosts: list[Host] | None = None, workers: int | None = None) -> Hardware:
-    """The record of a run on ``device`` over ``hosts`` (this host when not given, e.g. one process)."""
+def describe(
+    device: torch.device | str,
+    hosts: list[Host] | None = None,
+    devices: list[str] | None = None,
+    workers: int | None = None,
+) -> Hardware:
+    """The record of a run on ``device`` over ``hosts`` and each rank's ``devices`` (this host and
+    device when not given: one process)."""
+    import torch
+
     device = torch.device(device)
-    hosts = hosts if hosts is not None else [host()]
-    distinct = list({h.name: h for h in hosts}.values())
+    hosts = hosts if hosts is not None else [host(device.type)]
+    distinct: dict[str, Host] = {}
+    for h in hosts:
+        distinct.setdefault(h.name, h)
+    devices = devices if devices is not None else [device_name(device)]
     threads = torch.get_num_threads()
     return Hardware(
-        label=label(device.type, distinct, threads),
+        label=label(device.type, list(distinct.values()), devices, threads),
         device=device.type,
-        hosts=distinct,
+        hosts=list(distinct.values()),
+        devices=devices,
         torch_threads=threads,
         interop_threads=torch.get_num_interop_threads(),
         dataloader_workers=workers,
     )
 
 
-def label(device: str, hosts: list[Host], threads: int) -> str:
-    """'NVIDIA H100 80GB HBM3', or 'AMD EPYC (family 26, model 2) AVX512, 2 threads': what a speed
-    depends on. Hosts of different kinds in one run are joined with ' + '."""
+def label(device: str, hosts: list[Host], devices: list[str], threads: int) -> str:
+    """'NVIDIA H100 80GB HBM3' (the GPUs the ranks ran on, not every GPU of their nodes), or
+    'AMD EPYC (family 26, model 2) AVX512, 2 threads': what a speed depends on. Kinds of device or
+    host mixed in one run are joined with ' + '."""
     if device == "cuda":
-        return " + ".join(dict.fromkeys(g.name for h in hosts for g in h.gpus)) or "cuda"
+        return " + ".join(dict.fromkeys(devices))
     cpus = " + ".join(dict.fromkeys(f"{h.cpu} {h.cpu_isa}" for h in hosts))
     return f"{cpus}, {threads} thread{'' if threads == 1 else 's'}"

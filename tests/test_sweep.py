@@ -129,6 +129,7 @@ def test_shipped_sweeps_load() -> None:
         "fashion-depth": 16,
         "fashion-depth-zero-init": 8,
         "fashion-precision": 8,
+        "fashion-time-to-accuracy": 10,
         "imagenet-ilsvrc": 17,
         "transfer": 38,
         "transfer-similar": 38,

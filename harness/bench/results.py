@@ -311,7 +311,8 @@ def scaling_chart(results: Sequence[Result], path: Path) -> Path:
     lines: dict[str, list[Result]] = {}
     for r in sorted((r for r in results if r.world_size is not None), key=lambda r: r.world_size or 0):
         label = r.name + (f" {r.precision}" if r.precision != "32" else "") + (" NHWC" if r.channels_last else "")
-        lines.setdefault(f"{label} ({r.device_name.split(' (')[0]}, {r.backend})", []).append(r)
+        machine = r.hardware["label"] if r.hardware else r.device_name  # rows merged from older files lack it
+        lines.setdefault(f"{label} ({machine}, {r.backend})", []).append(r)
     if not lines:
         raise UserError(f"--chart {path}: no DDP rows to chart (measure with --devices N)")
     fig, (ax_rate, ax_eff) = plt.subplots(1, 2, figsize=(11, 4.2))

@@ -77,7 +77,8 @@ def status_line(counts: dict[str, int]) -> str:
 def device_hours_line(hours: dict[str, Any]) -> str:
     """'Device-hours: 1.23 in all (...)': what the runs cost, all statuses and attempts."""
     parts = [f"{h:.3g} on {hw}" for hw, h in hours["by_hardware"].items()]
-    line = f"Device-hours: {hours['total']:.3g} in all, every run and attempt (world size x attempt wall time)"
+    line = f"Device-hours: {hours['total']:.3g} in all, every recorded run and all its attempts"
+    line += " (world size x attempt wall time)"
     line += f": {'; '.join(parts)}" if len(parts) > 1 else ""
     unrecorded = hours["unrecorded"]
     return line + (
@@ -93,7 +94,8 @@ def _markdown_doc(rep: Report) -> str:
         "",
         "Each row is one configuration (arch, dataset, transfer mode, labels/class and any other differing config key, "
         "shown as variant); metrics are mean ± sample std over its n seeds (no ± when n = 1). Accuracies in %; "
-        "samples/s (training throughput), peak MiB (peak memory) and wall s (the whole run) are means.",
+        "samples/s (training throughput), peak MiB (peak memory) and wall s (the wall time of a run's last "
+        "attempt, start-up included) are means.",
         "",
     ]
     if len({hw for r in rep.rows for hw in r["hardware"]}) > 1:
@@ -151,7 +153,7 @@ def build(
     hw_cols, hw_cells = hardware_table(rows)
     rep.hardware_md = markdown(hw_cols, hw_cells) if hw_cells else ""
     rep.targets = list(targets)
-    rep.time_to_accuracy = [time_to_accuracy.compute(t, rows, runs) for t in targets]
+    rep.time_to_accuracy = [time_to_accuracy.compute(t, runs) for t in targets]
     if charts:
         from harness.report.charts import draw_all
 

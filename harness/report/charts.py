@@ -6,7 +6,6 @@ with several tasks (datasets, or class subsets of one) each of them is drawn onc
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from harness.report.collect import Run  # noqa: E402
-from harness.report.tables import TRANSFER_ORDER, chart_variants, main_rows  # noqa: E402
+from harness.report.tables import TRANSFER_ORDER, chart_variants, main_rows, slug  # noqa: E402
 from harness.report.time_to_accuracy import Target, curves  # noqa: E402
 
 DPI = 110
@@ -281,6 +280,8 @@ def accuracy_vs_time(runs: list[Run], rows: list[dict[str, Any]], path: Path, ta
     over all attempts), one colour per arch, one panel per hardware: a time is the machine's. The
     metric is the first --target's (its level dashed), else validation top-1, else training top-1."""
     column, timed = curves(rows, runs, target)
+    if column is None:
+        raise Skip(f"no run evaluated {target.metric if target else 'val_acc1 or train_acc1'}")
     if not timed:
         raise Skip("needs runs whose metrics.csv has the run's clock (time/elapsed_s) beside an evaluation")
     hardware = sorted({run.hardware for _, run, _ in timed})
@@ -365,10 +366,6 @@ def by_hardware(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 PER_TASK = ("accuracy_vs_depth", "degradation_vs_depth", "training_curves", "accuracy_vs_time", "accuracy_vs_cost")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^\w.-]+", "-", text).strip("-")
-
-
 def draw_all(
     runs: list[Run], rows: list[dict[str, Any]], out: Path, targets: Sequence[Target] = ()
 ) -> tuple[dict[str, Path], dict[str, str]]:
@@ -383,7 +380,7 @@ def draw_all(
     tasks = sorted({r["task"] for r in rows})
     for task in tasks:
         mine = chart_variants(main_rows([r for r in rows if r["task"] == task]))
-        suffix = "_" + _slug(task) if len(tasks) > 1 else ""
+        suffix = "_" + slug(task) if len(tasks) > 1 else ""
         if not mine:
             for name in PER_TASK:
                 skipped[name + suffix] = (
@@ -398,9 +395,13 @@ def draw_all(
             ("accuracy_vs_time", lambda p: accuracy_vs_time(runs, mine, p, targets[0] if targets else None)),
         ]
         kinds = by_hardware(mine)
+        if not kinds:
+            skipped["accuracy_vs_cost" + suffix] = (
+                "every row ran on several kinds of hardware: see the table by hardware"
+            )
         jobs += [
             (
-                "accuracy_vs_cost" + (f"_{_slug(hw)}" if len(kinds) > 1 else ""),
+                "accuracy_vs_cost" + (f"_{slug(hw)}" if len(kinds) > 1 else ""),
                 lambda p, members=members, hw=hw: accuracy_vs_cost(members, p, f"{label}, {hw}" if label else hw),
             )
             for hw, members in kinds.items()

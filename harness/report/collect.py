@@ -55,7 +55,10 @@ class Run:
     def hardware(self) -> str:
         """What the run's speed, memory and time figures were measured on (harness.hardware's label)."""
         hw = self.result.hardware
-        return hw.label if hw is not None else f"{self.result.device or 'unknown device'} (hardware not recorded)"
+        if hw is not None:
+            return hw.label
+        device = (self.result.device or "unknown device").split(":")[0]  # cuda:0 and cuda:1 are one kind
+        return f"{device} on {self.result.host or 'an unnamed host'} (hardware not recorded)"
 
     @property
     def transfer(self) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report import Report
-from harness.report.tables import chart_variants, main_rows, table
+from harness.report.tables import chart_variants, main_rows, slug, table
 from harness.report.time_to_accuracy import curves
 from harness.wandb_run import require_written
 
@@ -135,10 +135,11 @@ def native_charts(rows: list[dict[str, Any]]) -> dict[str, Any]:
         ),
     }
     # speed and memory: one chart per kind of hardware, never two machines on one axis
-    kinds = sorted({c[-1] for c in cells if c[-1] != "several"})
+    at = CHART_COLUMNS.index("hardware")
+    kinds = sorted({c[at] for c in cells if c[at] != "several"})
     for hw in kinds:
-        mine = wandb.Table(columns=CHART_COLUMNS, data=[c for c in cells if c[-1] == hw])
-        suffix = f"/{hw}" if len(kinds) > 1 else ""
+        mine = wandb.Table(columns=CHART_COLUMNS, data=[c for c in cells if c[at] == hw])
+        suffix = f"/{slug(hw)}" if len(kinds) > 1 else ""
         charts[f"native/accuracy_vs_throughput{suffix}"] = wandb.plot.scatter(
             mine, "train_samples_per_s", "test_acc1_pct", title=f"test top-1 % vs train samples/s ({hw})"
         )
@@ -154,17 +155,18 @@ def time_chart(rep: Report) -> dict[str, Any]:
 
     target = rep.targets[0] if rep.targets else None
     column, timed = curves(main_rows(rep.rows), rep.runs, target)
-    kinds = sorted({run.hardware for _, run, _ in timed})
+    panels = sorted({(row["task"], run.hardware) for row, run, _ in timed})
     charts = {}
-    for hw in kinds:
+    for task, hw in panels:
         data = [
-            [f"{row['arch']} s{run.result.seed}", row["arch"], t, v]
+            [run.result.run_id, row["arch"], t, v]
             for row, run, points in timed
-            if run.hardware == hw
+            if (row["task"], run.hardware) == (task, hw)
             for t, v in points
         ]
         table = wandb.Table(columns=["run", "arch", "clock_s", str(column)], data=data)
-        charts[f"native/accuracy_vs_time{f'/{hw}' if len(kinds) > 1 else ''}"] = wandb.plot.line(
-            table, "clock_s", str(column), stroke="run", title=f"{column} vs run clock (s), {hw}"
+        key = "native/accuracy_vs_time" + (f"/{slug(task)}/{slug(hw)}" if len(panels) > 1 else "")
+        charts[key] = wandb.plot.line(
+            table, "clock_s", str(column), stroke="run", title=f"{column} vs run clock (s): {task}, {hw}"
         )
     return charts

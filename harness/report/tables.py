@@ -12,6 +12,7 @@ the others, and those runs answer different questions."""
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -170,7 +171,8 @@ def aggregate(runs: list[Run]) -> list[dict[str, Any]]:
         # speed, memory and time never do: per hardware, and in the row only when its runs share one
         row["hardware"] = sorted({r.hardware for r in members})
         row["by_hardware"] = {hw: costs([r for r in members if r.hardware == hw]) for hw in row["hardware"]}
-        row.update(row["by_hardware"][row["hardware"][0]] if len(row["hardware"]) == 1 else costs([]))
+        shared = row["by_hardware"][row["hardware"][0]] if len(row["hardware"]) == 1 else costs([])
+        row.update({k: v for k, v in shared.items() if k != "n"})  # n stays the seeds over all hardware
         row["not_completed"] = {
             s: n for (b, s), n in sorted(others.items(), key=lambda kv: str(kv[0])) if b == base_key(first)
         }
@@ -184,6 +186,7 @@ def costs(runs: list[Run]) -> dict[str, Any]:
     device-hours they took in all."""
     hours = [finite(r.get("device_hours")) for r in runs]
     return {
+        "n": len(runs),
         "train_samples_per_s": stats(r.get("train_samples_per_s") for r in runs),  # the job's: the sum over ranks
         "eval_samples_per_s": stats(r.get("eval_samples_per_s") for r in runs),
         "peak_memory_mib": stats(
@@ -323,10 +326,9 @@ def hardware_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str
         if len(r["hardware"]) < 2:
             continue
         for hw, cost in r["by_hardware"].items():
-            n = cost["train_samples_per_s"]["n"] or cost["wall_time_s"]["n"]
             hours = "–" if cost["device_hours"] is None else f"{cost['device_hours']:.3g}"
             cells.append(
-                [r["arch"], r["task"], r["variant_label"] or "–", hw, str(n)]
+                [r["arch"], r["task"], r["variant_label"] or "–", hw, str(cost["n"])]
                 + [fmt(cost[k], kind) for k, kind in COST_COLUMNS]
                 + [hours]
             )
@@ -372,3 +374,8 @@ def chart_variants(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         odd = {k: v for k, v in r["variant"].items() if not votes[k] or _hashable(v) != votes[k].most_common(1)[0][0]}
         out.append({**r, "chart_variant": variant_label(odd)})
     return out
+
+
+def slug(text: str) -> str:
+    """A task or hardware label as a file or W&B key part: 'cifar10-classes-0-4'."""
+    return re.sub(r"[^\w.-]+", "-", text).strip("-")

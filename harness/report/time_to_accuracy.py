@@ -82,33 +82,44 @@ def summary(values: list[float | None]) -> dict[str, Any]:
     return {"median": None if math.isinf(median) else median, "mlperf": None if math.isinf(mlperf) else mlperf}
 
 
-def compute(target: Target, rows: list[dict[str, Any]], runs: list[Run]) -> dict[str, Any]:
-    """``{"target", "runs": [per completed run], "configs": [per aggregated row and hardware]}``."""
-    by_id = {r.result.run_id: r for r in runs}
+def compute(target: Target, runs: list[Run]) -> dict[str, Any]:
+    """``{"target", "runs": [per run], "configs": [per configuration and hardware]}`` over the
+    completed and the diverged runs (a seed that diverged before the target counts as not reaching
+    it; a failed run is left out: it measured nothing). A configuration is the report's group."""
+    from harness.report.tables import group, task, variant_label
+
+    trained = [r for r in runs if r.result.status in ("completed", "diverged")]
     per_run, configs = [], []
-    for row in rows:
-        members = [by_id[i] for i in row["run_ids"] if i in by_id]
-        for hw in row["hardware"]:
-            mine = [(r, reach(r, target)) for r in members if r.hardware == hw]
+    for variant, members in group(trained):
+        for hw in sorted({r.hardware for r in members}):
+            mine = sorted(
+                ((r, reach(r, target)) for r in members if r.hardware == hw),
+                key=lambda x: (x[0].result.seed or 0, x[0].result.run_id),
+            )
             for r, hit in mine:
                 per_run.append(
                     {"run_id": r.result.run_id, "arch": r.result.arch, "seed": r.result.seed, "hardware": hw, **hit}
                 )
-            times = summary([hit["time_s"] for _, hit in mine])
+            hits = [hit for _, hit in mine]
+            clock = all(h["time_s"] is not None for h in hits if h["step"] is not None)
+            times = summary([h["time_s"] for h in hits]) if clock else {"median": None, "mlperf": None}
+            first = mine[0][0]
             configs.append(
                 {
-                    "arch": row["arch"],
-                    "task": row["task"],
-                    "variant": row["variant_label"],
+                    "arch": first.result.arch,
+                    "task": task(first.result.dataset, first.classes),
+                    "variant": variant_label(variant),
                     "hardware": hw,
                     "n": len(mine),
-                    "reached": sum(hit["step"] is not None for _, hit in mine),
+                    "diverged": sum(r.result.status == "diverged" for r, _ in mine),
+                    "reached": sum(h["step"] is not None for h in hits),
                     "median_s": times["median"],
                     "mlperf_s": times["mlperf"],
-                    "median_step": summary([hit["step"] for _, hit in mine])["median"],
-                    "clock_recorded": all(hit["time_s"] is not None for _, hit in mine if hit["step"] is not None),
+                    "median_step": summary([h["step"] for h in hits])["median"],
+                    "clock_recorded": clock,
                 }
             )
+    configs.sort(key=lambda c: (str(c["arch"]), c["task"], c["variant"], c["hardware"]))
     return {"target": str(target), "metric": target.metric, "value": target.value, "runs": per_run, "configs": configs}
 
 
@@ -163,11 +174,13 @@ def configs_table(found: dict[str, Any]) -> str:
         "|---|---|---|---|---:|---:|---:|---:|",
     ]
     for c in found["configs"]:
-        median = _seconds(c["median_s"]) if c["clock_recorded"] or c["median_step"] is None else "clock not recorded"
+        unknown = "clock not recorded"
+        median = _seconds(c["median_s"]) if c["clock_recorded"] else unknown
         step = "not reached" if c["median_step"] is None else f"{c['median_step']:,.0f}"
-        mlperf = "–" if c["n"] < MLPERF_MIN_SEEDS else _seconds(c["mlperf_s"])
+        mlperf = "–" if c["n"] < MLPERF_MIN_SEEDS else _seconds(c["mlperf_s"]) if c["clock_recorded"] else unknown
+        reached = f"{c['reached']}/{c['n']}" + (f" ({c['diverged']} diverged)" if c["diverged"] else "")
         lines.append(
-            f"| {c['arch']} | {c['task']} | {c['variant'] or '–'} | {c['hardware']} | {c['reached']}/{c['n']} "
+            f"| {c['arch']} | {c['task']} | {c['variant'] or '–'} | {c['hardware']} | {reached} "
             f"| {median} | {step} | {mlperf} |"
         )
     return "\n".join(lines)

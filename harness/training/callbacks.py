@@ -19,7 +19,7 @@ from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
 from harness import hardware
-from harness.hardware import Host
+from harness.hardware import Hardware, Host
 from harness.run_record import RunDir
 from harness.training.cadence import STEP_LOSS, logging_step
 
@@ -73,10 +73,14 @@ class Throughput(pl.Callback):
         self.test_time = 0.0
         self.test_samples = 0
         self._clock = 0.0
-        self.ranks: list[tuple[int, float, Host]] | None = None  # (train samples, seconds, machine) of each rank
+        # (train samples, seconds, machine, device name) of each rank, gathered at the end of fit
+        self.ranks: list[tuple[int, float, Host, str]] | None = None
+        self.machine: Host | None = None  # this rank's, read at the start of fit
+        self.device_name = ""
         self.eval_samples_per_s: float | None = None  # the test loop's, over all ranks
         # the run's clock: seconds before this attempt (from the checkpoint), and this attempt's start
-        self.clock = {"train_s": 0.0, "eval_s": 0.0, "elapsed_s": 0.0, "epoch_train_s": 0.0, "epoch_eval_s": 0.0}
+        self.run_clock = {"train_s": 0.0, "eval_s": 0.0, "elapsed_s": 0.0, "epoch_train_s": 0.0, "epoch_eval_s": 0.0}
+        self._eval_start = 0.0
         self._attempt_start: float | None = None  # while this attempt trains: when its first step began
         self._attempt_elapsed = 0.0  # the clock's elapsed_s then
 
@@ -87,7 +91,7 @@ class Throughput(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restart()
-        self.clock["epoch_train_s"] = self.clock["epoch_eval_s"] = 0.0
+        self.run_clock["epoch_train_s"] = self.run_clock["epoch_eval_s"] = 0.0
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -95,7 +99,7 @@ class Throughput(pl.Callback):
         if self.first_step_at is None:
             self.first_step_at = time.time()
             self._attempt_start = time.perf_counter()
-            self._attempt_elapsed = self.clock["elapsed_s"]
+            self._attempt_elapsed = self.run_clock["elapsed_s"]
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -103,7 +107,7 @@ class Throughput(pl.Callback):
         now = time.perf_counter()
         seconds = now - self._clock
         self.train_time += seconds
-        self.clock["epoch_train_s"] += seconds
+        self.run_clock["epoch_train_s"] += seconds
         self.train_samples += len(batch[1])
         self._clock = now
 
@@ -111,7 +115,7 @@ class Throughput(pl.Callback):
         self._eval_start = time.perf_counter()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.clock["epoch_eval_s"] += time.perf_counter() - self._eval_start
+        self.run_clock["epoch_eval_s"] += time.perf_counter() - self._eval_start
         self._restart()  # the next batch's time starts after validation
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -129,20 +133,20 @@ class Throughput(pl.Callback):
     def _tick(self) -> dict[str, float]:
         """The clock, brought up to now."""
         if self._attempt_start is not None:
-            self.clock["elapsed_s"] = self._attempt_elapsed + time.perf_counter() - self._attempt_start
-        return self.clock
+            self.run_clock["elapsed_s"] = self._attempt_elapsed + time.perf_counter() - self._attempt_start
+        return self.run_clock
 
     def state_dict(self) -> dict[str, float]:
         return dict(self._tick())
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.clock.update({k: float(v) for k, v in state_dict.items() if k in self.clock})
+        self.run_clock.update({k: float(v) for k, v in state_dict.items() if k in self.run_clock})
 
     def clock_record(self) -> dict[str, float | None]:
         """result.json's clock: training and validation seconds, and the clock at the end of
         training, over all attempts (None where no step ran)."""
         c = self._tick()
-        trained = self.first_step_at is not None
+        trained = self.first_step_at is not None or c["elapsed_s"] > 0  # this attempt, or one before it
         return {
             "train_time_s": c["train_s"] + c["epoch_train_s"] if trained else None,
             "eval_time_s": c["eval_s"] + c["epoch_eval_s"] if trained else None,
@@ -177,10 +181,19 @@ class Throughput(pl.Callback):
         else:
             self.eval_samples_per_s = self.rate(*mine)
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._mine(trainer.strategy.root_device)  # before training: a collective comes at its end
+
+    def _mine(self, device: torch.device) -> tuple[int, float, Host, str]:
+        """This rank's (train samples, seconds, machine, device name); the machine read once."""
+        if self.machine is None:
+            self.machine, self.device_name = hardware.host(device.type), hardware.device_name(device)
+        return (self.train_samples, self.train_time, self.machine, self.device_name)
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._tick()
         self._attempt_start = None  # the clock stops with training: testing is not counted
-        mine = (self.train_samples, self.train_time, hardware.host())
+        mine = self._mine(trainer.strategy.root_device)
         if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             ranks: list[Any] = [None] * trainer.world_size
             torch.distributed.all_gather_object(ranks, mine)
@@ -188,14 +201,16 @@ class Throughput(pl.Callback):
         else:
             self.ranks = [mine]
 
-    def machines(self) -> list[Host]:
-        """Each rank's machine, in rank order once gathered at the end of fit; before, this one's."""
-        return [machine for *_, machine in self.ranks] if self.ranks else [hardware.host()]
+    def ran_on(self, device: torch.device, workers: int) -> Hardware:
+        """What the run ran on: every rank's machine and device once gathered at the end of fit;
+        before (a failed fit), this rank's."""
+        ranks = self.ranks or [self._mine(device)]
+        return hardware.describe(device, [r[2] for r in ranks], [r[3] for r in ranks], workers)
 
-    def train_record(self, world_size: int) -> dict[str, Any]:
+    def train_record(self, world_size: int, device: torch.device) -> dict[str, Any]:
         """The train throughput fields of result.json. Before the end-of-fit gather (a failed fit),
         a multi-rank run knows only this rank's figure, and records no job rate rather than a wrong one."""
-        ranks = self.ranks or ([(self.train_samples, self.train_time, hardware.host())] if world_size == 1 else None)
+        ranks = self.ranks or ([self._mine(device)] if world_size == 1 else None)
         if ranks is None:
             return {
                 "train_samples_per_s": None,
@@ -204,9 +219,9 @@ class Throughput(pl.Callback):
                 "num_nodes": None,
                 "hosts": None,
             }
-        rates = [self.rate(samples, seconds) for samples, seconds, _ in ranks]
+        rates = [self.rate(samples, seconds) for samples, seconds, *_ in ranks]
         known = [r for r in rates if r is not None]
-        hosts = [machine.name for *_, machine in ranks]
+        hosts = [machine.name for _, _, machine, _ in ranks]
         return {
             "train_samples_per_s": sum(known) if len(known) == len(rates) else None,
             "train_samples_per_s_rank_min": min(known, default=None),
@@ -220,6 +235,7 @@ class Throughput(pl.Callback):
         return samples / seconds if seconds > 0 else None
 
 
+@batch_hooks_as_defined
 class AttemptLog(pl.Callback):
     """Marks this attempt in the run directory as lasting until now, at every checkpoint (rank 0):
     an attempt that is killed outright still counts in the device-hours until its last checkpoint."""

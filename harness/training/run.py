@@ -30,7 +30,6 @@ import datamodules
 from harness.config.files import check_checkpoint
 from harness.config.train_config import TrainConfig
 from harness.errors import UserError
-from harness.hardware import describe
 from harness.memory import peak_bytes, pin_thresholds
 from harness.run_record import RunDir, RunResult, Status
 from harness.training.callbacks import (
@@ -355,7 +354,7 @@ class Attempt:
     divergence: Divergence
     preemption: Preemption
     started: float  # time.time() at the start of train(): result.json's wall_time_s counts from it
-    workers: int  # DataLoader workers per rank
+    dataloader_workers: int  # per rank
     fit_metrics: dict[str, Any] = field(default_factory=dict)  # the callback metrics at the end of fit
 
     @property
@@ -426,7 +425,8 @@ class Attempt:
             test_acc1=m.get("test/acc1"),
             test_acc5=m.get("test/acc5"),
             test_loss=m.get("test/loss"),
-            **self.throughput.train_record(trainer.world_size),  # the sum over ranks, their spread, num_nodes, hosts
+            # the sum over ranks, their spread, num_nodes, hosts
+            **self.throughput.train_record(trainer.world_size, device),
             eval_samples_per_s=self.throughput.eval_samples_per_s,
             peak_memory_bytes=peak_bytes(device),
             device=str(device),
@@ -435,7 +435,7 @@ class Attempt:
             **self.throughput.clock_record(),
             attempts=len(before) + 1,
             device_hours=(device_seconds + (now - self.started) * trainer.world_size) / 3600,
-            hardware=describe(device, self.throughput.machines(), self.workers),
+            hardware=self.throughput.ran_on(device, self.dataloader_workers),
             first_step_at=self.throughput.first_step_at,
             diverged_at_step=self.divergence.diverged_at,
             error=error,
