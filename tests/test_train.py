@@ -21,6 +21,7 @@ import torch
 from harness.config.recipes import OptimConfig
 from harness.config.train_config import TrainConfig, merge, resolve
 from harness.errors import UserError
+from harness.run_record import read_metrics
 from harness.training.module import lr_factor
 from harness.training.preemption import Preempted
 from harness.training.run import build_data, train
@@ -132,6 +133,12 @@ def test_resume_gives_the_uninterrupted_result(tmp_path: Path, workers: int) -> 
     for key in ("train_loss", "train_acc1", "val_acc1", "test_acc1", "test_acc5", "global_step"):
         assert getattr(resumed, key) == getattr(straight, key), key
     assert len(list((run / "metrics").glob("version_*/metrics.csv"))) == 2
+    # the clock from last.ckpt (an epoch end) goes on: the three epochs' times, two attempts
+    epochs = [r for r in read_metrics(run) if r.get("time/elapsed_s") is not None]
+    assert [r["epoch"] for r in epochs] == [0, 1, 2] and resumed.attempts == 2
+    assert epochs[0]["time/elapsed_s"] < epochs[1]["time/elapsed_s"] < epochs[2]["time/elapsed_s"] <= resumed.elapsed_s
+    assert resumed.train_time_s == pytest.approx(sum(r["time/train_s"] for r in epochs), rel=1e-6)
+    assert resumed.eval_time_s == pytest.approx(sum(r["time/eval_s"] for r in epochs), rel=1e-6)
 
 
 class SignalAt(pl.Callback):
@@ -348,8 +355,6 @@ class KilledAt(pl.Callback):
 
 
 def merged_curve(run: Path) -> list[tuple[int, float]]:
-    from harness.run_record import read_metrics
-
     return [(int(r["step"]), r["train/loss_step"]) for r in read_metrics(run) if r.get("train/loss_step") is not None]
 
 
@@ -405,8 +410,6 @@ def test_mid_epoch_resume_continues_the_curve_exactly(
 def assert_the_clock_continued(run: Path, ckpt: dict[str, Any], resumed: Any) -> None:
     """The run's clock (Throughput's state in every checkpoint) goes on from the checkpoint after a
     resume instead of restarting, and the device-hours count both attempts' wall time."""
-    from harness.run_record import read_metrics
-
     (saved,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("Throughput")]
     epochs = [r for r in read_metrics(run) if r.get("time/elapsed_s") is not None]
     assert len(epochs) == 2 and epochs[0]["time/elapsed_s"] < saved["elapsed_s"] < epochs[1]["time/elapsed_s"]
