@@ -914,5 +914,6 @@ def test_wandb_native_charts_over_the_report_table(
     }  # from scratch with all labels only: the transfer rows are not on these charts
     timed = json.loads((run / "files" / row["native/accuracy_vs_time_table/path"]).read_text())
     points = [dict(zip(timed["columns"], r)) for r in timed["data"]]
-    plain20_s0 = [x for p in points if p["run"] == "plain20 s0" for x in (p["clock_s"], p["train/acc1"])]
+    (run_id,) = {p["run"] for p in points if p["arch"] == "plain20" and "-s0-" in p["run"]}  # a line per run
+    plain20_s0 = [x for p in points if p["run"] == run_id for x in (p["clock_s"], p["train/acc1"])]
     assert plain20_s0 == pytest.approx([25.0, 0.3, 50.0, 0.6, 75.0, 0.9])  # write_run's 3 epochs of seed 0
