@@ -827,6 +827,21 @@ def test_a_bad_target_is_one_line(
     assert not (tmp_path / "r").exists()  # nothing written on an error
 
 
+def test_time_to_accuracy_names_transfer_and_label_budget(
+    tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A configuration's line names all that tells it from the arch's others: its transfer mode and
+    label budget, then its variant; the diverged seed of a config counts as not reaching the target."""
+    assert main(["report", str(tree), "--out", str(tmp_path), "--no-charts", "--target", "train_acc1=0.5"]) == 0
+    capsys.readouterr()
+    (found,) = json.loads((tmp_path / "report.json").read_text())["time_to_accuracy"]
+    names = {(c["arch"], c["task"], c["variant"]) for c in found["configs"]}
+    assert ("resnet20", "cifar100", "finetune, labels/class=10") in names
+    assert ("resnet20", "cifar10", "optim.lr=0.01") in names and ("plain20", "cifar10", "") in names
+    assert len(names) == len(found["configs"])  # no two lines alike
+    assert sum(c["diverged"] for c in found["configs"]) == 1  # the tree's one diverged run
+
+
 def test_a_report_keeps_two_machines_apart(real_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Two seeds of one config, one rewritten to have run on a GPU at 50x the samples a second:
     accuracy pools them, the throughput is given per machine and never averaged."""

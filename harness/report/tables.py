@@ -200,7 +200,7 @@ def costs(runs: list[Run]) -> dict[str, Any]:
 
 def device_hours(runs: list[Run]) -> dict[str, Any]:
     """What a set of runs cost, all statuses and all attempts: in all and per hardware (runs
-    recorded before device-hours were are counted in ``unrecorded``)."""
+    recorded before device-hours existed are counted in ``unrecorded``)."""
     by: dict[str, float] = defaultdict(float)
     for r in runs:
         h = finite(r.get("device_hours"))

@@ -104,11 +104,16 @@ def compute(target: Target, runs: list[Run]) -> dict[str, Any]:
             clock = all(h["time_s"] is not None for h in hits if h["step"] is not None)
             times = summary([h["time_s"] for h in hits]) if clock else {"median": None, "mlperf": None}
             first = mine[0][0]
+            setting = [
+                first.transfer if first.transfer != "scratch" else "",
+                f"labels/class={first.labels_per_class}" if first.labels_per_class is not None else "",
+                variant_label(variant),
+            ]
             configs.append(
                 {
                     "arch": first.result.arch,
                     "task": task(first.result.dataset, first.classes),
-                    "variant": variant_label(variant),
+                    "variant": ", ".join(filter(None, setting)),  # all that tells it from the arch's other groups
                     "hardware": hw,
                     "n": len(mine),
                     "diverged": sum(r.result.status == "diverged" for r, _ in mine),
