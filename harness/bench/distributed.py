@@ -261,6 +261,7 @@ def _measure(job: DistributedJob, device: torch.device, backend: str, rank: int,
     flops_per_step = 2 * profile.macs * job.batch_size * TRAIN_FLOPS_FACTOR * world
     samples_per_s = sum(rates)
     median, std, cv = step_time
+    hw = hardware.describe(device, [r["machine"] for r in ranks], [r["device_name"] for r in ranks])
     return Result(
         name=job.name,
         mode="train",
@@ -282,8 +283,8 @@ def _measure(job: DistributedJob, device: torch.device, backend: str, rank: int,
         peak_flops_source=None,
         input_size=list(job.input_size),
         device=device.type,
-        device_name=device_name(device),
-        hardware=asdict(hardware.describe(device, [r["machine"] for r in ranks], [r["device_name"] for r in ranks])),
+        device_name=hw.devices[0],
+        hardware=asdict(hw),
         torch_version=torch.__version__,
         precision=job.precision,
         channels_last=job.channels_last,

@@ -24,7 +24,7 @@ import torch
 
 import datamodules
 from harness.errors import user_errors
-from harness.hardware import describe, device_name
+from harness.hardware import describe
 from harness.memory import peak_bytes, peak_reserved_bytes, peak_rss_bytes, pin_thresholds, reset_peak
 
 from .jobs import DataJob, DistributedJob, Job, ModelJob, from_json
@@ -63,6 +63,7 @@ def measure_model(job: ModelJob) -> Result:
     flops_per_step = 2 * profile.macs * batch_size * (TRAIN_FLOPS_FACTOR if job.mode == "train" else 1)
     step_time, std, cv = times.summary(statistics.median)
     flops_per_s = flops_per_step / step_time
+    hw = describe(device)
     result = Result(
         name=job.name,
         mode=job.mode,
@@ -84,8 +85,8 @@ def measure_model(job: ModelJob) -> Result:
         peak_flops_source=None,  # the parent's peak job fills these in
         input_size=list(job.input_size),
         device=str(device),
-        device_name=device_name(device),
-        hardware=asdict(describe(device)),
+        device_name=hw.devices[0],
+        hardware=asdict(hw),
         torch_version=torch.__version__,
         precision=job.precision,
         channels_last=job.channels_last,
@@ -122,6 +123,7 @@ def measure_data(job: DataJob) -> Result:
     times = time_steps(lambda: next(batches), torch.device("cpu"), job.timing)
     batch_time, std, cv = times.summary(statistics.fmean)
     rate = job.batch_size / batch_time
+    hw = describe("cpu", workers=job.workers)
     return Result(
         name=job.dataset,
         mode="data",
@@ -143,8 +145,8 @@ def measure_data(job: DataJob) -> Result:
         peak_flops_source=None,
         input_size=list(dm.input_size),
         device="cpu",
-        device_name=device_name(torch.device("cpu")),
-        hardware=asdict(describe("cpu", workers=job.workers)),
+        device_name=hw.devices[0],
+        hardware=asdict(hw),
         torch_version=torch.__version__,
         precision=None,
         channels_last=None,

@@ -22,7 +22,8 @@ from harness.errors import UserError
 from harness.run_record import RESULT, RunResult, read_metrics
 
 # the metrics.csv columns written once per epoch (per evaluation), never per step
-EPOCH_KEYS = ("val/acc1", "val/acc5", "val/loss", "train/acc1", "train/acc5", "train/loss", "time/elapsed_s")
+EVALUATED = ("val/acc1", "val/acc5", "val/loss", "train/acc1", "train/acc5", "train/loss")
+EPOCH_KEYS = (*EVALUATED, "time/elapsed_s")
 
 
 @dataclass

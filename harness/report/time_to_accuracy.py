@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import UserError
-from harness.report.collect import Run
+from harness.report.collect import EVALUATED, Run
 
-# the --target metrics: the per-epoch evaluations in metrics.csv
-METRICS = ("val_acc1", "val_acc5", "val_loss", "train_acc1", "train_acc5", "train_loss")
+# the --target metrics: the per-epoch evaluations in metrics.csv, val/acc1 named val_acc1
+METRICS = tuple(column.replace("/", "_") for column in EVALUATED)
 MLPERF_MIN_SEEDS = 5
 
 
