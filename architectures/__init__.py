@@ -5,10 +5,26 @@ builds any of them by name and knows its depth, reference and input size.
     >>> model = architectures.create("resnet56")
     >>> architectures.info("resnet56").depth
     56
+
+Models from outside register the same way (docs/architectures.md#your-own-models)::
+
+    @architectures.register_model(family="mynet", input_size=(3, 32, 32), num_classes=10)
+    def my_net(num_classes: int = 10, in_chans: int = 3) -> nn.Module: ...
 """
 
 from . import alexnet, densenet, googlenet, lenet, resnet, unet, vgg  # noqa: F401  (register the families)
-from .cost import Profile, count_params, profile
-from .registry import ArchInfo, ArchitectureError, create, info, names
+from .cost import Profile, profile
+from .registry import ArchInfo, ArchitectureError, count_params, create, info, names, register, register_model
 
-__all__ = ["ArchInfo", "ArchitectureError", "Profile", "count_params", "create", "info", "names", "profile"]
+__all__ = [
+    "ArchInfo",
+    "ArchitectureError",
+    "Profile",
+    "count_params",
+    "create",
+    "info",
+    "names",
+    "profile",
+    "register",
+    "register_model",
+]

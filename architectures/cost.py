@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -18,8 +17,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakTensorKeyDictionary
-
-from .registry import create
 
 WEIGHTED_OPS = {
     torch.ops.aten.convolution.default,
@@ -135,24 +132,17 @@ def profile(model: nn.Module, input_size: tuple[int, int, int]) -> Profile:
 
 
 @contextlib.contextmanager
-def _initialisers_skipped() -> Iterator[None]:
-    """``torch.nn.init``'s in-place initialisers as no-ops. A random draw into a meta tensor still runs
-    PyTorch's Python reference implementation, so on the meta device the initialisers are nearly all
-    of a build's time and none of its shapes."""
+def on_meta() -> Iterator[None]:
+    """Builds on the meta device, with ``torch.nn.init``'s in-place initialisers as no-ops: the same
+    shapes with no memory and no arithmetic (a random draw into a meta tensor still runs PyTorch's
+    Python reference implementation, so the initialisers would be nearly all of a build's time)."""
     names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
     saved = {n: getattr(nn.init, n) for n in names}
     try:
         for n in names:
             setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
-        yield
+        with torch.device("meta"):
+            yield
     finally:
         for n, fn in saved.items():
             setattr(nn.init, n, fn)
-
-
-def count_params(name: str, **kwargs: Any) -> int:
-    """The parameters of ``create(name, **kwargs)``, counted on a build on the meta device: the same
-    shapes with no memory and no arithmetic, so that listing the whole zoo builds none of its gigabytes of weights."""
-    with torch.device("meta"), _initialisers_skipped():
-        model = create(name, **kwargs)
-    return sum(p.numel() for p in model.parameters())

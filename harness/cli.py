@@ -2,8 +2,9 @@
 
 Each verb lives in its own module under `harness.commands` exposing `configure(parser)` and
 `run(args) -> int`. Only the chosen verb's module is imported, so `convbench list` does not pay for
-Lightning. User mistakes (`UserError`, `ArchitectureError`, `DataError`) print one line and exit
-with their code; nothing else is caught.
+Lightning. `--import MODULE`, on every verb, imports the user's module (where their models and datasets
+register) before the verb runs. User mistakes (`UserError`, `ArchitectureError`, `DataError`) print one
+line and exit with their code; nothing else is caught.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ def build_parser(verb: str | None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=Parser)
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument(
+            "--import",
+            dest="imports",
+            action="append",
+            default=[],
+            metavar="MODULE",
+            help="import this module first (repeatable): where your own models and datasets register",
+        )
         if name == verb:
             importlib.import_module(module).configure(p)
     return parser
@@ -61,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     verb = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(verb if verb in COMMANDS else None).parse_args(argv)
     try:
+        if args.imports:
+            from harness.imports import load
+
+            load(args.imports, "--import")
         return int(importlib.import_module(COMMANDS[args.verb][0]).run(args) or 0)
     except user_errors() as err:
         print(f"convbench {args.verb}: error: {err}", file=sys.stderr)

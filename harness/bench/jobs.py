@@ -107,11 +107,18 @@ Job = ModelJob | DataJob | DistributedJob | PeakJob
 
 
 def to_json(job: Job) -> dict[str, Any]:
-    return asdict(job)
+    """The job, and the user's modules this process imported (`--import`): the worker imports them first."""
+    from harness.imports import loaded
+
+    return {**asdict(job), "imports": loaded()}
 
 
 def from_json(data: dict[str, Any]) -> Job:
+    """The job; the modules it names under ``imports`` are imported first."""
+    from harness.imports import load
+
     data = dict(data)
+    load(data.pop("imports", []), "--import")
     kind = data.pop("kind")
     cls = {"model": ModelJob, "data": DataJob, "distributed": DistributedJob, "peak": PeakJob}[kind]
     if "timing" in data:

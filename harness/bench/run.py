@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import architectures
+import datamodules
 from harness.bench.jobs import (
     DISTRIBUTED_TIMING,
     MODES,
@@ -110,6 +111,8 @@ def bench(request: BenchRequest) -> int:
         raise UserError("name at least one architecture, or a dataset with --data")
     for name in request.names:
         request.input_size_of(name)  # unknown names first
+    if request.data is not None and request.data not in datamodules.names():
+        raise UserError(f"--data {request.data}: unknown dataset; accepted: {', '.join(datamodules.names())}")
     if request.csv is not None:
         check_csv(request.csv)
     if request.chart is not None and not request.chart.parent.is_dir():

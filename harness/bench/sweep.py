@@ -37,6 +37,8 @@ from harness.config import schema
 from harness.config.files import read_text
 from harness.config.schema import STRICT, ConfigError
 from harness.errors import UserError
+from harness.imports import load as import_modules
+from harness.imports import loaded
 from harness.sweep.slurm import TEMPLATES, _slurm
 from harness.sweep.spec import SlurmConfig
 
@@ -57,9 +59,9 @@ class BenchSpec:
     results: str | None = None  # default results/bench/<name>
 
     def __post_init__(self) -> None:
-        zoo = set(architectures.names())
+        known = set(architectures.names())
         for m in self.models:
-            if m not in zoo:
+            if m not in known:
                 raise ConfigError(
                     ("bench", "models"), f"bench.models: unknown architecture {m!r} (see `convbench list`)"
                 )
@@ -75,6 +77,7 @@ class BenchSweepFile:
     __pydantic_config__ = STRICT
 
     bench: BenchSpec
+    imports: list[str] = field(default_factory=list)  # modules where the models register (as `--import`)
     name: str | None = None
     description: str | None = None
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
@@ -129,6 +132,10 @@ def load(path: Path) -> BenchSweep:
             f"{path}: a bench sweep needs a `bench:` mapping (models, devices, ...); "
             "train sweeps run with `convbench sweep`"
         )
+    imports = data.get("imports") or []
+    if not (isinstance(imports, list) and all(isinstance(m, str) for m in imports)):
+        raise UserError(f"{path}: imports={imports!r}: expected a list of module names")
+    import_modules(imports, f"{path}: imports")
     try:
         doc: BenchSweepFile = schema.parse(BenchSweepFile, data)
     except ConfigError as err:
@@ -167,8 +174,9 @@ def directives(sweep: BenchSweep) -> list[str]:
 def render(sweep: BenchSweep) -> str:
     out = sweep.results.resolve()
     python = shlex.quote(sys.executable)
+    imports = "".join(f"--import {shlex.quote(m)} " for m in loaded())
     steps = [
-        f'srun --kill-on-bad-exit=1 {python} -m harness.cli bench "${{MODEL}}" '
+        f'srun --kill-on-bad-exit=1 {python} -m harness.cli bench {imports}"${{MODEL}}" '
         f"--devices {sweep.spec.devices} --nodes {sweep.spec.nodes} "
         f'{shlex.join(flags)} --csv {shlex.quote(str(out))}/"${{MODEL}}.csv"'
         for flags in sweep.settings()

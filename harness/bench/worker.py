@@ -182,9 +182,9 @@ def main() -> int:
     pin_thresholds()
     result_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
-    job = from_json(json.load(sys.stdin))
+    payload = json.load(sys.stdin)
     try:
-        result = run(job)
+        result = run(from_json(payload))
     except user_errors() as err:
         json.dump({"error": str(err)}, result_out)
         return 2

@@ -95,9 +95,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--data",
-        choices=datamodules.names(),
         metavar="DATASET",
-        help=f"also measure this dataset's train pipeline in images/s ({', '.join(datamodules.names())})",
+        help=f"also measure this dataset's train pipeline in images/s ({', '.join(datamodules.names())}, or yours)",
     )
     p.add_argument("--data-root", help="--data's folder; default the dataset's")
     p.add_argument("--workers", type=nonnegative_int, default=2, help="--data's DataLoader workers; default 2")

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"expected one sweep file, got {' '.join(files)}: convbench sweep [run|status|cancel] FILE")
     from harness.sweep.spec import load
 
-    sweep = load(files[0], args.results)
+    sweep = load(files[0], args.results, args.imports)
     if action == "status":
         from harness.sweep.status import statuses
 

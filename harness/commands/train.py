@@ -15,7 +15,9 @@ from harness.errors import UserError
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", help="a registered classifier (convbench list)")
-    p.add_argument("--data", dest="dataset", help="fashion-mnist | cifar10 | cifar100 | imagenet | synthetic")
+    p.add_argument(
+        "--data", dest="dataset", help="fashion-mnist | cifar10 | cifar100 | imagefolder | imagenet | synthetic | yours"
+    )
     p.add_argument("--data-root", help="where the dataset's files are")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -75,6 +77,7 @@ def flag_layer(a: argparse.Namespace) -> dict[str, Any]:
         "transfer.mode": a.transfer,
         "transfer.checkpoint": a.checkpoint,
         "wandb.mode": a.wandb,
+        "imports": a.imports or None,
     }
     return nest({key: value for key, value in pairs.items() if value is not None})
 
@@ -82,7 +85,7 @@ def flag_layer(a: argparse.Namespace) -> dict[str, Any]:
 def resolve_args(args: argparse.Namespace) -> TrainConfig:
     """The run's config from the command line (without running it)."""
     if args.sweep:
-        kept = ("sweep", "overrides", "resume", "json", "results", "wandb", "verb")
+        kept = ("sweep", "overrides", "resume", "json", "results", "wandb", "verb", "imports")
         given = [
             f"--{k.replace('_', '-')}" for k, v in vars(args).items() if k not in kept and v not in (None, [], False)
         ]
@@ -93,7 +96,7 @@ def resolve_args(args: argparse.Namespace) -> TrainConfig:
             )
         from harness.sweep.spec import load
 
-        config = load(args.sweep, args.results).agent_run(args.overrides).config
+        config = load(args.sweep, args.results, args.imports).agent_run(args.overrides).config
         if args.wandb:
             config.wandb.mode = args.wandb  # not part of the run id: the same run, logged another way
     else:

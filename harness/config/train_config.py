@@ -109,7 +109,10 @@ class TrainConfig:
     arch: str
     """A registered architecture (`convbench list`)."""
     dataset: str = "fashion-mnist"
-    """fashion-mnist, cifar10, cifar100, imagenet or synthetic."""
+    """fashion-mnist, cifar10, cifar100, imagefolder, imagenet, synthetic, or one registered from outside."""
+    imports: tuple[str, ...] = field(default=(), metadata=NOT_IDENTITY)
+    """Modules imported before `arch` and `dataset` are looked up, where your own models and data modules
+    register (`--import`, repeatable, adds to them); every rank and array task imports them too."""
     epochs: Annotated[int, Ge(1)] = 1
     """Epochs to train; the schedule spans them. Leave it at 1 when `trainer.max_steps` sets the budget."""
     seed: int = field(default=0, metadata=REPLICATE)
@@ -146,11 +149,27 @@ class TrainConfig:
 
     def run_id(self) -> str:
         """Stable name of the run: the arch and dataset plus a hash of everything that changes what is
-        computed (:func:`identity`)."""
-        digest = hashlib.sha256(json.dumps(identity(self.to_dict()), sort_keys=True, default=str).encode()).hexdigest()[
-            :10
-        ]
+        computed (:func:`identity`) and of where a model or dataset from outside comes from (:func:`origins`)."""
+        hashed = {**identity(self.to_dict()), **origins(self.arch, self.dataset)}
+        digest = hashlib.sha256(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()[:10]
         return f"{self.arch}-{self.dataset}-s{self.seed}-{digest}"
+
+
+def origins(arch: str, dataset: str) -> dict[str, str]:
+    """``{"origin.arch": "my_pkg.models:my_net"}`` (and ``origin.dataset``) for a model or dataset from
+    outside convbench, so that two different ``my_net``s never share a run id; empty for the zoo and the
+    built-in datasets, whose run ids predate this."""
+    import architectures
+    import datamodules
+
+    out = {}
+    if not (arch_info := architectures.info(arch)).zoo:
+        out["origin.arch"] = arch_info.origin
+    if dataset in datamodules.names() and not (data_origin := datamodules.origin(dataset)).startswith(
+        datamodules.BUILTIN
+    ):
+        out["origin.dataset"] = data_origin
+    return out
 
 
 @functools.cache
@@ -310,6 +329,20 @@ def _source(where: dict[str, str], at: tuple[str, ...]) -> str:
     return "defaults"
 
 
+def _imports(values: dict[str, Any], source: str) -> list[str]:
+    """A layer's ``imports``, checked and imported (each layer adds to the ones below)."""
+    if "imports" not in values:
+        return []
+    try:
+        check_key("imports", values["imports"])
+    except ConfigError as err:
+        raise ConfigError(err.at, err.problem, source) from None
+    from harness.imports import load
+
+    load(values["imports"], f"{source}: imports")
+    return list(values["imports"])
+
+
 def resolve(layers: list[tuple[str, dict[str, Any]]]) -> TrainConfig:
     """Merge ``(source, values)`` layers in order, apply the recipe underneath, and validate; an error
     names the key and the layer it came from."""
@@ -317,9 +350,13 @@ def resolve(layers: list[tuple[str, dict[str, Any]]]) -> TrainConfig:
 
     merged: dict[str, Any] = {}
     where: dict[str, str] = {}
+    imports: list[str] = []
     for source, values in layers:
         merged = merge(merged, values)
         where.update(dict.fromkeys(flatten(values), source))
+        imports += [m for m in _imports(values, source) if m not in imports]
+    if imports:
+        merged["imports"] = imports
     if "arch" not in merged:
         raise UserError("no architecture given: pass --arch NAME (see `convbench list`)")
     import architectures

@@ -105,6 +105,9 @@ class Options:
     """Config keys every run takes, named and grid runs alike."""
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     """The sbatch resources of the Slurm backend."""
+    imports: list[str] = field(default_factory=list)
+    """Modules to import first, where your models and data modules register (`--import` adds to them);
+    every run's config lists them, so every array task and rank imports them too."""
 
 
 @dataclass
@@ -367,28 +370,43 @@ def resolve_references(
     return flat, deps
 
 
-def build(draft: Draft, flat: dict[str, Any], deps: list[int], index: int, name: str, root: Path, where: _Where) -> Run:
+def build(
+    draft: Draft,
+    flat: dict[str, Any],
+    deps: list[int],
+    index: int,
+    name: str,
+    root: Path,
+    where: _Where,
+    imports: list[str],
+) -> Run:
     """The run's TrainConfig, resolved as `convbench train` would; errors name the run and its line."""
     from architectures import ArchitectureError
 
+    sweep = {"results": str(root), "wandb.group": name, **({"imports": imports} if imports else {})}
     try:
-        config = resolve([(f"sweep {name} {draft.label}", nest({"results": str(root), "wandb.group": name, **flat}))])
+        config = resolve([(f"sweep {name} {draft.label}", nest({**sweep, **flat}))])
     except (UserError, ArchitectureError) as err:
         raise UserError(f"{where(*draft.at)}: run {index} ({draft.label}): {err}") from None
     return Run(index, flat, config, name=draft.name, deps=deps, params=draft.params)
 
 
-def load(path: str | Path, results: str | None = None) -> Sweep:
-    """Parse, expand, resolve references and build every run; nothing runs."""
+def load(path: str | Path, results: str | None = None, imports: list[str] | None = None) -> Sweep:
+    """Parse, expand, resolve references and build every run; nothing runs. ``imports`` (`--import`) add
+    to the file's ``convbench.imports``."""
+    from harness.imports import load as import_modules
+
     path = Path(path)
     doc, where = parse(path)
     name = doc.convbench.name or path.stem
+    modules = list(dict.fromkeys([*doc.convbench.imports, *(imports or [])]))
+    import_modules(doc.convbench.imports, f"{where('convbench', 'imports')}: convbench.imports")
     root = Path(results or doc.convbench.results).absolute()
     runs: list[Run] = []
     named: dict[str, Run] = {}
     for draft in expand(doc, where):
         flat, deps = resolve_references(draft, len(runs), named, where)
-        runs.append(build(draft, flat, deps, len(runs), name, root, where))
+        runs.append(build(draft, flat, deps, len(runs), name, root, where, modules))
         if draft.name:
             named[draft.name] = runs[-1]
     seen: dict[str, int] = {}
