@@ -5,6 +5,8 @@ builds any of them by name and knows its depth, reference and input size.
     >>> model = architectures.create("resnet56")
     >>> architectures.info("resnet56").depth
     56
+    >>> architectures.depth("resnet56")  # measured by a forward pass when a registration does not give it
+    56
 
 Models from outside register the same way (docs/architectures.md#your-own-models)::
 
@@ -14,7 +16,7 @@ Models from outside register the same way (docs/architectures.md#your-own-models
 
 from . import alexnet, densenet, googlenet, lenet, resnet, unet, vgg  # noqa: F401  (register the families)
 from .cost import Profile, profile
-from .registry import ArchInfo, ArchitectureError, count_params, create, info, names, register, register_model
+from .registry import ArchInfo, ArchitectureError, count_params, create, depth, info, names, register, register_model
 
 __all__ = [
     "ArchInfo",
@@ -22,6 +24,7 @@ __all__ = [
     "Profile",
     "count_params",
     "create",
+    "depth",
     "info",
     "names",
     "profile",

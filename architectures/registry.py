@@ -6,7 +6,6 @@ from a module the user names (`--import`) or one an installed distribution decla
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import fnmatch
 import inspect
@@ -36,7 +35,7 @@ class ArchInfo:
 
     name: str
     family: str
-    depth: int  # weighted layers on the deepest path, the paper's convention (measured when not given)
+    depth: int | None  # weighted layers on the deepest path, the paper's convention; None: see depth()
     residual: bool
     input_size: tuple[int, int, int]  # (C, H, W) the reference uses
     num_classes: int
@@ -53,7 +52,7 @@ class ArchInfo:
 
 
 _REGISTRY: dict[str, ArchInfo] = {}
-_UNMEASURED: set[str] = set()  # registered without a depth: measured on the first info()
+_MEASURED: dict[str, int] = {}  # depth() of the architectures registered without one
 _discovered = False
 
 
@@ -89,10 +88,8 @@ def register(
     if len(input_size) != 3:
         raise ArchitectureError(f"{origin}: input_size={input_size!r}; accepted is (C, H, W)")
     _REGISTRY[name] = ArchInfo(
-        name, family, depth or 0, residual, tuple(input_size), num_classes, reference, task, builder, kwargs, origin
+        name, family, depth, residual, tuple(input_size), num_classes, reference, task, builder, kwargs, origin
     )
-    if depth is None:
-        _UNMEASURED.add(name)
 
 
 def register_model(*, name: str | None = None, family: str | None = None, **facts: Any) -> Callable[[Builder], Builder]:
@@ -161,10 +158,19 @@ def info(name: str) -> ArchInfo:
             else f"; known families: {', '.join(sorted({i.family for i in _REGISTRY.values()}))}"
         )
         raise ArchitectureError(f"unknown architecture {name!r}{hint} (see `convbench list`)") from None
-    if name in _UNMEASURED:
-        _UNMEASURED.discard(name)
-        spec = _REGISTRY[name] = dataclasses.replace(spec, depth=profile(create(name), spec.input_size).depth)
     return spec
+
+
+def depth(name: str) -> int:
+    """The registered depth, or, for a model registered without one, the depth :func:`profile` measures in a
+    forward pass at its input size (once; never in ``info``, which must not compute: a sweep's runner looks
+    names up, then forks)."""
+    spec = info(name)
+    if spec.depth is not None:
+        return spec.depth
+    if name not in _MEASURED:
+        _MEASURED[name] = profile(create(name), spec.input_size).depth
+    return _MEASURED[name]
 
 
 def create(name: str, num_classes: int | None = None, in_chans: int | None = None, **overrides: Any) -> nn.Module:

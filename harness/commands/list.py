@@ -23,13 +23,14 @@ def run(args: argparse.Namespace) -> int:
             {
                 "name": name,
                 "family": i.family,
-                "depth": i.depth,
+                "depth": architectures.depth(name),
                 "residual": i.residual,
                 "params": params,
                 "input_size": list(i.input_size),
                 "num_classes": i.num_classes,
                 "task": i.task,
                 "reference": i.reference,
+                "origin": i.origin,
             }
         )
     if not rows:
@@ -37,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
+    outside = any(not architectures.info(r["name"]).zoo for r in rows)  # then say where each comes from
     print_table(
         None,
-        ["name", "family", "depth", "residual", "params", "input"],
+        ["name", "family", "depth", "residual", "params", "input"] + (["from"] if outside else []),
         (
             [
                 r["name"],
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{r['params']:,}",
                 "x".join(map(str, r["input_size"])),
             ]
+            + ([r["origin"].partition(":")[0]] if outside else [])
             for r in rows
         ),
         right=("depth", "params"),

@@ -64,10 +64,9 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"sweep {sweep.name}: {len(sweep.runs)} runs -> {sweep.results}   (sweep dir {sweep.dir})")
         for r in sweep.runs:
-            info = architectures.info(r.config.arch)
             deps = f"  after {','.join(map(str, r.deps))}" if r.deps else ""
             label = f"{r.name}: " if r.name else ""
-            head = f"{r.index:>4}  {r.run_id:<40} {r.config.arch:<12} depth {info.depth:<4}"
+            head = f"{r.index:>4}  {r.run_id:<40} {r.config.arch:<12} depth {architectures.depth(r.config.arch):<4}"
             print(f"{head} {label}{_overrides(r.values)}{deps}")
         return 0
     if args.backend == "slurm":
