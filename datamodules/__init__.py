@@ -22,6 +22,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "cifar10": (".cifar", "CIFAR10DataModule"),
     "cifar100": (".cifar", "CIFAR100DataModule"),
     "fashion-mnist": (".fashion_mnist", "FashionMNISTDataModule"),
+    "imagefolder": (".imagefolder", "ImageFolderDataModule"),
     "imagenet": (".imagenet", "ImageNetDataModule"),
     "synthetic": (".synthetic", "SyntheticDataModule"),
 }
