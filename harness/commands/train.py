@@ -15,7 +15,9 @@ from harness.errors import UserError
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", help="a registered classifier (convbench list)")
-    p.add_argument("--data", dest="dataset", help="fashion-mnist | cifar10 | cifar100 | imagenet | synthetic")
+    p.add_argument(
+        "--data", dest="dataset", help="fashion-mnist | cifar10 | cifar100 | imagenet | imagefolder | synthetic"
+    )
     p.add_argument("--data-root", help="where the dataset's files are")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)

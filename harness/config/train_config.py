@@ -109,7 +109,7 @@ class TrainConfig:
     arch: str
     """A registered architecture (`convbench list`)."""
     dataset: str = "fashion-mnist"
-    """fashion-mnist, cifar10, cifar100, imagenet or synthetic."""
+    """fashion-mnist, cifar10, cifar100, imagenet, imagefolder (any folder of class folders) or synthetic."""
     epochs: Annotated[int, Ge(1)] = 1
     """Epochs to train; the schedule spans them. Leave it at 1 when `trainer.max_steps` sets the budget."""
     seed: int = field(default=0, metadata=REPLICATE)
