@@ -39,6 +39,7 @@ _REGISTRY: dict[str, tuple[str, str] | type] = {
     "cifar10": (f"{BUILTIN}cifar", "CIFAR10DataModule"),
     "cifar100": (f"{BUILTIN}cifar", "CIFAR100DataModule"),
     "fashion-mnist": (f"{BUILTIN}fashion_mnist", "FashionMNISTDataModule"),
+    "imagefolder": (f"{BUILTIN}imagefolder", "ImageFolderDataModule"),
     "imagenet": (f"{BUILTIN}imagenet", "ImageNetDataModule"),
     "synthetic": (f"{BUILTIN}synthetic", "SyntheticDataModule"),
 }

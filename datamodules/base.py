@@ -29,9 +29,10 @@ Split = Literal["train", "test"]
 class ConvDataModule(pl.LightningDataModule, ABC):
     """Batches of (float32 N x C x H x W, int64 N) for one dataset.
 
-    After construction (no I/O except ImageNet's class listing): `name`, `config` (with the dataset
-    defaults filled in: root, val_size, augment.crop, augment.flip), `num_classes` (after `classes`), `input_size`
-    (C, H, W), and `mean`/`std`, the per-channel values the pipeline subtracts/divides in pixel/255
+    After construction (no I/O except ImageNet's class listing, and imagefolder's: its layout and classes,
+    and for one tree of class folders the image count its default val_size needs): `name`, `config` (with the
+    dataset defaults filled in: root, val_size, augment.crop, augment.flip), `num_classes` (after `classes`),
+    `input_size` (C, H, W), and `mean`/`std`, the per-channel values the pipeline subtracts/divides in pixel/255
     units (zeros/ones when normalisation is off), so `x * std + mean` is always the [0, 1] image.
 
     Exact resume and sharding (the contract with the Trainer):
@@ -75,7 +76,6 @@ class ConvDataModule(pl.LightningDataModule, ABC):
         self.config = dataclasses.replace(
             config,
             root=config.root if config.root is not None else self.default_root,
-            val_size=config.val_size if config.val_size is not None else self.default_val_size,
             augment=dataclasses.replace(
                 config.augment,
                 flip=config.augment.flip if config.augment.flip is not None else self.default_flip,
@@ -96,12 +96,18 @@ class ConvDataModule(pl.LightningDataModule, ABC):
         self.std = _per_channel(self.dataset_std if normalize else (1.0,), chans)
         if config.classes is not None:
             _check_classes(config.classes, self.native_num_classes(), self.name)
+        if config.val_size is None:  # last: a default may count the selected images (imagefolder)
+            self.config = dataclasses.replace(self.config, val_size=self._default_val_size())
         self._datasets: dict[str, Dataset | None] = {}
 
     # ---- what a dataset provides -------------------------------------------------------------
     def stored_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the stored images before any resizing (synthetic: from the config)."""
         return self.native_shape
+
+    def _default_val_size(self) -> int:
+        """val_size when the config leaves it null."""
+        return self.default_val_size
 
     @abstractmethod
     def native_num_classes(self) -> int:
@@ -130,6 +136,8 @@ class ConvDataModule(pl.LightningDataModule, ABC):
     @property
     def root(self) -> Path:
         """The data directory; a file given as one is named as such, not as 'files missing in it'."""
+        if self.config.root is None:  # a dataset without a default root (imagefolder)
+            raise DataError(f"{self.name}: no data root given; set data.root (--data-root) to its folder")
         root = Path(self.config.root)
         if root.exists() and not root.is_dir():
             raise DataError(f"{self.name}: data root {root} is a file, not a directory")

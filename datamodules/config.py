@@ -36,14 +36,14 @@ class AugmentConfig:
     __pydantic_config__ = STRICT
 
     crop: bool | None = None
-    """Pad by `crop_padding` and randomly crop back (He et al.); ImageNet: RandomResizedCrop(image_size).
+    """Pad by `crop_padding` and randomly crop back (He et al.); imagenet, imagefolder: RandomResizedCrop(image_size).
     null: the dataset's default, on but off for fashion-mnist, whose garments are centred and
     size-normalised (its published baselines train without crops)."""
     crop_padding: Annotated[int, Ge(0)] = 4
-    """Zero padding on each side before the random crop of small images; ImageNet ignores it."""
+    """Zero padding on each side before the random crop of small images; imagenet and imagefolder ignore it."""
     flip: bool | None = None
     """Random horizontal flip; null: the dataset's default, on where labels are flip-invariant
-    (cifar*, imagenet), off for fashion-mnist and synthetic."""
+    (cifar*, imagenet, imagefolder), off for fashion-mnist and synthetic."""
     noise_std: Annotated[float, Ge(0), Le(1)] = 0.0
     """Std of Gaussian noise added to the [0, 1]-scaled image (0.1 = 25.5 grey levels), clipped to
     [0, 1], before normalisation."""
@@ -59,7 +59,8 @@ class DataConfig:
 
     root: str | None = field(default=None, metadata=NOT_IDENTITY)
     """The dataset's folder; null: its default (fashion-mnist /usr/share/datasets/fashion-mnist,
-    cifar10 and cifar100 data, imagenet data/imagenet; relative paths from the working directory)."""
+    cifar10 and cifar100 data, imagenet data/imagenet; imagefolder has none: give it; relative paths from the
+    working directory)."""
     batch_size: Count = 128
     """Training batch size on each rank (a recipe proposes its paper's)."""
     eval_batch_size: Count | None = None
@@ -68,18 +69,20 @@ class DataConfig:
     """DataLoader worker processes (0: load in the training process)."""
     val_size: Annotated[int, Ge(0)] | None = None
     """Images carved at random (seeded) from the official train set for validation; 0: none; null: the
-    dataset's default, 5000 for cifar* and fashion-mnist (He et al.'s 45k/5k), 0 for synthetic and
-    imagenet (whose validation and test loaders then both read the official val/ folder)."""
+    dataset's default, 5000 for cifar* and fashion-mnist (He et al.'s 45k/5k), 0 for synthetic, imagenet and
+    an imagefolder with train/ and val/ (whose validation and test loaders then both read val/). An
+    imagefolder of one tree of class folders: a tenth of its images, at least 1; its test split is this carve."""
     seed: Annotated[int, Ge(0)] = 0
     """Fixes the validation split, the label and size subsampling, the shuffling and the augmentation;
     a training run passes its `seed` unless this is given."""
     image_size: Count | None = None
     """Side of the square image the model receives; null: native (28 fashion-mnist, 32 cifar, 224
-    imagenet). Growing a small image by at most 8 px zero-pads it centred (Fashion-MNIST at 32: 2 px
-    each side, the LeNet convention); any other change is a bilinear resize. ImageNet: the crop size,
-    and the evaluation resize scales alike (256/224 x image_size)."""
+    imagenet and imagefolder). Growing a small image by at most 8 px zero-pads it centred (Fashion-MNIST at 32: 2 px
+    each side, the LeNet convention); any other change is a bilinear resize. imagenet, imagefolder: the crop
+    size, and the evaluation resize scales alike (256/224 x image_size)."""
     in_chans: Count | None = None
-    """Channels the model receives; null: native. 3 on grey data replicates the channel."""
+    """Channels the model receives; null: native. 3 on grey data replicates the channel; imagefolder: 3 (RGB,
+    its default) or 1 (files decoded grey)."""
     classes: tuple[Annotated[int, Ge(0)], ...] | None = None
     """Keep only these original classes, relabelled 0..k-1 in the given order."""
     labels_per_class: Count | None = None

@@ -138,7 +138,7 @@ def items(dataset, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
 
 # ---------------------------------------------------------------- API and config errors
 def test_names_and_cheap_import():
-    assert names() == ["cifar10", "cifar100", "fashion-mnist", "imagenet", "synthetic"]
+    assert names() == ["cifar10", "cifar100", "fashion-mnist", "imagefolder", "imagenet", "synthetic"]
     code = "import sys, datamodules; print(sorted({'torch', 'pytorch_lightning', 'albumentations'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
@@ -147,7 +147,7 @@ def test_names_and_cheap_import():
 @pytest.mark.parametrize(
     "call, fragment",
     [
-        (lambda: create("cifar"), "accepted: cifar10, cifar100, fashion-mnist, imagenet, synthetic"),
+        (lambda: create("cifar"), "accepted: cifar10, cifar100, fashion-mnist, imagefolder, imagenet, synthetic"),
         (lambda: create("synthetic", batchsize=3), "unknown DataConfig field batchsize; accepted: root, batch_size"),
         (lambda: create("synthetic", augment={"flipp": True}), "unknown augment field flipp"),
         (lambda: create("synthetic", batch_size=0), "batch_size=0: must be >= 1"),
@@ -328,11 +328,13 @@ def test_labels_per_class_and_train_limit(tmp_path):
 
 
 # ---------------------------------------------------------------- augmentation
-def test_flip_defaults_per_dataset():
-    assert {n: create(n).config.augment.flip for n in names()} == {
+def test_flip_defaults_per_dataset(tmp_path):
+    roots = {"imagefolder": str(write_imagenet(tmp_path))}  # imagefolder has no default root: ImageNet's layout
+    assert {n: create(n, root=roots.get(n)).config.augment.flip for n in names()} == {
         "cifar10": True,
         "cifar100": True,
         "fashion-mnist": False,
+        "imagefolder": True,
         "imagenet": True,
         "synthetic": False,
     }

@@ -109,7 +109,8 @@ class TrainConfig:
     arch: str
     """A registered architecture (`convbench list`)."""
     dataset: str = "fashion-mnist"
-    """fashion-mnist, cifar10, cifar100, imagefolder, imagenet, synthetic, or one registered from outside."""
+    """fashion-mnist, cifar10, cifar100, imagefolder (any folder of class folders), imagenet, synthetic, or
+    one registered from outside (`--import`, entry points)."""
     imports: tuple[str, ...] = field(default=(), metadata=NOT_IDENTITY)
     """Modules imported before `arch` and `dataset` are looked up, where your own models and data modules
     register (`--import`, repeatable, adds to them); every rank and array task imports them too."""
