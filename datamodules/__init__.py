@@ -29,6 +29,7 @@ __all__ = [
     "names",
     "origin",
     "register_datamodule",
+    "root_is_data",
 ]
 
 ENTRY_POINTS = "convbench.datamodules"
@@ -43,6 +44,9 @@ _REGISTRY: dict[str, tuple[str, str] | type] = {
     "imagenet": (f"{BUILTIN}imagenet", "ImageNetDataModule"),
     "synthetic": (f"{BUILTIN}synthetic", "SyntheticDataModule"),
 }
+# built-in datasets whose `root` is the data itself (their classes say `root_is_data`; named here so that a
+# run id need not import Lightning to ask them)
+_ROOT_IS_DATA = {"imagefolder"}
 _ENTRY_POINT: dict[str, str] = {}  # name -> "entry point ... (distribution ...)", for errors
 _discovered = False
 
@@ -86,6 +90,14 @@ def origin(name: str) -> str:
     _discover()
     entry = _REGISTRY[name]
     return f"{entry[0]}:{entry[1]}" if isinstance(entry, tuple) else _origin_of(entry)
+
+
+def root_is_data(name: str) -> bool:
+    """Whether dataset `name`'s `root` chooses the images, so that the run id must hash it."""
+    entry = _REGISTRY[name]
+    if isinstance(entry, tuple) and entry[0].startswith(BUILTIN):
+        return name in _ROOT_IS_DATA
+    return _load(name).root_is_data
 
 
 def _origin_of(cls: type) -> str:

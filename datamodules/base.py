@@ -68,6 +68,9 @@ class ConvDataModule(pl.LightningDataModule, ABC):
     dataset_std: ClassVar[tuple[float, ...]]
     # True: with val_size 0 the validation loader reads the test split (ImageNet's val/ folder).
     validate_on_test: ClassVar[bool] = False
+    # True: `root` chooses the images (any folder of the user's), not where one fixed dataset is kept, so
+    # its absolute path is part of the run id (datamodules.root_is_data).
+    root_is_data: ClassVar[bool] = False
 
     def __init__(self, config: DataConfig) -> None:
         super().__init__()

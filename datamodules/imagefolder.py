@@ -121,6 +121,8 @@ class ImageFolderDataModule(FolderDataModule):
     worker hours later. in_chans=1 decodes grey; otherwise RGB.
     """
 
+    root_is_data: ClassVar[bool] = True
+
     name: ClassVar[str] = "imagefolder"
     default_root: ClassVar[str | None] = None
 

@@ -290,3 +290,16 @@ def test_a_broken_image_is_one_line_and_exit_2(tmp_path: Path) -> None:
         "that OpenCV decodes (remove or replace the broken files)"
     ]
     assert not list((tmp_path / "results").glob("*/result.json"))
+
+
+def test_the_folder_is_part_of_the_run_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.config.train_config import resolve
+
+    def run_id(dataset: str, root: str) -> str:
+        return resolve([("test", {"arch": "lenet5", "dataset": dataset, "data": {"root": root}})]).run_id()
+
+    monkeypatch.chdir(tmp_path)
+    assert run_id("imagefolder", "cats") != run_id("imagefolder", "dogs")  # two folders of images, two runs
+    assert run_id("imagefolder", "cats") == run_id("imagefolder", str(tmp_path / "cats"))  # one folder, one run
+    # where a fixed dataset is kept is not part of it: the published runs keep their ids
+    assert run_id("fashion-mnist", "/usr/share/datasets/fashion-mnist") == run_id("fashion-mnist", "elsewhere")

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -150,26 +151,29 @@ class TrainConfig:
 
     def run_id(self) -> str:
         """Stable name of the run: the arch and dataset plus a hash of everything that changes what is
-        computed (:func:`identity`) and of where a model or dataset from outside comes from (:func:`origins`)."""
-        hashed = {**identity(self.to_dict()), **origins(self.arch, self.dataset)}
+        computed (:func:`identity`) and of what those keys do not say (:func:`origins`)."""
+        hashed = {**identity(self.to_dict()), **origins(self.arch, self.dataset, self.data.get("root"))}
         digest = hashlib.sha256(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()[:10]
         return f"{self.arch}-{self.dataset}-s{self.seed}-{digest}"
 
 
-def origins(arch: str, dataset: str) -> dict[str, str]:
-    """``{"origin.arch": "my_pkg.models:my_net"}`` (and ``origin.dataset``) for a model or dataset from
-    outside convbench, so that two different ``my_net``s never share a run id; empty for the zoo and the
-    built-in datasets, whose run ids predate this."""
+def origins(arch: str, dataset: str, root: str | None) -> dict[str, str]:
+    """What the config's keys do not say of what a run computes: where a model or dataset from outside
+    convbench comes from (``origin.arch``: "my_pkg.models:my_net", so that two different ``my_net``s never
+    share a run id) and, for a dataset whose root is the data itself (imagefolder), that folder's absolute
+    path (``origin.root``). Empty for the zoo on the built-in datasets, whose run ids predate this."""
     import architectures
     import datamodules
 
     out = {}
     if not (arch_info := architectures.info(arch)).zoo:
         out["origin.arch"] = arch_info.origin
-    if dataset in datamodules.names() and not (data_origin := datamodules.origin(dataset)).startswith(
-        datamodules.BUILTIN
-    ):
+    if dataset not in datamodules.names():
+        return out
+    if not (data_origin := datamodules.origin(dataset)).startswith(datamodules.BUILTIN):
         out["origin.dataset"] = data_origin
+    if root is not None and datamodules.root_is_data(dataset):
+        out["origin.root"] = os.path.abspath(root)
     return out
 
 
