@@ -199,7 +199,7 @@ def test_unknown_name_is_one_line_from_a_real_process() -> None:
         (["resnet20", "--input-size", "3", "0", "32"], "--input-size: expected an integer >= 1, got '0'"),
         (["resnet20", "--precision", "16-mixed", "--device", "cpu"], "16-mixed needs a GPU"),
         (["--mode", "train"], "name at least one architecture, or a dataset with --data"),
-        (["--data", "mnist"], "--data: invalid choice"),
+        (["--data", "mnist"], "--data mnist: unknown dataset; accepted: cifar10"),
     ],
 )
 def test_option_mistakes_are_one_line_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
