@@ -19,6 +19,7 @@ from torch import nn
 
 import architectures
 from harness.bench.measure import infer_step, synthetic_batch, train_step
+from harness.bench.peak import DTYPES
 from harness.hardware import cpu_name
 from harness.memory import pin_thresholds
 
@@ -140,6 +141,8 @@ class Throughput:
     ) -> Measurement | None:
         """A registered architecture is built at its own input size unless given one; a module needs one. The
         labels are shaped by the model's output on one sample (classes, or classes x H x W for a segmenter)."""
+        if precision not in DTYPES:
+            pytest.fail(f"precision={precision!r}: one of {', '.join(DTYPES)}", pytrace=False)
         if isinstance(model, str):
             try:
                 info = architectures.info(model)
