@@ -1,5 +1,6 @@
 """A wheel (what `pip install .` installs on a cluster, unlike the editable install of `make`) holds
-what the package reads from disk at run time: the sbatch templates of slurm/templates."""
+what the package reads from disk at run time: the sbatch templates of slurm/templates; and the pytest
+plugin's entry point."""
 
 from __future__ import annotations
 
@@ -48,3 +49,8 @@ def test_the_wheel_carries_the_sbatch_templates(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"harness/sweep/templates/{n}" for n in shipped} <= set(names)
     assert "harness/sweep/slurm.py" in names and "architectures/registry.py" in names
+    # the throughput check's pytest plugin, and the entry point through which pytest loads it
+    assert "harness/throughput_check/plugin.py" in names and "harness/throughput_check/measure.py" in names
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[pytest11]\nconvbench_throughput = harness.throughput_check.plugin\n" in text, text

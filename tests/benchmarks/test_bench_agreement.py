@@ -9,7 +9,7 @@ import warnings
 
 from harness.bench.jobs import ModelJob, Timing
 from harness.bench.worker import measure_model
-from tests.benchmarks.regression import THREADS
+from harness.throughput_check.verdict import THREADS
 
 GOAL = 0.02
 BROKEN = 0.25

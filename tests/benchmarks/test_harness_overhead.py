@@ -35,9 +35,9 @@ import torch.nn.functional as F
 
 import architectures
 from harness.config.train_config import TrainConfig, resolve
+from harness.throughput_check.verdict import THREADS
 from harness.training.module import lr_factor
 from harness.training.run import build_data, load_data, steps_per_epoch, train
-from tests.benchmarks.regression import THREADS
 
 E = 1
 PAIRS = int(os.environ.get("CONVBENCH_OVERHEAD_PAIRS", "3"))  # `make bench`: 10

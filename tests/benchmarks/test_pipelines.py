@@ -14,6 +14,7 @@ import pytest
 
 import datamodules
 from harness.bench.worker import endless
+from harness.throughput_check.measure import Throughput
 
 BATCH = 128
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -37,13 +38,13 @@ def pipeline_step(dm: datamodules.ConvDataModule) -> Callable[[], object]:
     return lambda: next(batches)
 
 
-def test_cifar10_train_pipeline(tmp_path: Path, regression_check: Callable[..., None]) -> None:
+def test_cifar10_train_pipeline(tmp_path: Path, throughput: Throughput) -> None:
     write_cifar10(tmp_path)
     dm = datamodules.create("cifar10", root=str(tmp_path), batch_size=BATCH, num_workers=0, val_size=0)
-    regression_check("pipeline/cifar10", pipeline_step(dm), items=BATCH)
+    throughput("pipeline/cifar10", pipeline_step(dm), items=BATCH)
 
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist (make setup does)")
-def test_fashion_mnist_train_pipeline(regression_check: Callable[..., None]) -> None:
+def test_fashion_mnist_train_pipeline(throughput: Throughput) -> None:
     dm = datamodules.create("fashion-mnist", root=str(FASHION), batch_size=BATCH, num_workers=0)
-    regression_check("pipeline/fashion-mnist", pipeline_step(dm), items=BATCH)
+    throughput("pipeline/fashion-mnist", pipeline_step(dm), items=BATCH)

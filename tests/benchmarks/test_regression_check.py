@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.benchmarks.regression import TOLERANCE, compare, normalised
+from harness.throughput_check.verdict import TOLERANCE, compare, normalised
 
 
 def test_a_2x_slowdown_fails() -> None:
@@ -18,7 +18,7 @@ def test_noise_within_tolerance_passes_and_a_speedup_is_noted() -> None:
 
 def test_missing_baseline_passes_with_a_hint() -> None:
     verdict = compare("new/benchmark", measured=1.0, baseline=None)
-    assert verdict.ok and verdict.ratio is None and "CONVBENCH_UPDATE_BASELINE=1" in verdict.message
+    assert verdict.ok and verdict.ratio is None and "--throughput-record" in verdict.message
 
 
 def test_normalisation_cancels_a_uniformly_slower_machine() -> None:
