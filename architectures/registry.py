@@ -175,8 +175,7 @@ def depth(name: str) -> int:
 
 def create(name: str, num_classes: int | None = None, in_chans: int | None = None, **overrides: Any) -> nn.Module:
     """Build ``name`` with the reference's defaults, replaced by any keyword given here."""
-    discover()
-    spec = _REGISTRY[name] if name in _REGISTRY else info(name)
+    spec = info(name)
     kwargs = {**spec.kwargs, "num_classes": num_classes or spec.num_classes, "in_chans": in_chans or spec.input_size[0]}
     accepted = inspect.signature(spec.builder).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())

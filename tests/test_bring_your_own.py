@@ -133,6 +133,10 @@ def test_an_imported_module_is_benched_in_one_process_and_across_two_ranks(tmp_p
     assert all(r["samples_per_s"] > 0 for r in rows)
     ddp = json.loads(convbench("bench", *imports, "tinynet", "--devices", "2", *timing, env=env, check=True).stdout)
     assert sorted(r["world_size"] for r in ddp) == [1, 2]
+    # a bench sweep's Slurm tasks are told to import it too
+    (tmp_path / "bench.yaml").write_text("imports: [my_convnets.models]\nbench: {models: [tinynet, lenet5]}\n")
+    script = convbench("bench", "--sweep", tmp_path / "bench.yaml", "--dry-run", env=env, check=True).stdout
+    assert "harness.cli bench --import my_convnets.models " in script
 
 
 def sweep_file(path: Path, **convbench_section: object) -> Path:
