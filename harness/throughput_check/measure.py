@@ -3,6 +3,7 @@ what the fixture hands a test. It imports torch, so only the fixture imports it,
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -24,7 +25,7 @@ from harness.hardware import cpu_name
 from harness.memory import pin_thresholds
 
 from .baseline import Machine
-from .plugin import State, shown
+from .session import State, shown
 from .verdict import REFERENCE_CONV, REFERENCE_GEMM, THREADS, compare, normalised
 
 MAX_ROUNDS = 200
@@ -61,6 +62,12 @@ class Reference:
     def flops_per_s(self) -> float:
         """The best rate so far: what the machine delivers, for the baseline's record and the messages."""
         return max(self.rates)
+
+
+@functools.cache
+def session_reference() -> Reference:
+    """One yardstick for the process (a pytest session), created at its first check, at the checks' thread count."""
+    return Reference()
 
 
 def this_machine(reference: Reference) -> Machine:
@@ -175,9 +182,7 @@ class Throughput:
             pytest.fail(
                 f"{key}: already timed by {state.measured[key]}; give each measurement its own key=", pytrace=False
             )
-        if state.reference is None:
-            state.reference = Reference()
-        reference = state.reference
+        reference = session_reference()
         fn()  # first call: lazy initialisation, allocator growth, oneDNN primitive creation
         start = time.perf_counter()
         reference.sample()
@@ -197,6 +202,7 @@ class Throughput:
         self.benchmark.extra_info.update(
             items=items, items_per_s=rate, normalised=figure, reference_gflops=reference.flops_per_s() / 1e9
         )
+        state.machine = this_machine(reference)
         if state.record:
             state.recorded[key] = figure
             return Measurement(key, rate, figure, None)
@@ -212,7 +218,7 @@ class Throughput:
             pytest.fail(
                 f"{verdict.message}\n"
                 f"  baseline: {shown(baseline.path, self.request.config)}, recorded on {recorded}\n"
-                f"  this run: {this_machine(reference)}",
+                f"  this run: {state.machine}",
                 pytrace=False,
             )
         if verdict.ratio is None or verdict.ratio > state.tolerance:

@@ -9,36 +9,20 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .baseline import Baseline, BaselineError
+from .session import State, shown
 from .verdict import RECORD, TOLERANCE
 
 if TYPE_CHECKING:
-    from .measure import Reference, Throughput
+    from .measure import Throughput
 
 DEFAULT_BASELINE = "throughput-baseline.json"  # in the rootdir
 UPDATE_ENV = "CONVBENCH_UPDATE_BASELINE"  # =1: as --throughput-record (`CONVBENCH_UPDATE_BASELINE=1 make bench`)
-
-
-@dataclass
-class State:
-    """The session's settings and what its checks found, for the fixture, the baseline's writing and the summary."""
-
-    baseline_path: Path
-    record: bool
-    tolerance: float
-    baseline: Baseline | None = None  # read when the first check needs it
-    reference: Reference | None = None  # created at the first check, at the checks' thread count
-    ratios: dict[str, float] = field(default_factory=dict)  # measured / baseline
-    missing: set[str] = field(default_factory=set)  # checked, with no baseline figure
-    recorded: dict[str, float] = field(default_factory=dict)
-    saved: bool = False  # the recorded figures are in the baseline file
-    measured: dict[str, str] = field(default_factory=dict)  # key -> the test that timed it: two tests may not share one
 
 
 STATE = pytest.StashKey[State]()
@@ -125,11 +109,9 @@ def _throughput_state(pytestconfig: pytest.Config) -> Iterator[State]:
     except BaselineError as err:
         raise pytest.fail.Exception(str(err), pytrace=False) from None  # not "during handling of ..."
     yield state
-    if state.recorded:
-        from .measure import this_machine
-
+    if state.recorded and state.machine is not None:
         try:
-            state.baseline.save(state.recorded, this_machine(state.reference))
+            state.baseline.save(state.recorded, state.machine)
         except OSError as err:
             message = f"{state.baseline_path}: cannot write the throughput baseline ({err.strerror})"
             raise pytest.fail.Exception(message, pytrace=False) from None
@@ -167,8 +149,3 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if state.missing:
         missing = ", ".join(sorted(state.missing))
         terminalreporter.write_line(f"throughput: no baseline in {path} for {missing}; record one with {RECORD}")
-
-
-def shown(path: Path, config: pytest.Config) -> str:
-    """A path relative to the rootdir where it is inside it."""
-    return str(path.relative_to(config.rootpath)) if path.is_relative_to(config.rootpath) else str(path)
