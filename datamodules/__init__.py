@@ -42,11 +42,13 @@ _REGISTRY: dict[str, tuple[str, str] | type] = {
     "fashion-mnist": (f"{BUILTIN}fashion_mnist", "FashionMNISTDataModule"),
     "imagefolder": (f"{BUILTIN}imagefolder", "ImageFolderDataModule"),
     "imagenet": (f"{BUILTIN}imagenet", "ImageNetDataModule"),
+    "segfolder": (f"{BUILTIN}segmentation", "SegFolderDataModule"),
+    "shapes": (f"{BUILTIN}segmentation", "ShapesDataModule"),
     "synthetic": (f"{BUILTIN}synthetic", "SyntheticDataModule"),
 }
 # built-in datasets whose `root` is the data itself (their classes say `root_is_data`; named here so that a
 # run id need not import Lightning to ask them)
-_ROOT_IS_DATA = {"imagefolder"}
+_ROOT_IS_DATA = {"imagefolder", "segfolder"}
 _ENTRY_POINT: dict[str, str] = {}  # name -> "entry point ... (distribution ...)", for errors
 _discovered = False
 

@@ -95,12 +95,13 @@ class DataConfig:
     """Fetch the official archive when the files are absent, check its MD5, unpack it atomically."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Train-time augmentation."""
-    num_samples: Count = field(default=1024, metadata={"datasets": ("synthetic",)})
+    num_samples: Count = field(default=1024, metadata={"datasets": ("synthetic", "shapes")})
     """Images in the train set and in the test set each."""
     input_size: tuple[Count, Count, Count] = field(default=(3, 32, 32), metadata={"datasets": ("synthetic",)})
     """The images' channels, height and width (`in_chans` and `image_size` override them)."""
-    num_classes: Count = field(default=10, metadata={"datasets": ("synthetic",)})
-    """Classes of the uniform random labels (noise images: nothing to learn)."""
+    num_classes: Count | None = field(default=None, metadata={"datasets": ("synthetic", "segfolder")})
+    """synthetic: classes of the uniform random labels (noise images: nothing to learn), null: 10; segfolder:
+    the classes of the masks, whose values must be 0..num_classes-1, null: 2 (background and foreground)."""
 
     def __post_init__(self) -> None:
         # Python callers may pass what YAML produces (lists for tuples, a dict for augment) or a Path
