@@ -30,6 +30,7 @@ __all__ = [
     "origin",
     "register_datamodule",
     "root_is_data",
+    "task",
 ]
 
 ENTRY_POINTS = "convbench.datamodules"
@@ -100,6 +101,11 @@ def root_is_data(name: str) -> bool:
     if isinstance(entry, tuple) and entry[0].startswith(BUILTIN):
         return name in _ROOT_IS_DATA
     return _load(name).root_is_data
+
+
+def task(name: str) -> str:
+    """What dataset `name`'s targets are: "classification" or "segmentation" (imports its module)."""
+    return _load(name).task
 
 
 def _origin_of(cls: type) -> str:

@@ -131,8 +131,13 @@ def run(args: argparse.Namespace) -> int:
         pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
         world = r.world_size or 1
         ranks = f" over {world} ranks" if world > 1 else ""  # the job's rate, the sum over its ranks
+        scores = (
+            f"test Dice {pct(r.test_dice)}  mIoU {pct(r.test_miou)}  pixel acc {pct(r.test_acc1)}"
+            if r.test_miou is not None
+            else f"test top-1 {pct(r.test_acc1)}  top-5 {pct(r.test_acc5)}"
+        )
         print(
-            f"{r.run_id}: {r.status}  test top-1 {pct(r.test_acc1)}  top-5 {pct(r.test_acc5)}  "
+            f"{r.run_id}: {r.status}  {scores}  "
             f"train loss {r.train_loss or float('nan'):.4f}  {r.train_samples_per_s or 0:.0f} samples/s{ranks}  "
             f"peak {(r.peak_memory_bytes or 0) / 2**20:.0f} MiB  -> {config.results}/{r.run_id}/result.json"
         )

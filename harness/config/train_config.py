@@ -129,6 +129,9 @@ class TrainConfig:
     """The optimiser and learning-rate schedule (harness.config.recipes.OptimConfig)."""
     hidden_noise_std: Annotated[float, Ge(0)] = 0.0
     """Std of Gaussian noise added to every activation's output, while training only."""
+    dice_weight: Annotated[float, Ge(0)] = field(default=0.0, metadata={"identity": "non-default"})
+    """Segmentation: the loss is per-pixel cross-entropy plus this times the soft Dice loss over the
+    foreground classes (0: cross-entropy alone)."""
     transfer: TransferConfig = field(default_factory=TransferConfig)
     """Start from another run's weights."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
