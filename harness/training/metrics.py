@@ -115,7 +115,9 @@ class SegmentationTotals(ClassificationTotals):
         self.num_classes = num_classes
         self.add_state("dice_sum", default=torch.tensor(0.0, dtype=torch.get_default_dtype()), dist_reduce_fx="sum")
         self.add_state("dice_images", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("iou_sum", default=torch.zeros(num_classes, dtype=torch.get_default_dtype()), dist_reduce_fx="sum")
+        self.add_state(
+            "iou_sum", default=torch.zeros(num_classes, dtype=torch.get_default_dtype()), dist_reduce_fx="sum"
+        )
         self.add_state("iou_images", default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def fold(self) -> None:

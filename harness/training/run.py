@@ -105,7 +105,9 @@ def build_model(config: TrainConfig, dm: datamodules.ConvDataModule) -> tuple[to
             f"{info.task} datasets: {same or 'none registered'}"
         )
     if info.task == "segmentation" and config.transfer.mode != "scratch":
-        raise UserError(f"transfer.mode={config.transfer.mode}: transfer replaces a classifier's head; {config.arch} has none")
+        raise UserError(
+            f"transfer.mode={config.transfer.mode}: transfer replaces a classifier's head; {config.arch} has none"
+        )
     try:
         model = architectures.create(config.arch, num_classes=dm.num_classes, in_chans=dm.input_size[0], **config.model)
     except (TypeError, ValueError) as err:
