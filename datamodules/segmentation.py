@@ -95,7 +95,7 @@ class FilePairs(MaskedDataset):
 
 
 def read_mask(path: str) -> np.ndarray | None:
-    """The mask as stored (no conversion: a 3-channel file is refused, not turned grey); None when it does not decode."""
+    """The mask as stored (no conversion: a 3-channel file is refused, not turned grey); None if it does not decode."""
     return cv2.imread(path, cv2.IMREAD_UNCHANGED)
 
 
