@@ -110,8 +110,9 @@ class TrainConfig:
     arch: str
     """A registered architecture (`convbench list`)."""
     dataset: str = "fashion-mnist"
-    """fashion-mnist, cifar10, cifar100, imagefolder (any folder of class folders), imagenet, synthetic, or
-    one registered from outside (`--import`, entry points)."""
+    """fashion-mnist, cifar10, cifar100, imagefolder (any folder of class folders), imagenet, synthetic; for
+    segmentation segfolder (images/ and masks/ folders) and shapes; or one registered from outside
+    (`--import`, entry points)."""
     imports: tuple[str, ...] = field(default=(), metadata=NOT_IDENTITY)
     """Modules imported before `arch` and `dataset` are looked up, where your own models and data modules
     register (`--import`, repeatable, adds to them); every rank and array task imports them too."""
