@@ -36,14 +36,14 @@ class AugmentConfig:
     __pydantic_config__ = STRICT
 
     crop: bool | None = None
-    """Pad by `crop_padding` and randomly crop back (He et al.); imagenet, imagefolder: RandomResizedCrop(image_size).
-    null: the dataset's default, on but off for fashion-mnist, whose garments are centred and
-    size-normalised (its published baselines train without crops)."""
+    """Pad by `crop_padding` and randomly crop back (He et al.); imagenet, imagefolder, segfolder:
+    RandomResizedCrop(image_size). null: the dataset's default, on but off for fashion-mnist, whose garments
+    are centred and size-normalised (its published baselines train without crops)."""
     crop_padding: Annotated[int, Ge(0)] = 4
     """Zero padding on each side before the random crop of small images; imagenet and imagefolder ignore it."""
     flip: bool | None = None
     """Random horizontal flip; null: the dataset's default, on where labels are flip-invariant
-    (cifar*, imagenet, imagefolder), off for fashion-mnist and synthetic."""
+    (cifar*, imagenet, imagefolder, segfolder, shapes), off for fashion-mnist and synthetic."""
     noise_std: Annotated[float, Ge(0), Le(1)] = 0.0
     """Std of Gaussian noise added to the [0, 1]-scaled image (0.1 = 25.5 grey levels), clipped to
     [0, 1], before normalisation."""
