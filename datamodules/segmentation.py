@@ -9,6 +9,7 @@ normalisation to the image only. Masks are padded with class 0.
 
 from __future__ import annotations
 
+import functools
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
@@ -168,7 +169,7 @@ class SegFolderDataModule(SegmentationDataModule, ImageFolderDataModule):
         grey = self.stored_shape()[0] == 1
         unchecked = [tuple(row) for row in samples.images if tuple(row) not in self._decodable]
         pairs = [tuple(os.path.join(self.root, os.fsdecode(p)) for p in row) for row in unchecked]
-        check = _PairCheck(grey, self.native_num_classes())
+        check = functools.partial(pair_problem, grey=grey, num_classes=self.native_num_classes())
         problems = [p for p in checked(pairs, check) if p is not None]
         if problems:
             more = f" (and {len(problems) - 1} more bad pairs)" if len(problems) > 1 else ""
@@ -182,16 +183,6 @@ class SegFolderDataModule(SegmentationDataModule, ImageFolderDataModule):
             f"{root}/images/* with {root}/masks/*.png, or {root}/train/{{images,masks}}/* with "
             f"{root}/val/{{images,masks}}/* (images .jpg, .jpeg, .png; masks single-channel class-index .png)"
         )
-
-
-class _PairCheck:
-    """pair_problem with its settings bound, a picklable callable for the checking processes."""
-
-    def __init__(self, grey: bool, num_classes: int) -> None:
-        self.grey, self.num_classes = grey, num_classes
-
-    def __call__(self, paths: tuple[str, str]) -> str | None:
-        return pair_problem(paths, self.grey, self.num_classes)
 
 
 def _files(folder: Path, extensions: tuple[str, ...]) -> list[str]:

@@ -99,7 +99,7 @@ def planned_epochs(config: TrainConfig, steps_per_epoch: int) -> int:
 def build_model(config: TrainConfig, dm: datamodules.ConvDataModule) -> tuple[torch.nn.Module, architectures.Profile]:
     info = architectures.info(config.arch)
     if info.task != dm.task:
-        same = ", ".join(n for n in datamodules.names() if datamodules.task(n) == info.task)
+        same = ", ".join(n for n in datamodules.names() if _task_of(n) == info.task)
         raise UserError(
             f"{config.arch} is a {info.task} network but dataset {config.dataset} is for {dm.task}; "
             f"{info.task} datasets: {same or 'none registered'}"
@@ -125,6 +125,14 @@ def build_model(config: TrainConfig, dm: datamodules.ConvDataModule) -> tuple[to
     if config.transfer.mode != "scratch":
         load_backbone(model, config.transfer.checkpoint, config.arch)
     return model, profile
+
+
+def _task_of(dataset: str) -> str | None:
+    """A dataset's task for an error message; None for one whose module does not import."""
+    try:
+        return datamodules.task(dataset)
+    except datamodules.DataError:
+        return None
 
 
 def load_backbone(model: torch.nn.Module, path: str | None, arch: str) -> None:
