@@ -102,14 +102,17 @@ def accuracy_vs_depth(rows: list[dict[str, Any]], path: Path, dataset: str | Non
 
 def segmentation_scores(rows: list[dict[str, Any]], path: Path, dataset: str | None = None) -> Path:
     """Test mIoU (solid) and Dice (dashed), mean ± std over seeds, against depth (left) and parameters
-    (right): one series per family, split by the skip connections (``model.skips``) where a sweep varies them."""
+    (right): one series per family and variant but its depth (``model.levels``, which the lines follow),
+    e.g. a U-Net of one width with or without its skip connections."""
     pts = [r for r in rows if r["test_miou"]["mean"] is not None]
     if len(pts) < 2:
         raise Skip("needs test mIoU of two or more configurations")
     series: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in pts:
-        skips = r["_identity"].get("model.skips", True)
-        series[f"{r['family']}" + ("" if skips else " (no skips)")].append(r)
+        rest = ", ".join(
+            f"{k.removeprefix('model.')}={v}" for k, v in sorted(r["variant"].items()) if k != "model.levels"
+        )
+        series[f"{r['family']}" + (f" [{rest}]" if rest else "")].append(r)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     for (name, members), color in zip(sorted(series.items()), colors):
