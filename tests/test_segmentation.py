@@ -20,7 +20,7 @@ from datamodules.config import AugmentConfig
 from datamodules.samples import Samples
 from datamodules.segmentation import ArrayPairs, draw_shapes
 from datamodules.transforms import Geometry, train_pipeline
-from harness.config.train_config import TrainConfig, resolve
+from harness.config.train_config import TrainConfig, merge, resolve
 from harness.run_record import read_metrics
 from harness.training.metrics import SegmentationTotals
 from harness.training.module import target_for
@@ -126,26 +126,20 @@ def test_valid_unet_target_pixels_line_up_with_its_output() -> None:
         assert abs(row - centre[0]) <= 0.5 and abs(col - centre[1]) <= 0.5, ((i, j), (row, col), centre)
 
 
-def shapes_config(tmp_path: Path) -> TrainConfig:
-    """The padded U-Net on 16x16 shapes, 4 steps an epoch, 2 epochs, the step loss at every step."""
-    return resolve(
-        [
-            (
-                "test",
-                {
-                    "arch": "unet_padded",
-                    "dataset": "shapes",
-                    "epochs": 2,
-                    "model": TINY,
-                    "results": str(tmp_path / "results"),
-                    "wandb": {"mode": "disabled"},
-                    "trainer": {"log_every_n_steps": 1},
-                    "optim": {"optimizer": "adamw", "lr": 0.01},
-                    "data": {"image_size": 16, "num_samples": 96, "val_size": 32, "batch_size": 16, "num_workers": 0},
-                },
-            )
-        ]
-    )
+def shapes_config(tmp_path: Path, **values: Any) -> TrainConfig:
+    """The padded U-Net on 16x16 shapes, 4 steps an epoch, 2 epochs, the step loss at every step; `values` on top."""
+    base = {
+        "arch": "unet_padded",
+        "dataset": "shapes",
+        "epochs": 2,
+        "model": TINY,
+        "results": str(tmp_path / "results"),
+        "wandb": {"mode": "disabled"},
+        "trainer": {"log_every_n_steps": 1},
+        "optim": {"optimizer": "adamw", "lr": 0.01},
+        "data": {"image_size": 16, "num_samples": 96, "val_size": 32, "batch_size": 16, "num_workers": 0},
+    }
+    return resolve([("test", merge(base, values))])
 
 
 def test_mid_epoch_sigterm_resume_equals_the_straight_run(tmp_path: Path) -> None:
@@ -262,3 +256,26 @@ def test_task_mismatches_exit_2_in_one_line(
 ) -> None:
     code, _, err = in_process(capsys, "train", *args, "--results", str(tmp_path))
     assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_no_host_read_in_a_segmentation_step_off_the_logging_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tests/test_hot_path.py's count for the segmenter: between logging steps (every 5) no step reads a value
+    back, step 16 included, where the kept batches' Dice and IoU are folded into the sums."""
+    from tests.helpers import READS
+    from tests.test_hot_path import EVERY, SyncCounter, steps_with_reads
+
+    # 320 train images: 20 steps; SGD, as there: AdamW reads its step count, a CPU tensor (no device sync), per step
+    c = shapes_config(
+        tmp_path, epochs=1, optim={"optimizer": "sgd"}, trainer={"log_every_n_steps": EVERY}, data={"num_samples": 352}
+    )
+    counter = SyncCounter()
+    for name in READS:
+        monkeypatch.setattr(torch.Tensor, name, counter.count(getattr(torch.Tensor, name), name))
+    result = train(c, extra_callbacks=[counter])
+    monkeypatch.undo()
+    assert result is not None and result.global_step == 20 and result.val_miou is not None
+    reads = steps_with_reads(counter)
+    assert not {s: n for s, n in reads.items() if s % EVERY}, reads
+    assert all(reads.get(step, 0) > 0 for step in range(EVERY, 21, EVERY)), reads
