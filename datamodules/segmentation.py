@@ -167,14 +167,15 @@ class SegFolderDataModule(SegmentationDataModule, ImageFolderDataModule):
 
     def _dataset(self, samples: Samples, train: bool) -> Dataset:
         grey = self.stored_shape()[0] == 1
-        unchecked = [tuple(row) for row in samples.images if tuple(row) not in self._decodable]
+        # a pair is known by its image's path (its mask's follows from it)
+        unchecked = [row for row in samples.images if row[0] not in self._decodable]
         pairs = [tuple(os.path.join(self.root, os.fsdecode(p)) for p in row) for row in unchecked]
         check = functools.partial(pair_problem, grey=grey, num_classes=self.native_num_classes())
         problems = [p for p in checked(pairs, check) if p is not None]
         if problems:
             more = f" (and {len(problems) - 1} more bad pairs)" if len(problems) > 1 else ""
             raise DataError(f"{self.name}: {problems[0]}{more}")
-        self._decodable.update(unchecked)
+        self._decodable.update(row[0] for row in unchecked)
         return FilePairs(self.name, self.root, samples, self._pipeline(train), self._augment_seed(train), grey)
 
     def _layouts(self) -> str:
