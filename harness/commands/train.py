@@ -1,6 +1,6 @@
-"""`convbench train`: one run of any registered classifier on any dataset, recorded under
-``results/<run id>/``. Exit codes: 0 completed, 1 failed, 2 a user mistake, 3 diverged (NaN/inf loss), 4 preempted
-(checkpointed on SIGUSR1 or SIGTERM: `--resume` continues it)."""
+"""`convbench train`: one run of any registered classifier on any dataset (a segmenter on a segmentation
+dataset), recorded under ``results/<run id>/``. Exit codes: 0 completed, 1 failed, 2 a user mistake, 3 diverged
+(NaN/inf loss), 4 preempted (checkpointed on SIGUSR1 or SIGTERM: `--resume` continues it)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ from harness.errors import UserError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", help="a registered classifier (convbench list)")
+    p.add_argument("--arch", help="a registered classifier or segmenter (convbench list)")
     p.add_argument(
-        "--data", dest="dataset", help="fashion-mnist | cifar10 | cifar100 | imagefolder | imagenet | synthetic | yours"
+        "--data",
+        dest="dataset",
+        help="fashion-mnist | cifar10 | cifar100 | imagefolder | imagenet | synthetic | yours; segmentation: "
+        "segfolder | shapes",
     )
     p.add_argument("--data-root", help="where the dataset's files are")
     p.add_argument("--epochs", type=int)
