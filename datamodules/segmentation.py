@@ -42,7 +42,10 @@ class SegmentationDataModule(ConvDataModule, ABC):
     def __init__(self, config: DataConfig) -> None:
         for key in ("classes", "labels_per_class"):
             if getattr(config, key) is not None:
-                raise DataError(f"{self.name}: {key} selects images by class label; a segmentation dataset has none")
+                raise DataError(
+                    f"{self.name}: {key}={getattr(config, key)!r} selects images by their class label, which a "
+                    "segmentation dataset's images do not have; accepted: null (unset)"
+                )
         super().__init__(config)
 
 

@@ -71,7 +71,7 @@ def test_both_unets_train_on_files_and_record_dice_and_miou(tmp_path: Path, caps
         assert record["global_step"] == 3 and record["status"] == "completed"
         for key in ("val_dice", "val_miou", "test_dice", "test_miou", "test_acc1"):
             assert 0 <= record[key] <= 1, (run.name, key)
-        assert record["test_acc5"] is None or record["test_acc5"] == pytest.approx(record["test_acc1"])
+        assert record["test_acc5"] is None  # top-5 of a pixel's 2 classes says nothing: not recorded
         epochs = [r for r in read_metrics(run) if r.get("val/miou") is not None]
         assert epochs and {"train/dice", "train/miou", "val/dice"} <= set(epochs[-1])
     valid = next(r for r in (tmp_path / "results").iterdir() if r.name.startswith("unet-"))
