@@ -4,7 +4,8 @@ contracting path's map at the same level, and a 1x1 conv to the class maps.
 
 The paper's net uses valid (unpadded) convs, so a 572x572 input gives a 388x388 map and the skip
 maps are center-cropped; ``padded=True`` (the common modern variant) keeps the input size and adds
-BatchNorm after each conv."""
+BatchNorm after each conv. ``skips=False`` drops the skip connections (the expanding path sees only
+the upsampled map): the segmentation analogue of a plain net against a residual one."""
 
 from __future__ import annotations
 
@@ -31,9 +32,16 @@ def center_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 class UNet(nn.Module):
     def __init__(
-        self, num_classes: int = 2, in_chans: int = 1, base_width: int = 64, levels: int = 5, padded: bool = False
+        self,
+        num_classes: int = 2,
+        in_chans: int = 1,
+        base_width: int = 64,
+        levels: int = 5,
+        padded: bool = False,
+        skips: bool = True,
     ) -> None:
         super().__init__()
+        self.skips = skips
         widths = [base_width * 2**i for i in range(levels)]
         self.down = nn.ModuleList()
         c = in_chans
@@ -42,7 +50,7 @@ class UNet(nn.Module):
             c = w
         self.pool = nn.MaxPool2d(2)
         self.up = nn.ModuleList(nn.ConvTranspose2d(w * 2, w, 2, stride=2) for w in reversed(widths[:-1]))
-        self.up_conv = nn.ModuleList(double_conv(w * 2, w, padded) for w in reversed(widths[:-1]))
+        self.up_conv = nn.ModuleList(double_conv(w * (2 if skips else 1), w, padded) for w in reversed(widths[:-1]))
         self.out = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +62,7 @@ class UNet(nn.Module):
         for up, conv in zip(self.up, self.up_conv):
             x = up(x)
             skip = skips.pop()
-            x = conv(torch.cat([center_crop(skip, x.shape[-2], x.shape[-1]), x], 1))
+            x = conv(torch.cat([center_crop(skip, x.shape[-2], x.shape[-1]), x], 1) if self.skips else x)
         return self.out(x)
 
 

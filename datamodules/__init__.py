@@ -30,6 +30,7 @@ __all__ = [
     "origin",
     "register_datamodule",
     "root_is_data",
+    "task",
 ]
 
 ENTRY_POINTS = "convbench.datamodules"
@@ -42,11 +43,13 @@ _REGISTRY: dict[str, tuple[str, str] | type] = {
     "fashion-mnist": (f"{BUILTIN}fashion_mnist", "FashionMNISTDataModule"),
     "imagefolder": (f"{BUILTIN}imagefolder", "ImageFolderDataModule"),
     "imagenet": (f"{BUILTIN}imagenet", "ImageNetDataModule"),
+    "segfolder": (f"{BUILTIN}segmentation", "SegFolderDataModule"),
+    "shapes": (f"{BUILTIN}segmentation", "ShapesDataModule"),
     "synthetic": (f"{BUILTIN}synthetic", "SyntheticDataModule"),
 }
 # built-in datasets whose `root` is the data itself (their classes say `root_is_data`; named here so that a
 # run id need not import Lightning to ask them)
-_ROOT_IS_DATA = {"imagefolder"}
+_ROOT_IS_DATA = {"imagefolder", "segfolder"}
 _ENTRY_POINT: dict[str, str] = {}  # name -> "entry point ... (distribution ...)", for errors
 _discovered = False
 
@@ -98,6 +101,11 @@ def root_is_data(name: str) -> bool:
     if isinstance(entry, tuple) and entry[0].startswith(BUILTIN):
         return name in _ROOT_IS_DATA
     return _load(name).root_is_data
+
+
+def task(name: str) -> str:
+    """What dataset `name`'s targets are: "classification" or "segmentation" (imports its module)."""
+    return _load(name).task
 
 
 def _origin_of(cls: type) -> str:

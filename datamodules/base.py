@@ -59,6 +59,8 @@ class ConvDataModule(pl.LightningDataModule, ABC):
     """
 
     name: ClassVar[str]
+    # what a batch's targets are: "classification" (int64 N labels) or "segmentation" (int64 N x H x W masks)
+    task: ClassVar[str] = "classification"
     native_shape: ClassVar[tuple[int, int, int]]  # (C, H, W) as stored; ImageNet: the standard crop
     default_root: ClassVar[str | None]
     default_val_size: ClassVar[int] = 5000

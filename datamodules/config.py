@@ -36,14 +36,14 @@ class AugmentConfig:
     __pydantic_config__ = STRICT
 
     crop: bool | None = None
-    """Pad by `crop_padding` and randomly crop back (He et al.); imagenet, imagefolder: RandomResizedCrop(image_size).
-    null: the dataset's default, on but off for fashion-mnist, whose garments are centred and
-    size-normalised (its published baselines train without crops)."""
+    """Pad by `crop_padding` and randomly crop back (He et al.); imagenet, imagefolder, segfolder:
+    RandomResizedCrop(image_size). null: the dataset's default, on but off for fashion-mnist, whose garments
+    are centred and size-normalised (its published baselines train without crops)."""
     crop_padding: Annotated[int, Ge(0)] = 4
     """Zero padding on each side before the random crop of small images; imagenet and imagefolder ignore it."""
     flip: bool | None = None
     """Random horizontal flip; null: the dataset's default, on where labels are flip-invariant
-    (cifar*, imagenet, imagefolder), off for fashion-mnist and synthetic."""
+    (cifar*, imagenet, imagefolder, segfolder, shapes), off for fashion-mnist and synthetic."""
     noise_std: Annotated[float, Ge(0), Le(1)] = 0.0
     """Std of Gaussian noise added to the [0, 1]-scaled image (0.1 = 25.5 grey levels), clipped to
     [0, 1], before normalisation."""
@@ -95,12 +95,13 @@ class DataConfig:
     """Fetch the official archive when the files are absent, check its MD5, unpack it atomically."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Train-time augmentation."""
-    num_samples: Count = field(default=1024, metadata={"datasets": ("synthetic",)})
+    num_samples: Count = field(default=1024, metadata={"datasets": ("synthetic", "shapes")})
     """Images in the train set and in the test set each."""
     input_size: tuple[Count, Count, Count] = field(default=(3, 32, 32), metadata={"datasets": ("synthetic",)})
     """The images' channels, height and width (`in_chans` and `image_size` override them)."""
-    num_classes: Count = field(default=10, metadata={"datasets": ("synthetic",)})
-    """Classes of the uniform random labels (noise images: nothing to learn)."""
+    num_classes: Count | None = field(default=None, metadata={"datasets": ("synthetic", "segfolder")})
+    """synthetic: classes of the uniform random labels (noise images: nothing to learn), null: 10; segfolder:
+    the classes of the masks, whose values must be 0..num_classes-1, null: 2 (background and foreground)."""
 
     def __post_init__(self) -> None:
         # Python callers may pass what YAML produces (lists for tuples, a dict for augment) or a Path

@@ -3,14 +3,15 @@ dataset, and what it shares with `imagenet` (listing, decoding, the 224 px crop 
 
 from __future__ import annotations
 
-import itertools
+import functools
 import math
 import multiprocessing
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import albumentations as A
 import cv2
@@ -33,6 +34,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 GREY_MEAN, GREY_STD = (0.449,), (0.226,)
 # paths a decode-check process takes at a time
 CHECK_CHUNK = 64
+T, R = TypeVar("T"), TypeVar("R")
 
 
 def class_folders(folder: Path) -> list[str]:
@@ -130,7 +132,7 @@ class ImageFolderDataModule(FolderDataModule):
         super().__init__(config)
         if not self.split_layout and not self.config.val_size:
             raise DataError(
-                f"imagefolder: val_size=0 leaves {self.root}, one tree of class folders, no images to validate and "
+                f"{self.name}: val_size=0 leaves {self.root}, one tree of class folders, no images to validate and "
                 f"test on; accepted: val_size >= 1 (default: a tenth of the images), or {self._layouts()}"
             )
         self._decodable: set[bytes] = set()  # paths the setup check has decoded
@@ -138,7 +140,7 @@ class ImageFolderDataModule(FolderDataModule):
     def stored_shape(self) -> tuple[int, int, int]:
         chans = self.config.in_chans
         if chans not in (None, 1, 3):
-            raise DataError(f"imagefolder: in_chans={chans}: accepted is 1 (decoded grey) or 3 (RGB)")
+            raise DataError(f"{self.name}: in_chans={chans}: accepted is 1 (decoded grey) or 3 (RGB)")
         return (1 if chans == 1 else 3, *self.native_shape[1:])
 
     @property
@@ -154,11 +156,11 @@ class ImageFolderDataModule(FolderDataModule):
         """True for root/train + root/val, False for one tree of class folders."""
         root = self.root
         if not root.is_dir():
-            raise DataError(f"imagefolder: data root {root} does not exist; accepted: {self._layouts()}")
+            raise DataError(f"{self.name}: data root {root} does not exist; accepted: {self._layouts()}")
         train, val = ((root / FOLDERS[split]).is_dir() for split in ("train", "test"))
         if train != val:
             has, lacks = ("train", "val") if train else ("val", "train")
-            raise DataError(f"imagefolder: {root} has {has}/ but no {lacks}/; accepted: {self._layouts()}")
+            raise DataError(f"{self.name}: {root} has {has}/ but no {lacks}/; accepted: {self._layouts()}")
         return train
 
     @cached_property
@@ -231,17 +233,20 @@ class ImageFolderDataModule(FolderDataModule):
 
 def undecodable(root: Path, paths: list[bytes], grey: bool) -> list[str]:
     """The files among `paths` (relative to `root`) that do not decode, each decoded in full as a DataLoader
-    worker would: about 0.9 s per 1000 500x375 JPEGs on a core, 2.8 s for PNGs (docs/data.md), so spread over
-    a process per core, forked, whose stderr is discarded (libpng and libjpeg print lines of their own about a
-    bad file; the DataError names it)."""
+    worker would: about 0.9 s per 1000 500x375 JPEGs on a core, 2.8 s for PNGs (docs/data.md)."""
     files = [os.path.join(root, os.fsdecode(p)) for p in paths]
-    if not files:
+    return [f for f, ok in zip(files, checked(files, functools.partial(_decodes, grey=grey))) if not ok]
+
+
+def checked(items: Sequence[T], check: Callable[[T], R]) -> list[R]:
+    """`check(item)` for every item, spread over a process per core, forked, whose stderr is discarded
+    (libpng and libjpeg print lines of their own about a bad file; the caller's DataError names it)."""
+    if not items:
         return []
-    workers = min(len(os.sched_getaffinity(0)), math.ceil(len(files) / CHECK_CHUNK))
+    workers = min(len(os.sched_getaffinity(0)), math.ceil(len(items) / CHECK_CHUNK))
     fork = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=fork, initializer=_quiet) as pool:
-        decodes = pool.map(_decodes, files, itertools.repeat(grey), chunksize=CHECK_CHUNK)
-        return [f for f, ok in zip(files, decodes) if not ok]
+        return list(pool.map(check, items, chunksize=CHECK_CHUNK))
 
 
 def _decodes(path: str, grey: bool) -> bool:

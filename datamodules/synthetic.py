@@ -9,6 +9,8 @@ import numpy as np
 from .base import ConvDataModule, Split
 from .samples import Samples
 
+DEFAULT_CLASSES = 10  # data.num_classes null
+
 
 class SyntheticDataModule(ConvDataModule):
     """Uniform uint8 noise images with uniform random labels (nothing to learn), generated in memory
@@ -31,12 +33,12 @@ class SyntheticDataModule(ConvDataModule):
         return (self.config.in_chans or chans, size or height, size or width)
 
     def native_num_classes(self) -> int:
-        return self.config.num_classes
+        return self.config.num_classes or DEFAULT_CLASSES
 
     def _load(self, split: Split) -> Samples:
         chans, height, width = self.stored_shape()
         n = self.config.num_samples
         rng = np.random.default_rng((self.config.seed, 0 if split == "train" else 1))
         images = rng.integers(0, 256, size=(n, height, width, chans), dtype=np.uint8)
-        labels = rng.integers(0, self.config.num_classes, size=n, dtype=np.int64)
+        labels = rng.integers(0, self.native_num_classes(), size=n, dtype=np.int64)
         return Samples(images, labels)

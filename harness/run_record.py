@@ -63,6 +63,12 @@ class RunResult:
     test_acc1: float | None = None
     test_acc5: float | None = None
     test_loss: float | None = None
+    # segmentation (a segmenter's acc1 is pixel accuracy, its loss per pixel): Dice over the foreground
+    # classes and mean IoU over the classes, per image, averaged (harness.training.metrics.SegmentationTotals)
+    val_dice: float | None = None
+    val_miou: float | None = None
+    test_dice: float | None = None
+    test_miou: float | None = None
     train_samples_per_s: float | None = None  # the job's: the sum of every rank's samples/s
     train_samples_per_s_rank_min: float | None = None  # the slowest rank's
     train_samples_per_s_rank_max: float | None = None  # the fastest rank's

@@ -138,7 +138,16 @@ def items(dataset, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
 
 # ---------------------------------------------------------------- API and config errors
 def test_names_and_cheap_import():
-    assert names() == ["cifar10", "cifar100", "fashion-mnist", "imagefolder", "imagenet", "synthetic"]
+    assert names() == [
+        "cifar10",
+        "cifar100",
+        "fashion-mnist",
+        "imagefolder",
+        "imagenet",
+        "segfolder",
+        "shapes",
+        "synthetic",
+    ]
     code = "import sys, datamodules; print(sorted({'torch', 'pytorch_lightning', 'albumentations'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
@@ -147,7 +156,10 @@ def test_names_and_cheap_import():
 @pytest.mark.parametrize(
     "call, fragment",
     [
-        (lambda: create("cifar"), "accepted: cifar10, cifar100, fashion-mnist, imagefolder, imagenet, synthetic"),
+        (
+            lambda: create("cifar"),
+            "accepted: cifar10, cifar100, fashion-mnist, imagefolder, imagenet, segfolder, shapes, synthetic",
+        ),
         (lambda: create("synthetic", batchsize=3), "unknown DataConfig field batchsize; accepted: root, batch_size"),
         (lambda: create("synthetic", augment={"flipp": True}), "unknown augment field flipp"),
         (lambda: create("synthetic", batch_size=0), "batch_size=0: must be >= 1"),
@@ -329,13 +341,19 @@ def test_labels_per_class_and_train_limit(tmp_path):
 
 # ---------------------------------------------------------------- augmentation
 def test_flip_defaults_per_dataset(tmp_path):
-    roots = {"imagefolder": str(write_imagenet(tmp_path))}  # imagefolder has no default root: ImageNet's layout
+    from tests.test_segmentation import write_pairs
+
+    write_pairs(tmp_path / "seg", 2)
+    # imagefolder and segfolder have no default root: ImageNet's layout, and a folder of image/mask pairs
+    roots = {"imagefolder": str(write_imagenet(tmp_path)), "segfolder": str(tmp_path / "seg")}
     assert {n: create(n, root=roots.get(n)).config.augment.flip for n in names()} == {
         "cifar10": True,
         "cifar100": True,
         "fashion-mnist": False,
         "imagefolder": True,
         "imagenet": True,
+        "segfolder": True,
+        "shapes": True,
         "synthetic": False,
     }
     assert create("cifar10", augment={"flip": False}).config.augment.flip is False

@@ -133,6 +133,7 @@ def test_shipped_sweeps_load() -> None:
         "imagenet-ilsvrc": 17,
         "transfer": 38,
         "transfer-similar": 38,
+        "unet-depth": 12,
     }
     for split, prefix, target in (
         ("transfer", "pretrain-", [5, 6, 7, 8, 9]),

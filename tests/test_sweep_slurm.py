@@ -12,11 +12,12 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.sweep import ranges
 from harness.sweep.spec import load
 from harness.wandb_run import WandbFile, complete_export, wandb_file
-from tests.helpers import LENET5_SYNTHETIC, convbench, sweep_file, sweep_logs, wait_for
+from tests.helpers import LENET5_SYNTHETIC, convbench, in_process, sweep_file, sweep_logs, wait_for
 from tests.slurm_fixtures import SlurmCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -194,3 +195,31 @@ def test_cancel_then_resubmit_completes_the_rest(slurm_cluster: SlurmCluster, tm
     assert len(jobs) == 2 and 0 not in ranges.expand(jobs[1]["runs"])
     wait_for(lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), "all results", 150, detail=logs)
     assert convbench("sweep", "status", p, cluster=slurm_cluster, env=WANDB).stdout.count(" completed ") == 3
+
+
+def test_unet_sweep_on_slurm_and_its_report(
+    slurm_cluster: SlurmCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sweeps/unet-depth.yaml, shrunk to its skips axis (2 runs: 2 levels of width 4 on 16x16 shapes, 3
+    steps), as a Slurm array; both record Dice and mIoU, and the report tables and charts them."""
+    spec = yaml.safe_load(Path("sweeps/unet-depth.yaml").read_text())
+    small = {"model.levels": 2, "model.base_width": 4, "data.image_size": 16, "data.num_samples": 64}
+    small |= {"data.val_size": 16, "trainer.max_steps": 3, "wandb.mode": "disabled"}
+    spec["parameters"] |= {k: {"value": v} for k, v in small.items()}
+    spec["convbench"] = {"name": "unet", "results": str(tmp_path / "results"), "slurm": {"cpus_per_task": 1}}
+    p = tmp_path / "unet.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    sweep = load(p)
+    assert len(sweep.runs) == 2
+    proc = convbench("sweep", p, "--backend", "slurm", cluster=slurm_cluster)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    logs = partial(sweep_logs, sweep.dir)
+    wait_for(lambda: all((r.run_dir / "result.json").is_file() for r in sweep.runs), "both results", 150, detail=logs)
+    for run in sweep.runs:
+        record = json.loads((run.run_dir / "result.json").read_text())
+        assert record["status"] == "completed" and 0 <= record["test_miou"] <= 1 and 0 <= record["test_dice"] <= 1
+    code, out, err = in_process(capsys, "report", str(sweep.dir), "--out", str(tmp_path / "report"))
+    assert code == 0, err
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "test Dice %" in report and "test mIoU %" in report and "test top-5 %" not in report
+    assert "model.skips=False" in report and (tmp_path / "report" / "segmentation_scores.png").is_file()

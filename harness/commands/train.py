@@ -1,6 +1,6 @@
-"""`convbench train`: one run of any registered classifier on any dataset, recorded under
-``results/<run id>/``. Exit codes: 0 completed, 1 failed, 2 a user mistake, 3 diverged (NaN/inf loss), 4 preempted
-(checkpointed on SIGUSR1 or SIGTERM: `--resume` continues it)."""
+"""`convbench train`: one run of any registered classifier on any dataset (a segmenter on a segmentation
+dataset), recorded under ``results/<run id>/``. Exit codes: 0 completed, 1 failed, 2 a user mistake, 3 diverged
+(NaN/inf loss), 4 preempted (checkpointed on SIGUSR1 or SIGTERM: `--resume` continues it)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ from harness.errors import UserError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", help="a registered classifier (convbench list)")
+    p.add_argument("--arch", help="a registered classifier or segmenter (convbench list)")
     p.add_argument(
-        "--data", dest="dataset", help="fashion-mnist | cifar10 | cifar100 | imagefolder | imagenet | synthetic | yours"
+        "--data",
+        dest="dataset",
+        help="fashion-mnist | cifar10 | cifar100 | imagefolder | imagenet | synthetic | yours; segmentation: "
+        "segfolder | shapes",
     )
     p.add_argument("--data-root", help="where the dataset's files are")
     p.add_argument("--epochs", type=int)
@@ -131,8 +134,13 @@ def run(args: argparse.Namespace) -> int:
         pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
         world = r.world_size or 1
         ranks = f" over {world} ranks" if world > 1 else ""  # the job's rate, the sum over its ranks
+        scores = (
+            f"test Dice {pct(r.test_dice)}  mIoU {pct(r.test_miou)}  pixel acc {pct(r.test_acc1)}"
+            if r.test_miou is not None
+            else f"test top-1 {pct(r.test_acc1)}  top-5 {pct(r.test_acc5)}"
+        )
         print(
-            f"{r.run_id}: {r.status}  test top-1 {pct(r.test_acc1)}  top-5 {pct(r.test_acc5)}  "
+            f"{r.run_id}: {r.status}  {scores}  "
             f"train loss {r.train_loss or float('nan'):.4f}  {r.train_samples_per_s or 0:.0f} samples/s{ranks}  "
             f"peak {(r.peak_memory_bytes or 0) / 2**20:.0f} MiB  -> {config.results}/{r.run_id}/result.json"
         )

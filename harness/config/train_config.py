@@ -110,8 +110,9 @@ class TrainConfig:
     arch: str
     """A registered architecture (`convbench list`)."""
     dataset: str = "fashion-mnist"
-    """fashion-mnist, cifar10, cifar100, imagefolder (any folder of class folders), imagenet, synthetic, or
-    one registered from outside (`--import`, entry points)."""
+    """fashion-mnist, cifar10, cifar100, imagefolder (any folder of class folders), imagenet, synthetic; for
+    segmentation segfolder (images/ and masks/ folders) and shapes; or one registered from outside
+    (`--import`, entry points)."""
     imports: tuple[str, ...] = field(default=(), metadata=NOT_IDENTITY)
     """Modules imported before `arch` and `dataset` are looked up, where your own models and data modules
     register (`--import`, repeatable, adds to them); every rank and array task imports them too."""
@@ -129,6 +130,9 @@ class TrainConfig:
     """The optimiser and learning-rate schedule (harness.config.recipes.OptimConfig)."""
     hidden_noise_std: Annotated[float, Ge(0)] = 0.0
     """Std of Gaussian noise added to every activation's output, while training only."""
+    dice_weight: Annotated[float, Ge(0)] = field(default=0.0, metadata={"identity": "non-default"})
+    """Segmentation: the loss is per-pixel cross-entropy plus this times the soft Dice loss over the
+    foreground classes (0: cross-entropy alone)."""
     transfer: TransferConfig = field(default_factory=TransferConfig)
     """Start from another run's weights."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

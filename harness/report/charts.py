@@ -100,6 +100,47 @@ def accuracy_vs_depth(rows: list[dict[str, Any]], path: Path, dataset: str | Non
     return _save(fig, path)
 
 
+def segmentation_scores(rows: list[dict[str, Any]], path: Path, dataset: str | None = None) -> Path:
+    """Test mIoU (solid) and Dice (dashed), mean ± std over seeds, against depth (left) and parameters
+    (right): one series per family and variant but its depth (``model.levels``, which the lines follow),
+    e.g. a U-Net of one width with or without its skip connections."""
+    pts = [r for r in rows if r["test_miou"]["mean"] is not None]
+    if len(pts) < 2:
+        raise Skip("needs test mIoU of two or more configurations")
+    series: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in pts:
+        rest = ", ".join(
+            f"{k.removeprefix('model.')}={v}" for k, v in sorted(r["variant"].items()) if k != "model.levels"
+        )
+        series[f"{r['family']}" + (f" [{rest}]" if rest else "")].append(r)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for (name, members), color in zip(sorted(series.items()), colors):
+        for ax, x in zip(axes, ("depth", "params")):
+            members.sort(key=lambda r: (r[x] or 0, r["test_miou"]["mean"]))
+            for key, style in (("test_miou", "-"), ("test_dice", "--")):
+                ys = [_pct(r[key]) for r in members]
+                label = f"{name}: {'mIoU' if key == 'test_miou' else 'Dice'}" if ax is axes[0] else None
+                ax.errorbar(
+                    [r[x] for r in members],
+                    [y for y, _ in ys],
+                    yerr=[e for _, e in ys],
+                    label=label,
+                    capsize=3,
+                    marker="o",
+                    color=color,
+                    linestyle=style,
+                )
+    axes[0].set(xlabel="depth (weighted layers)", ylabel="test score (%)")
+    axes[1].set(xlabel="parameters")
+    axes[1].set_xscale("log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(_title("Segmentation: mIoU and Dice vs depth and parameters", dataset))
+    return _save(fig, path)
+
+
 def degradation(rows: list[dict[str, Any]], path: Path, dataset: str | None = None) -> Path:
     """Final training error and training loss vs depth, plain (dashed) vs residual (solid), for the
     families measured at two or more depths: a plain net whose training error grows with depth is
@@ -394,6 +435,8 @@ def draw_all(
             ("training_curves", lambda p: training_curves(runs, mine, p, label)),
             ("accuracy_vs_time", lambda p: accuracy_vs_time(runs, mine, p, targets[0] if targets else None)),
         ]
+        if any(r["test_miou"]["mean"] is not None for r in mine):
+            jobs.append(("segmentation_scores", lambda p: segmentation_scores(mine, p, label)))
         kinds = by_hardware(mine)
         if not kinds:
             skipped["accuracy_vs_cost" + suffix] = (

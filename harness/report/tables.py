@@ -33,9 +33,13 @@ BASE_KEYS = (
 METRICS = (
     ("test_acc1", "test top-1 %", "pct"),
     ("test_acc5", "test top-5 %", "pct"),
+    ("test_dice", "test Dice %", "pct"),
+    ("test_miou", "test mIoU %", "pct"),
     ("train_acc1", "train top-1 %", "pct"),
     ("train_loss", "train loss", "loss"),
 )
+# shown only when some row has them: a classification report has no Dice, a segmentation one no top-5
+WHEN_MEASURED = ("test_acc5", "test_dice", "test_miou")
 RUN_FIELDS = (
     "run_id",
     "arch",
@@ -52,6 +56,8 @@ RUN_FIELDS = (
     "train_acc1",
     "test_acc1",
     "test_acc5",
+    "test_dice",
+    "test_miou",
     "train_samples_per_s",
     "train_samples_per_s_rank_min",
     "train_samples_per_s_rank_max",
@@ -235,6 +241,8 @@ def run_rows(runs: list[Run], root: Any = None) -> list[dict[str, Any]]:
             "train_acc1",
             "test_acc1",
             "test_acc5",
+            "test_dice",
+            "test_miou",
             "train_samples_per_s",
             "wall_time_s",
             "elapsed_s",
@@ -285,7 +293,12 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         + (["labels/class"] if lpc else [])
         + (["variant"] if var else [])
     )
-    cols += ["params", "MACs", "n"] + [title for _, title, _ in METRICS] + ["ranks", "samples/s", "peak MiB", "wall s"]
+    metrics = [
+        (key, title, kind)
+        for key, title, kind in METRICS
+        if key not in WHEN_MEASURED or any(r[key]["mean"] is not None for r in rows)
+    ]
+    cols += ["params", "MACs", "n"] + [title for _, title, _ in metrics] + ["ranks", "samples/s", "peak MiB", "wall s"]
     several = len({hw for r in rows for hw in r["hardware"]}) > 1
     cols += ["hardware"] if several else []
     cells = []
@@ -301,7 +314,7 @@ def table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         c += [str(r["labels_per_class"]) if r["labels_per_class"] is not None else "all"] if lpc else []
         c += [r["variant_label"] or "–"] if var else []
         c += [_human(r["params"]), _human(r["macs"]), str(r["n"])]
-        c += [fmt(r[key], kind) for key, _, kind in METRICS]
+        c += [fmt(r[key], kind) for key, _, kind in metrics]
         # cost columns: the mean only (their std is in report.json); samples/s over all ranks
         c += [str(r["world_size"])]
         c += [

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from architectures.unet import center_crop
 from harness.config.recipes import OptimConfig
 from harness.training.cadence import STEP_LOSS, logging_step
-from harness.training.metrics import ClassificationTotals
+from harness.training.metrics import ClassificationTotals, SegmentationTotals
 
 ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.GELU, nn.SiLU)
 
@@ -71,11 +72,13 @@ class ClassifierModule(pl.LightningModule):
                     m.register_forward_hook(self._add_noise)
         self.step_loss: float | None = None  # the latest logged training step's loss
         # keyed "<stage>_totals": a ModuleDict key may not shadow nn.Module.train
-        self.metrics = nn.ModuleDict(
-            {f"{s}_totals": ClassificationTotals(top_k=min(5, num_classes)) for s in ("train", "val", "test")}
-        )
+        self.metrics = nn.ModuleDict({f"{s}_totals": self._totals(num_classes) for s in ("train", "val", "test")})
         if transfer == "linear-probe":
             self.freeze_backbone()
+
+    def _totals(self, num_classes: int) -> ClassificationTotals:
+        """One stage's epoch metrics."""
+        return ClassificationTotals(top_k=min(5, num_classes))
 
     # ---- transfer learning ----------------------------------------------------------------
     def backbone_parameters(self) -> list[nn.Parameter]:
@@ -138,15 +141,19 @@ class ClassifierModule(pl.LightningModule):
         x, y = batch
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.model(x)
-        logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
-        loss = F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing if stage == "train" else 0.0)
-        if aux:  # GoogLeNet's side heads, weighted 0.3 as in the paper
-            loss = loss + 0.3 * sum(F.cross_entropy(a, y) for a in aux)
+        logits, y, loss = self._loss(self.model(x), y, stage)
         self.metrics[f"{stage}_totals"].update(logits.detach(), y, loss.detach())
         if stage == "train" and logging_step(self.trainer, self.trainer.global_step + 1):
             self._log_step_loss(loss.detach())
         return loss
+
+    def _loss(self, out: Any, y: torch.Tensor, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, targets, loss) of a batch: the metrics' inputs and what is minimised."""
+        logits, aux = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+        loss = F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing if stage == "train" else 0.0)
+        if aux:  # GoogLeNet's side heads, weighted 0.3 as in the paper
+            loss = loss + 0.3 * sum(F.cross_entropy(a, y) for a in aux)
+        return logits, y, loss
 
     def _log_step_loss(self, loss: torch.Tensor) -> None:
         """The step loss, at the logging interval only, straight to the loggers as Lightning's logger
@@ -246,3 +253,40 @@ class ClassifierModule(pl.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(o, step, total, warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class SegmenterModule(ClassifierModule):
+    """The classifier's loop, budget, seeding, checkpoints and optimisation, for per-pixel targets:
+    cross-entropy over the pixels (plus ``dice_weight`` x the soft Dice loss), and the epoch's pixel
+    accuracy, Dice and mean IoU (metrics.SegmentationTotals). A net whose output is smaller than its
+    input (the valid-convolution U-Net) is scored against the centre of the mask, the pixels its output
+    covers (the paper's overlap-tile scheme); ``target_for`` is that crop."""
+
+    def __init__(self, *args: Any, dice_weight: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dice_weight = dice_weight
+
+    def _totals(self, num_classes: int) -> ClassificationTotals:
+        return SegmentationTotals(num_classes)
+
+    def _loss(self, out: Any, y: torch.Tensor, stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = target_for(out, y)
+        loss = F.cross_entropy(out, y, label_smoothing=self.optim.label_smoothing if stage == "train" else 0.0)
+        if self.dice_weight:
+            loss = loss + self.dice_weight * soft_dice_loss(out, y)
+        return out, y, loss
+
+
+def target_for(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mask's pixels that the output's pixels stand for: all of it for a size-keeping net, its centre
+    for a net with valid convolutions (each output pixel is the centre of its receptive field)."""
+    height, width = logits.shape[-2:]
+    return mask if mask.shape[-2:] == (height, width) else center_crop(mask, height, width)
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - the soft Dice of the softmax over the foreground classes (Milletari et al. 2016), over the batch's
+    pixels: a loss that weighs a small foreground as much as the large background."""
+    probs = logits.softmax(dim=1)[:, 1:]
+    onehot = F.one_hot(target, logits.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype)
+    return 1 - (2 * (probs * onehot).sum() + 1) / (probs.sum() + onehot.sum() + 1)

@@ -40,7 +40,7 @@ from harness.training.callbacks import (
     LoggingIntervalBar,
     Throughput,
 )
-from harness.training.module import ClassifierModule, classifier_of
+from harness.training.module import ClassifierModule, SegmenterModule, classifier_of
 from harness.training.preemption import HPC_CHECKPOINT, STEP_CHECKPOINT, Preempted, Preemption
 
 EXIT_DIVERGED = 3
@@ -48,7 +48,8 @@ EXIT_DIVERGED = 3
 
 def build_data(config: TrainConfig) -> datamodules.ConvDataModule:
     """The data module; small-image nets get their reference size unless data.image_size is set
-    (Fashion-MNIST's 28x28 is zero-padded to LeNet's and the CIFAR nets' 32x32). Grey data stays
+    (Fashion-MNIST's 28x28 is zero-padded to LeNet's and the CIFAR nets' 32x32; U-Nets, at 256 and 572,
+    take the data's own size). Grey data stays
     one channel: the net is built with in_chans=1 unless data.in_chans=3 replicates it."""
     options = {"seed": config.seed, **config.data}
     dm = datamodules.create(config.dataset, **options)
@@ -97,8 +98,16 @@ def planned_epochs(config: TrainConfig, steps_per_epoch: int) -> int:
 
 def build_model(config: TrainConfig, dm: datamodules.ConvDataModule) -> tuple[torch.nn.Module, architectures.Profile]:
     info = architectures.info(config.arch)
-    if info.task != "classification":
-        raise UserError(f"{config.arch} is a {info.task} network; `convbench train` trains classifiers")
+    if info.task != dm.task:
+        same = ", ".join(n for n in datamodules.names() if _task_of(n) == info.task)
+        raise UserError(
+            f"{config.arch} is a {info.task} network but dataset {config.dataset} is for {dm.task}; "
+            f"{info.task} datasets: {same or 'none registered'}"
+        )
+    if info.task == "segmentation" and config.transfer.mode != "scratch":
+        raise UserError(
+            f"transfer.mode={config.transfer.mode}: transfer replaces a classifier's head; {config.arch} has none"
+        )
     try:
         model = architectures.create(config.arch, num_classes=dm.num_classes, in_chans=dm.input_size[0], **config.model)
     except (TypeError, ValueError) as err:
@@ -116,6 +125,14 @@ def build_model(config: TrainConfig, dm: datamodules.ConvDataModule) -> tuple[to
     if config.transfer.mode != "scratch":
         load_backbone(model, config.transfer.checkpoint, config.arch)
     return model, profile
+
+
+def _task_of(dataset: str) -> str | None:
+    """A dataset's task for an error message; None for one whose module does not import."""
+    try:
+        return datamodules.task(dataset)
+    except datamodules.DataError:
+        return None
 
 
 def load_backbone(model: torch.nn.Module, path: str | None, arch: str) -> None:
@@ -257,7 +274,9 @@ def build_module(
 ) -> ClassifierModule:
     """The LightningModule; the LR plateau schedule watches validation accuracy, or training
     accuracy when there is no validation split."""
-    return ClassifierModule(
+    segmenter = dm.task == "segmentation"
+    extra = {"dice_weight": config.dice_weight} if segmenter else {}
+    return (SegmenterModule if segmenter else ClassifierModule)(
         model,
         dm.num_classes,
         config.optim,
@@ -269,13 +288,16 @@ def build_module(
         steps_per_epoch=spe,
         max_steps=config.trainer.max_steps,
         seed=config.seed,
+        **extra,
     )
 
 
 def monitored(dm: datamodules.ConvDataModule) -> str:
     """What best.ckpt and the plateau schedule go by: validation accuracy on a split of its own, never
-    ImageNet's test split standing in for one (choosing by it would select on the test set)."""
-    return "val/acc1" if dm.config.val_size else "train/acc1"
+    ImageNet's test split standing in for one (choosing by it would select on the test set); a
+    segmenter's, its mean IoU."""
+    metric = "miou" if dm.task == "segmentation" else "acc1"
+    return f"val/{metric}" if dm.config.val_size else f"train/{metric}"
 
 
 def epoch_checkpoints(run: RunDir, monitor: str) -> list[pl.Callback]:
@@ -425,6 +447,10 @@ class Attempt:
             test_acc1=m.get("test/acc1"),
             test_acc5=m.get("test/acc5"),
             test_loss=m.get("test/loss"),
+            val_dice=m.get("val/dice"),
+            val_miou=m.get("val/miou"),
+            test_dice=m.get("test/dice"),
+            test_miou=m.get("test/miou"),
             # the sum over ranks, their spread, num_nodes, hosts
             **self.throughput.train_record(trainer.world_size, device),
             eval_samples_per_s=self.throughput.eval_samples_per_s,
