@@ -108,6 +108,8 @@ class ConvDataModule(pl.LightningDataModule, ABC):
             self.config = dataclasses.replace(self.config, val_size=self._default_val_size())
         self._datasets: dict[str, Dataset | ResidentImages | None] = {}
         self._augments: dict[bool, DeviceAugment] = {}  # the device pipeline's, train and eval
+        # where `pipeline: device` holds the data without a Trainer (with one: the Trainer's device); None: the CPU
+        self.resident_device: torch.device | None = None
 
     # ---- what a dataset provides -------------------------------------------------------------
     def stored_shape(self) -> tuple[int, int, int]:
@@ -300,9 +302,11 @@ class ConvDataModule(pl.LightningDataModule, ABC):
         return getattr(self, "trainer", None)
 
     def _device(self) -> torch.device:
-        """The training device: the attached Trainer's, else the CPU."""
+        """The training device: the attached Trainer's, else `resident_device`, else the CPU."""
         trainer = self._trainer
-        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if trainer is not None:
+            return trainer.strategy.root_device
+        return self.resident_device or torch.device("cpu")
 
     def _loader(
         self, dataset: Dataset | ResidentImages, batch_size: int, sampler: Sampler

@@ -9,8 +9,8 @@ an evaluation batch (normalisation only). Each image draws its own crop offset, 
 generator on the device, seeded from (seed, stream, epoch, first index) on the host: no value is read
 back from the device, and a resumed run draws what the uninterrupted one did.
 
-Plain torch ops, not Kornia: per batch, one gather crops every image at its own offset, one `where`
-flips, one `randn` draws the noise; Kornia's RandomCrop resamples through an affine warp and draws its
+Plain torch ops, not Kornia: per batch, one gather crops and flips every image at its own offset, one
+`randn` draws the noise; Kornia's RandomCrop resamples through an affine warp and draws its
 parameters from the global generator (README, "Choosing the data pipeline", has the measured figures).
 
 `ResidentImages` holds a small dataset (Fashion-MNIST, CIFAR, synthetic) as one uint8 tensor, copied to
@@ -62,17 +62,15 @@ class DeviceAugment:
         if key is not None:
             generator = _generator(x.device)
             generator.manual_seed(batch_seed(self.seed, key))
-            if self.crop_padding:
-                x = random_crop(x, self.crop_padding, generator)
-            if self.flip:
-                x = random_flip(x, generator)
-        x = x.float().div_(255.0)
+            if self.crop_padding or self.flip:
+                x = random_crop_flip(x, self.crop_padding or 0, self.flip, generator)
+        x = x.to(torch.float32).mul_(1 / 255)
         if key is not None and self.noise_std > 0:
             noise = torch.randn(x.shape, generator=_generator(x.device), device=x.device, dtype=x.dtype)
-            x = x.add_(noise.mul_(self.noise_std)).clamp_(0.0, 1.0)
+            x = x.add_(noise, alpha=self.noise_std).clamp_(0.0, 1.0)
         if self.mean is not None and self.std is not None:
-            mean, std = self._on(x.device, self.mean, self.std)
-            x = x.sub_(mean).div_(std)
+            scale, shift = self._on(x.device, self.mean, self.std)
+            x = x.mul_(scale).add_(shift)
         if x.shape[1] != self.out_chans:
             x = x.expand(-1, self.out_chans, -1, -1).contiguous()
         return x
@@ -80,9 +78,12 @@ class DeviceAugment:
     def _on(
         self, device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The statistics as 1 x C x 1 x 1 tensors on `device`, copied there once."""
+        """Normalisation as x * scale + shift (1 / std, -mean / std: 1 x C x 1 x 1) on `device`, copied there once."""
         if device not in self._stats:
-            self._stats[device] = tuple(_to(torch.tensor(v).view(1, -1, 1, 1), device) for v in (mean, std))
+            scale, shift = (
+                torch.tensor(v).view(1, -1, 1, 1) for v in ([1 / s for s in std], [-m / s for m, s in zip(mean, std)])
+            )
+            self._stats[device] = (_to(scale, device), _to(shift, device))
         return self._stats[device]
 
 
@@ -96,22 +97,25 @@ def _generator(device: torch.device) -> torch.Generator:
     return _GENERATORS[device]
 
 
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by `padding` each side and crop back to H x W at an offset drawn uniformly from
-    0..2 * padding per image and axis: one gather over the flattened planes."""
+def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad by `padding` each side and crop back to H x W at an offset drawn uniformly from 0..2 x padding
+    per image and axis, then (`flip`) mirror each image left-right with probability 1/2: one gather over the
+    flattened planes does both."""
     n, c, h, w = images.shape
-    padded = F.pad(images, (padding,) * 4)
-    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator, device=images.device)
-    rows = offsets[:, :1] + torch.arange(h, device=images.device)  # N x H
-    cols = offsets[:, 1:] + torch.arange(w, device=images.device)  # N x W
+    device = images.device
+    if padding:
+        images = F.pad(images, (padding,) * 4)
+        offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator, device=device)
+    else:
+        offsets = torch.zeros(n, 2, dtype=torch.int64, device=device)
+    cols = torch.arange(w, device=device).expand(n, w)
+    if flip:
+        mirrored = torch.rand(n, 1, generator=generator, device=device) < 0.5
+        cols = torch.where(mirrored, cols.flip(-1), cols)
+    rows = offsets[:, :1] + torch.arange(h, device=device)  # N x H
+    cols = offsets[:, 1:] + cols  # N x W
     index = (rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
-    return padded.flatten(2).gather(2, index).view(n, c, h, w)
-
-
-def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each image mirrored left-right with probability 1/2."""
-    flip = torch.rand(len(images), generator=generator, device=images.device) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+    return images.flatten(2).gather(2, index).view(n, c, h, w)
 
 
 class ResidentImages:
