@@ -9,7 +9,7 @@ DEB_PACKAGES := dataset-fashion-mnist slurm-wlm munge slurmdbd mariadb-server
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: demo test bench study docs setup system-packages
+.PHONY: demo test bench bench-pipelines study docs setup system-packages
 
 # The main job on embedded defaults: LeNet-5, one epoch of the real Fashion-MNIST, W&B offline.
 demo: setup
@@ -30,6 +30,12 @@ bench: setup
 	mkdir -p results/bench
 	CONVBENCH_BENCH=full CONVBENCH_SCALE_RUNS=10000 CONVBENCH_REQUEUES=10 CONVBENCH_OVERHEAD_PAIRS=10 $(PY) -m pytest tests/benchmarks tests/test_multinode.py --benchmark-min-rounds=15 --benchmark-max-time=5 --benchmark-warmup=on \
 		--benchmark-json=results/bench/benchmarks.json
+
+# The two data pipelines (data.pipeline albumentations, device) side by side inside training, alternating:
+# lenet5 at batch 32 and resnet20 at batch 128 on the real Fashion-MNIST (README, Choosing the data pipeline;
+# about 15 minutes). On a GPU machine: $(PY) -m tests.benchmarks.gpu_pipelines
+bench-pipelines: setup
+	$(PY) -m tests.benchmarks.side_by_side
 
 # The seeds' studies on the real Fashion-MNIST, their reports into docs/results/ (see docs/studies.md):
 # bf16-mixed against fp32, the depth ladder (plain vs residual 20-56) and its zero-init variant,
