@@ -55,7 +55,7 @@ class DeviceAugment:
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
     out_chans: int
-    _stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
+    _stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
 
     def __call__(self, images: torch.Tensor, key: Key) -> torch.Tensor:
         x = images
@@ -131,12 +131,14 @@ class ResidentImages:
         return len(self.labels)
 
     def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) on `device`; only the latest device's copy is kept."""
         if device not in self._on:
             self._on = {device: (_to(self.images, device), _to(self.labels, device))}
         return self._on[device]
 
 
 def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` on `device`: to a GPU from pinned memory without blocking the host (no synchronisation)."""
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)

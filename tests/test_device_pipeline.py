@@ -16,12 +16,13 @@ import datamodules
 from datamodules import DataConfig
 from datamodules.base import ConvDataModule, Split
 from datamodules.samples import Samples
-from harness.config.train_config import resolve
+from harness.config.train_config import TrainConfig
 from harness.training.preemption import Preempted
 from harness.training.run import train
 from tests.helpers import in_process
 from tests.test_datamodules import write_imagenet
 from tests.test_train import TerminatedAt, merged_curve
+from tests.test_train import config as train_config
 
 PAD = 4
 SIDE = 32
@@ -129,34 +130,20 @@ def test_device_path_evaluates_the_same_batches_and_errors_name_the_key(
     assert "data.pipeline='gpu': accepted albumentations, device" in err, err
 
 
-def config(tmp_path: Path, pipeline: str | None = "device"):  # type: ignore[no-untyped-def]
-    """lenet5 on synthetic 3 x 32 x 32 images with every random stage on; `pipeline` None: the key unset."""
-    values = {
-        "arch": "lenet5",
-        "dataset": "synthetic",
-        "epochs": 2,
-        "results": str(tmp_path / "results"),
-        "wandb": {"mode": "disabled"},
-        "trainer": {"log_every_n_steps": 1},
-        "data": {
-            "input_size": [3, 32, 32],
-            "num_samples": 384,
-            "batch_size": 64,
-            "val_size": 64,
-            "augment": {"flip": True, "noise_std": 0.05},
-        },
-    }
-    if pipeline is not None:
-        values["data"]["pipeline"] = pipeline
-    return resolve([("test", values)])
+# lenet5 on synthetic 3 x 32 x 32 images with every random stage on, 5 steps an epoch (tests.test_train.config)
+SMALL = {"input_size": [3, 32, 32], "num_samples": 384, "val_size": 64, "augment": {"flip": True, "noise_std": 0.05}}
+
+
+def config(tmp_path: Path, **data: str) -> TrainConfig:
+    return train_config(tmp_path, epochs=2, data={**SMALL, **data})
 
 
 def test_device_path_resumes_mid_epoch_exactly_and_keeps_the_published_run_ids(tmp_path: Path) -> None:
     """A SIGTERM in epoch 2 (5 steps an epoch, at step 7), resumed: the merged loss curve and the final
     figures equal the uninterrupted run's. The key at its default leaves the run id as it was."""
-    straight = config(tmp_path / "a")
+    straight = config(tmp_path / "a", pipeline="device")
     expected = train(straight)
-    c = config(tmp_path / "b")
+    c = config(tmp_path / "b", pipeline="device")
     with pytest.raises(Preempted, match="SIGTERM at step 7"):
         train(c, extra_callbacks=[TerminatedAt(6, then_fail=False)])
     resumed = train(c, resume=True)
@@ -164,4 +151,4 @@ def test_device_path_resumes_mid_epoch_exactly_and_keeps_the_published_run_ids(t
         assert getattr(resumed, key) == getattr(expected, key), key
     run, straight_run = (tmp_path / d / "results" / c.run_id() for d in ("b", "a"))
     assert [s for s, _ in merged_curve(run)] == list(range(10)) and merged_curve(run) == merged_curve(straight_run)
-    assert config(tmp_path, "albumentations").run_id() == config(tmp_path, None).run_id() != c.run_id()
+    assert config(tmp_path, pipeline="albumentations").run_id() == config(tmp_path).run_id() != c.run_id()
