@@ -39,19 +39,20 @@ bench-pipelines: setup
 
 # The seeds' studies on the real Fashion-MNIST, their reports into docs/results/ (see docs/studies.md):
 # bf16-mixed against fp32, the depth ladder (plain vs residual 20-56) and its zero-init variant,
-# transfer on a dissimilar and a similar split at equal steps, and lenet5 vs resnet20's time to
-# accuracy. Finished runs are kept in results/study/ and skipped when run again.
+# transfer on a dissimilar and a similar split at equal steps, lenet5 vs resnet20's time to
+# accuracy, and the device data pipeline against Albumentations. Finished runs are kept in results/study/ and skipped when run again.
 STUDY := results/study
 SWEEPS := $(STUDY)/sweeps
 study: setup
-	for s in fashion-precision fashion-depth fashion-depth-zero-init transfer transfer-similar fashion-time-to-accuracy; do \
+	for s in fashion-precision fashion-depth fashion-depth-zero-init transfer transfer-similar fashion-time-to-accuracy fashion-pipeline; do \
 		$(CONVBENCH) sweep sweeps/$$s.yaml --parallel $$(nproc) --results $(STUDY) || exit; done
-	rm -rf docs/results/precision docs/results/depth docs/results/transfer docs/results/time-to-accuracy
+	rm -rf docs/results/precision docs/results/depth docs/results/transfer docs/results/time-to-accuracy docs/results/pipeline
 	$(CONVBENCH) report $(SWEEPS)/fashion-precision --out docs/results/precision
 	$(CONVBENCH) report $(SWEEPS)/fashion-depth $(SWEEPS)/fashion-depth-zero-init --out docs/results/depth
 	$(CONVBENCH) report $(SWEEPS)/transfer $(SWEEPS)/transfer-similar --out docs/results/transfer
 	$(CONVBENCH) report $(SWEEPS)/fashion-time-to-accuracy --target val_acc1=0.80 --target val_acc1=0.83 \
 		--out docs/results/time-to-accuracy
+	$(CONVBENCH) report $(SWEEPS)/fashion-pipeline --out docs/results/pipeline
 
 # docs/config.md, the config-key reference, generated from the schema's dataclasses (tests/test_docs.py checks it).
 docs: setup
