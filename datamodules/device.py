@@ -10,8 +10,8 @@ generator on the device, seeded from (seed, stream, epoch, first index) on the h
 back from the device, and a resumed run draws what the uninterrupted one did.
 
 Plain torch ops, not Kornia: per batch, one gather crops and flips every image at its own offset, one
-`randn` draws the noise; Kornia's RandomCrop resamples through an affine warp and draws its
-parameters from the global generator (README, "Choosing the data pipeline", has the measured figures).
+`randn` draws the noise, from a generator passed explicitly; Kornia draws its parameters from the global
+generator and was 3-9x slower here (README, "Choosing the data pipeline", has the measured figures).
 
 `ResidentImages` holds a small dataset (Fashion-MNIST, CIFAR, synthetic) as one uint8 tensor, copied to
 the device once; `ResidentLoader` cuts its batches there in the sampler's (seed, epoch) order and rank

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +57,9 @@ def main() -> None:
     workers = max(1, min(15, len(os.sched_getaffinity(0)) - 1))
     with tempfile.TemporaryDirectory() as tmp:
         photos = Path(tmp) / "photos"
-        write_jpegs(photos)
+        # in a spawned process: OpenCV's thread pool, once started here, deadlocks the forked DataLoader workers
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pool.submit(write_jpegs, photos).result()
         cases: dict[str, tuple[str, str, tuple[int, int], dict[str, Any]]] = {
             "resnet20 cifar-sized b512": (
                 "resnet20",
