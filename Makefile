@@ -24,7 +24,7 @@ test: setup
 
 # tests/benchmarks in full (`make test` runs them briefly; the sweep scale benchmark at 10,000 runs, not 1,000;
 # the harness overhead with ten pairs, not three, and for resnet20 too: CONVBENCH_BENCH=full)
-# and the two-node tests with ten requeues in a row (`make test`: three), and pytest-benchmark's JSON report.
+# and the two-node tests with ten requeues in a row (`make test`: two), and pytest-benchmark's JSON report.
 # CONVBENCH_UPDATE_BASELINE=1 make bench re-records tests/benchmarks/baseline.json instead of checking it.
 bench: setup
 	mkdir -p results/bench

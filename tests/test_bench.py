@@ -178,8 +178,11 @@ def test_a_repeat_grows_to_last_min_block_seconds() -> None:
         "1",
         "--min-block",
         "0.3",
+        "--peak-flops",
+        "1e11",
     )
     assert r.returncode == 0, r.stderr
+    assert "peak FLOP/s" not in r.stderr  # given, not measured
     (row,) = json.loads(r.stdout)
     assert row["iters"] > 10
     assert row["iters"] * row["step_time_mean_ms"] / 1e3 > 0.3 / 3  # each repeat lasted about the asked time
@@ -203,6 +206,8 @@ def test_unknown_name_is_one_line_from_a_real_process() -> None:
         (["resnet20", "--precision", "16-mixed", "--device", "cpu"], "16-mixed needs a GPU"),
         (["--mode", "train"], "name at least one architecture, or a dataset with --data"),
         (["--data", "mnist"], "--data mnist: unknown dataset; accepted: cifar10"),
+        (["resnet20", "--peak-flops", "fast"], "--peak-flops: expected a number of FLOP/s > 0, got 'fast'"),
+        (["resnet20", "--peak-flops", "1e12", "--devices", "2"], "--peak-flops does not apply to --devices"),
     ],
 )
 def test_option_mistakes_are_one_line_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -127,8 +127,14 @@ def test_an_imported_module_is_benched_in_one_process_and_across_two_ranks(tmp_p
     timing = ["--warmup", "0", "--iters", "1", "--repeats", "1", "--min-block", "0.01", "--json"]
     imports = ["--import", "my_convnets.models"]
     assert convbench("list", "tinynet", env=env).returncode == 2  # not found without the import
-    one = json.loads(convbench("bench", *imports, "tinynet", "--mode", "train", *timing, env=env, check=True).stdout)
+    # MFU against a given peak, as on hardware that Lightning's table lacks (and no peak measured: 4-7 s here)
+    given = ["--peak-flops", "2e11"]
+    one = json.loads(
+        convbench("bench", *imports, "tinynet", "--mode", "train", *given, *timing, env=env, check=True).stdout
+    )
     assert [(r["name"], r["mode"]) for r in one] == [("tinynet", "train")] and one[0]["samples_per_s"] > 0
+    assert (one[0]["peak_flops_per_s"], one[0]["peak_flops_source"]) == (2e11, "given with --peak-flops")
+    assert one[0]["mfu"] == pytest.approx(one[0]["flops_per_s"] / 2e11)
     ddp = json.loads(convbench("bench", *imports, "tinynet", "--devices", "2", *timing, env=env, check=True).stdout)
     assert sorted(r["world_size"] for r in ddp) == [1, 2]
     # a bench sweep's Slurm tasks are told to import it too

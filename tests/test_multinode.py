@@ -151,12 +151,12 @@ def test_two_node_run_survives_a_requeue_and_a_preemption(slurm_cluster_2n: Slur
 
 
 ATTEMPT = re.compile(r"(?m)^convbench: (?:starting at step (\d+)|resuming from \S+ at step (\d+))")
-REQUEUES = int(os.environ.get("CONVBENCH_REQUEUES", "3"))  # `make bench`: 10
+REQUEUES = int(os.environ.get("CONVBENCH_REQUEUES", "2"))  # `make bench`: 10
 STOPPED = re.compile(r"(?m)^convbench: SIGTERM at step (\d+): saved")
 
 
 def test_requeues_at_random_moments_lose_no_work(slurm_cluster_2n: SlurmCluster, tmp_path: Path) -> None:
-    """`scontrol requeue` REQUEUES times in a row (ten under `make bench`, three in `make test`), each at
+    """`scontrol requeue` REQUEUES times in a row (ten under `make bench`, two in `make test`), each at
     a random moment of an attempt (seeded: most in training, 5-60 steps after its first, the rest 0-5 s
     into its start-up): one result, one W&B run, every logged step once, and no step trained twice beyond
     what one checkpoint interval bounds per requeue (with the SIGTERM checkpoint: none). Most of its time

@@ -62,6 +62,7 @@ class BenchRequest:
     min_block: float | None
     repeats: int | None
     threads: int | None
+    peak_flops: float | None  # MFU's denominator when given; else Lightning's table or a measurement
     detail: bool
     verify: bool
     data: str | None
@@ -152,6 +153,7 @@ def check_distributed(request: BenchRequest) -> None:
         ("--detail", request.detail),
         ("--verify", request.verify),
         ("--data", request.data is not None),
+        ("--peak-flops", request.peak_flops is not None),
     ):
         if given:
             raise UserError(
@@ -194,15 +196,19 @@ def run_local(request: BenchRequest) -> list[Result]:
     device = resolve_device(request)
     jobs = model_jobs(request, device, threads, timing)
     results: list[Result] = []
-    with BenchProgress(len(jobs) + bool(jobs) + 2 * bool(request.data)) as progress:
+    measure_peak = bool(jobs) and request.peak_flops is None
+    with BenchProgress(len(jobs) + measure_peak + 2 * bool(request.data)) as progress:
         for job in jobs:
             label = f"{job.name} {job.mode}"
             with progress.step(label):
                 results.append(Result(**run_job(job, label)))
-        if jobs:
+        if measure_peak:
             label = f"peak FLOP/s, precision {request.precision}"
             with progress.step(label):
                 peak = run_job(PeakJob(device=device, precision=request.precision, threads=threads), label)
+        else:
+            peak = {"peak_flops_per_s": request.peak_flops, "peak_flops_source": "given with --peak-flops"}
+        if jobs:
             for r in results:
                 r.peak_flops_per_s, r.peak_flops_source = peak["peak_flops_per_s"], peak["peak_flops_source"]
                 r.mfu = r.flops_per_s / r.peak_flops_per_s

@@ -6,6 +6,7 @@ says how each figure is measured)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import datamodules
@@ -19,7 +20,7 @@ what a call costs: each measurement is a fresh process (one a rank), a few secon
   one process: per NAME and mode, --warmup + --repeats x S steps, where S = --iters, or more
     steps when --iters do not fill --min-block seconds;
     defaults: {ONE.warmup} + {ONE.repeats} x S, S = max({ONE.iters} steps, {ONE.min_block_s:g} s of steps);
-    then one peak FLOP/s measurement for the whole table (two kernels, on a CPU).
+    then one peak FLOP/s measurement for the whole table (two kernels, on a CPU; none with --peak-flops).
   --devices N: per NAME and world size (1, 2, 4, ... N x M), --warmup + 1 + 2 x --repeats x S
     steps: every timed block runs again with the all-reduce skipped;
     defaults: {DDP.warmup} + 1 + 2 x {DDP.repeats} x S, S = max({DDP.iters} steps, {DDP.min_block_s:g} s of steps);
@@ -31,14 +32,19 @@ def _default(one: float, ddp: float) -> str:
     return f"default {one:g}" + ("" if one == ddp else f" ({ddp:g} with --devices)")
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
-    return value
+def positive_number(unit: str) -> Callable[[str], float]:
+    """argparse type: a finite float > 0, the error naming `unit`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = 0.0
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a number of {unit} > 0, got {text!r}")
+        return value
+
+    return parse
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -77,7 +83,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--min-block",
-        type=positive_float,
+        type=positive_number("seconds"),
         metavar="SECONDS",
         help=f"least duration of a repeat; {_default(ONE.min_block_s, DDP.min_block_s)}",
     )
@@ -85,6 +91,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--repeats",
         type=positive_int,
         help=f"timed blocks; step time is their median, ± their std; {_default(ONE.repeats, DDP.repeats)}",
+    )
+    p.add_argument(
+        "--peak-flops",
+        type=positive_number("FLOP/s"),
+        metavar="FLOPS",
+        help="MFU against this peak in FLOP/s (e.g. 9.89e14, an H100's dense bf16 datasheet figure) instead of "
+        "Lightning's table or a measurement: one fixed denominator, so that separate calls' MFUs compare",
     )
     p.add_argument("--threads", type=positive_int, help="torch.set_num_threads; default all cores this process may use")
     p.add_argument("--detail", action="store_true", help="also time forward, backward and optimizer apart")
