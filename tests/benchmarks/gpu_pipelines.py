@@ -8,9 +8,10 @@ difference), both paths alternating in one run:
 - resnet50 on ImageNet-sized JPEGs (an imagefolder of 2,000 500 x 375 files written first) at batch 128,
   RandomResizedCrop 224 and flip on: decoded and cropped in the workers on both paths.
 
-`python -m tests.benchmarks.gpu_pipelines [--rounds N] [--json FILE]`; expected (an estimate) to take about 6 minutes on one GPU of the
-H100 class with 16 cores (a timeout of 10 minutes leaves room). The Albumentations path gets every core
-but one as DataLoader workers, as does the device path's decoding on imagefolder.
+`python -m tests.benchmarks.gpu_pipelines [--rounds N] [--json FILE]`; expected (an estimate) to take about
+6 minutes on one GPU of the H100 class with 16 cores (a timeout of 10 minutes leaves room). The
+Albumentations path gets every core but one as DataLoader workers, as does the device path's decoding on
+imagefolder.
 """
 
 from __future__ import annotations
