@@ -17,11 +17,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import DataConfig, check_applicable
-from .datasets import ArrayDataset, init_worker
+from .datasets import ArrayDataset, collate_keyed, init_worker
+from .device import DeviceAugment, ResidentImages, ResidentLoader
 from .errors import DataError
 from .sampler import EpochSampler, ShardSampler
 from .samples import Samples, plan_train, select_classes
-from .transforms import Geometry, eval_pipeline, train_pipeline
+from .transforms import Geometry, decode_pipeline, eval_pipeline, fit_images, train_pipeline
 
 Split = Literal["train", "test"]
 
@@ -56,6 +57,10 @@ class ConvDataModule(pl.LightningDataModule, ABC):
       single-process values exactly. Shards, and so batch counts, may differ by one across ranks:
       no per-step collectives in validation_step/test_step (log per epoch, or use torchmetrics).
     - Loaders draw worker seeds from their own generator and never touch the global torch RNG.
+
+    `pipeline: device` (datamodules.device): loaders yield (uint8 images, labels, key) and
+    `on_after_batch_transfer` augments them on the device, seeded from the same (seed, e, first index);
+    the small datasets are held there whole (`ResidentLoader`: the same samplers, no workers).
     """
 
     name: ClassVar[str]
@@ -103,7 +108,10 @@ class ConvDataModule(pl.LightningDataModule, ABC):
             _check_classes(config.classes, self.native_num_classes(), self.name)
         if config.val_size is None:  # last: a default may count the selected images (imagefolder)
             self.config = dataclasses.replace(self.config, val_size=self._default_val_size())
-        self._datasets: dict[str, Dataset | None] = {}
+        self._datasets: dict[str, Dataset | ResidentImages | None] = {}
+        self._augments: dict[bool, DeviceAugment] = {}  # the device pipeline's, train and eval
+        # where `pipeline: device` holds the data without a Trainer (with one: the Trainer's device); None: the CPU
+        self.resident_device: torch.device | None = None
 
     # ---- what a dataset provides -------------------------------------------------------------
     def stored_shape(self) -> tuple[int, int, int]:
@@ -122,8 +130,20 @@ class ConvDataModule(pl.LightningDataModule, ABC):
     def _load(self, split: Split) -> Samples:
         """Read one official split; raise DataError naming the file at fault."""
 
-    def _dataset(self, samples: Samples, train: bool) -> Dataset:
+    def _dataset(self, samples: Samples, train: bool) -> Dataset | ResidentImages:
+        if self.on_device:
+            return ResidentImages(fit_images(self._geometry(), samples.images), samples.labels)
         return ArrayDataset(samples, self._pipeline(train), self.input_size[0], self._augment_seed(train))
+
+    @property
+    def on_device(self) -> bool:
+        """Whether batches are augmented on the training device (`pipeline: device`)."""
+        return self.config.pipeline == "device"
+
+    @property
+    def loader_workers(self) -> int:
+        """DataLoader worker processes the loaders start: none where the data is held on the device."""
+        return 0 if self.on_device else self.config.num_workers
 
     def _augment_seed(self, train: bool) -> int | None:
         """Train datasets reseed their augmentation per batch from this (see AugmentedDataset)."""
@@ -157,9 +177,10 @@ class ConvDataModule(pl.LightningDataModule, ABC):
         if stage in (None, "test") and "test" not in self._datasets:
             self._datasets["test"] = self._dataset(self._official("test"), train=False)
 
-    def train_pipeline(self) -> Dataset:
+    def train_pipeline(self) -> Dataset | ResidentImages:
         """The augmented train Dataset (items: (C x H x W float32 tensor, int)), e.g. to time the
-        data pipeline alone. Plain indices 0..n-1 address epoch 0; see AugmentedDataset."""
+        data pipeline alone. Plain indices 0..n-1 address epoch 0; see AugmentedDataset. `pipeline: device`:
+        the images held for the device (ResidentImages), or uint8 items for the device to augment."""
         self.setup("fit")
         return self._datasets["train"]
 
@@ -175,6 +196,33 @@ class ConvDataModule(pl.LightningDataModule, ABC):
             if epoch == sampler.epoch and batches:
                 sampler.resume_at(epoch, min(batches * self.config.batch_size, len(sampler)))
         return self._loader(dataset, self.config.batch_size, sampler)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """`pipeline: device`: the batch, now on the training device, augmented there (train batches: those
+        with a key) or normalised (evaluation), as (float32 images, labels). Lightning calls it after every
+        transfer; without a Trainer, call it on each batch yourself."""
+        if not self.on_device:
+            return batch
+        images, labels, key = batch
+        train = key is not None
+        if train not in self._augments:
+            self._augments[train] = self.device_augment(train)
+        return self._augments[train](images, key), labels
+
+    def device_augment(self, train: bool) -> DeviceAugment:
+        """The device pipeline's batch transform: the train augmentation, or the evaluation one (normalisation)."""
+        augment = self.config.augment
+        stored_chans = self.stored_shape()[0]
+        small = self._geometry().kind == "small"
+        return DeviceAugment(
+            seed=self.config.seed,
+            crop_padding=augment.crop_padding if train and small and augment.crop else None,
+            flip=train and bool(augment.flip),
+            noise_std=augment.noise_std if train else 0.0,
+            mean=_per_channel(self.dataset_mean, stored_chans) if augment.normalize else None,
+            std=_per_channel(self.dataset_std, stored_chans) if augment.normalize else None,
+            out_chans=self.input_size[0],
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint by Lightning: the epoch and the batches of it trained so far
@@ -228,6 +276,8 @@ class ConvDataModule(pl.LightningDataModule, ABC):
 
     def _pipeline(self, train: bool):
         augment = self.config.augment
+        if self.on_device:
+            return decode_pipeline(self._geometry(), bool(augment.crop), train, self.config.seed)
         stored_chans = self.stored_shape()[0]
         mean, std = _per_channel(self.dataset_mean, stored_chans), _per_channel(self.dataset_std, stored_chans)
         if train:
@@ -253,10 +303,22 @@ class ConvDataModule(pl.LightningDataModule, ABC):
     def _trainer(self) -> Any:
         return getattr(self, "trainer", None)
 
-    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler) -> DataLoader:
+    def _device(self) -> torch.device:
+        """The training device: the attached Trainer's, else `resident_device`, else the CPU."""
+        trainer = self._trainer
+        if trainer is not None:
+            return trainer.strategy.root_device
+        return self.resident_device or torch.device("cpu")
+
+    def _loader(
+        self, dataset: Dataset | ResidentImages, batch_size: int, sampler: Sampler
+    ) -> DataLoader | ResidentLoader:
+        if isinstance(dataset, ResidentImages):
+            return ResidentLoader(dataset, batch_size, sampler, self._device())
         workers = self.config.num_workers
         return DataLoader(
             dataset,
+            collate_fn=collate_keyed if self.on_device else None,
             batch_size=batch_size,
             sampler=sampler,
             # worker seeds come from here, not from (and so not advancing) the global torch RNG

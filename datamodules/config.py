@@ -17,7 +17,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le
 
@@ -95,6 +95,13 @@ class DataConfig:
     """Fetch the official archive when the files are absent, check its MD5, unpack it atomically."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Train-time augmentation."""
+    pipeline: Literal["albumentations", "device"] = field(
+        default="albumentations", metadata={"identity": "non-default"}
+    )
+    """Where images are augmented. albumentations: per image in DataLoader workers (the reference path);
+    device: as batch operations on the training device after the transfer (pad-crop, flip, noise,
+    normalisation), with fashion-mnist, cifar* and synthetic held there whole as uint8 (no workers);
+    imagenet and imagefolder still decode and RandomResizedCrop in the workers (README: choosing the path)."""
     num_samples: Count = field(default=1024, metadata={"datasets": ("synthetic", "shapes")})
     """Images in the train set and in the test set each."""
     input_size: tuple[Count, Count, Count] = field(default=(3, 32, 32), metadata={"datasets": ("synthetic",)})

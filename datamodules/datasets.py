@@ -39,17 +39,31 @@ class AugmentedDataset(Dataset, ABC):
         return self._item(index)
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
-        if self.augment_seed is None:
-            return [self._item(i) for i in indices]
+        if self.augment_seed is None or not indices:
+            return KeyedItems([self._item(i) for i in indices], None)
         n = len(self.labels)
-        if indices:
-            epoch, first = divmod(indices[0], n)
-            reseed(self.transform, (self.augment_seed, AUGMENT_STREAM, epoch, first))
-        return [self._item(i % n) for i in indices]
+        epoch, first = divmod(indices[0], n)
+        reseed(self.transform, (self.augment_seed, AUGMENT_STREAM, epoch, first))
+        return KeyedItems([self._item(i % n) for i in indices], (epoch, first))
 
     @abstractmethod
     def _item(self, index: int) -> tuple[torch.Tensor, int]:
         """Item `index` of the stored images, through the pipeline."""
+
+
+class KeyedItems(list):
+    """A batch's items and its key, (epoch, first index) for a train batch, None for an evaluation one."""
+
+    def __init__(self, items: list[tuple[torch.Tensor, int]], key: tuple[int, int] | None) -> None:
+        super().__init__(items)
+        self.key = key
+
+
+def collate_keyed(items: KeyedItems) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int] | None]:
+    """The device pipeline's batch: (uint8 N x C x H x W, int64 N, key), the key as plain ints (the device
+    seeds its draws from it without reading anything back)."""
+    images = torch.stack([image for image, _ in items])
+    return images, torch.tensor([label for _, label in items], dtype=torch.int64), items.key
 
 
 class ArrayDataset(AugmentedDataset):

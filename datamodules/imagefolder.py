@@ -104,6 +104,11 @@ class FolderDataModule(ConvDataModule):
         size = self.input_size[1]
         return Geometry("imagenet", out=(size, size), resize=round(size * 256 / 224))
 
+    @property
+    def loader_workers(self) -> int:
+        """Files are decoded in DataLoader workers on either pipeline."""
+        return self.config.num_workers
+
     def _dataset(self, samples: Samples, train: bool) -> Dataset:
         grey = self.stored_shape()[0] == 1
         return ImageFileDataset(self.name, self.root, samples, self._pipeline(train), self._augment_seed(train), grey)

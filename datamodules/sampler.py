@@ -32,6 +32,7 @@ from .errors import DataError
 # Tags keeping the shuffle and augmentation streams apart from other uses of the same seed.
 SHUFFLE_STREAM = 1
 AUGMENT_STREAM = 2
+DEVICE_AUGMENT_STREAM = 3  # the device pipeline's draws (datamodules.device)
 
 
 def distributed_shard(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -85,12 +86,17 @@ class EpochSampler(DistributedSampler):
             order = np.concatenate([order, np.resize(order, padding)])  # wraps around if padding > size
         return order[self.rank :: self.world_size]
 
-    def __iter__(self) -> Iterator[int]:
-        # eagerly, so the epoch is the one set when iteration starts
+    def epoch_order(self) -> np.ndarray:
+        """This rank's plain indices for the epoch set, after the items a mid-epoch resume skips
+        (consumed: the next call gives the whole epoch)."""
         skip = 0
         if self._resume is not None and self._resume[0] == self.epoch:
             skip, self._resume = self._resume[1], None
-        return iter((self.shard(self.epoch)[skip:] + self.epoch * self.size).tolist())
+        return self.shard(self.epoch)[skip:]
+
+    def __iter__(self) -> Iterator[int]:
+        # eagerly, so the epoch is the one set when iteration starts
+        return iter((self.epoch_order() + self.epoch * self.size).tolist())
 
     def __len__(self) -> int:
         return self.num_samples
@@ -103,6 +109,10 @@ class ShardSampler(DistributedSampler):
         rank, world_size = distributed_shard(rank, world_size)
         super().__init__(range(size), num_replicas=world_size, rank=rank, shuffle=False)
         self.size, self.world_size = size, world_size
+
+    def indices(self) -> np.ndarray:
+        """This rank's indices, in order."""
+        return np.arange(self.rank, self.size, self.world_size)
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.size, self.world_size))

@@ -34,8 +34,9 @@ DEFAULT_CLASSES = 2  # segfolder's data.num_classes null: background and foregro
 
 
 class SegmentationDataModule(ConvDataModule, ABC):
-    """What every segmentation dataset shares: its task, and the class-label options it cannot honour
-    (`classes` and `labels_per_class` select by an image's one label; a mask has many)."""
+    """What every segmentation dataset shares: its task, and the options it cannot honour (`classes` and
+    `labels_per_class` select by an image's one label, and a mask has many; the device pipeline's batch
+    transforms have no mask to move with the image)."""
 
     task: ClassVar[str] = "segmentation"
 
@@ -46,6 +47,11 @@ class SegmentationDataModule(ConvDataModule, ABC):
                     f"{self.name}: {key}={getattr(config, key)!r} selects images by their class label, which a "
                     "segmentation dataset's images do not have; accepted: null (unset)"
                 )
+        if config.pipeline != "albumentations":
+            raise DataError(
+                f"{self.name}: pipeline={config.pipeline!r} augments images alone, and a mask must take its "
+                "image's crop and flip; accepted: albumentations"
+            )
         super().__init__(config)
 
 

@@ -62,6 +62,27 @@ def eval_pipeline(geometry: Geometry, normalize: bool, mean: tuple[float, ...], 
     return _compose(steps + _to_tensor(0.0, normalize, mean, std), seed=0)
 
 
+def fit_images(geometry: Geometry, images: np.ndarray) -> np.ndarray:
+    """The evaluation pipeline's size fit (a centred zero pad or a resize) applied once to a whole uint8
+    N x H x W x C array of small images: the device pipeline holds them at the model's size, and pads
+    for its crop on the device (a centred pad then a pad for the crop is the one pad of the train pipeline)."""
+    if geometry.out == geometry.native:
+        return images
+    if _fits_by_padding(geometry):  # PadIfNeeded's centring: the odd pixel goes below and right
+        (dh, dw) = (o - n for o, n in zip(geometry.out, geometry.native))
+        return np.pad(images, ((0, 0), (dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2), (0, 0)))
+    fit = A.Compose(_fit(geometry))
+    return np.stack([fit(image=image)["image"].reshape(*geometry.out, images.shape[3]) for image in images])
+
+
+def decode_pipeline(geometry: Geometry, crop: bool, train: bool, seed: int) -> A.Compose:
+    """The device pipeline's CPU part for images of any size: RandomResizedCrop (train, `crop`) or the
+    evaluation resize and centre crop, to a uint8 C x H x W tensor; flip, noise and normalisation follow
+    on the device."""
+    steps = [A.RandomResizedCrop(size=geometry.out)] if train and crop else _center(geometry)
+    return _compose([*steps, ToTensorV2()], seed)
+
+
 def _compose(steps: list[A.BasicTransform], seed: int) -> A.Compose:
     pipeline = A.Compose(steps)
     reseed(pipeline, seed)

@@ -67,11 +67,12 @@ def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path, capsys
     )
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
-    names = [(n, m) for n in ("lenet5", "resnet20") for m in ("infer", "train")] + [("synthetic", "data")]
+    names = [(n, m) for n in ("lenet5", "resnet20") for m in ("infer", "train")]
+    names += [("synthetic", "data"), ("synthetic", "data-device")]
     assert [(row["name"], row["mode"]) for row in rows] == names
-    models = [f"{n} {m}" for n, m in names[:-1]]
-    assert_progress_lines(r.stderr, [*models, "peak FLOP/s, precision 32", "synthetic pipeline"])
-    *models, data = rows
+    models = [f"{n} {m}" for n, m in names[:-2]]
+    assert_progress_lines(r.stderr, [*models, "peak FLOP/s, precision 32", "synthetic pipeline", "synthetic on cpu"])
+    *models, data, on_device = rows
     for row in models:
         prof = architectures.profile(architectures.create(row["name"]), architectures.info(row["name"]).input_size)
         assert (row["params"], row["macs"]) == (prof.params, prof.macs)
@@ -97,6 +98,9 @@ def test_models_both_modes_and_a_pipeline_as_json_and_csv(tmp_path: Path, capsys
     assert data["samples_per_s"] > 0 and data["samples_per_s_per_worker"] == data["samples_per_s"]
     assert data["params"] is None and data["mfu"] is None
     assert data["hardware"]["dataloader_workers"] == 1
+    # the device pipeline: the images held on the bench's device, no workers, the rate the device's
+    assert (on_device["workers"], on_device["device"], on_device["input_size"]) == (0, "cpu", [3, 32, 32])
+    assert on_device["samples_per_s"] > 0 and on_device["samples_per_s_per_worker"] == on_device["samples_per_s"]
 
     r = convbench(
         "bench",

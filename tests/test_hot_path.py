@@ -75,8 +75,15 @@ def steps_with_reads(counter: SyncCounter) -> dict[int, int]:
     return {phase[1]: n for phase, n in counter.counts.items() if isinstance(phase, tuple) and phase[0] == "step"}
 
 
-@pytest.mark.parametrize("tty", [False, True], ids=["batch-job", "progress-bar"])
-def test_no_host_sync_between_logging_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tty: bool) -> None:
+@pytest.mark.parametrize(
+    ("tty", "pipeline"),
+    [(False, "albumentations"), (True, "albumentations"), (False, "device")],
+    ids=["batch-job", "progress-bar", "device-pipeline"],
+)
+def test_no_host_sync_between_logging_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tty: bool, pipeline: str
+) -> None:
+    """The device pipeline (data held on the device, every random stage drawn there) reads nothing either."""
     c = resolve(
         [
             (
@@ -94,6 +101,8 @@ def test_no_host_sync_between_logging_steps(tmp_path: Path, monkeypatch: pytest.
                         "num_workers": 0,
                         "batch_size": 16,
                         "val_size": 32,
+                        "pipeline": pipeline,
+                        "augment": {"flip": True, "noise_std": 0.05},
                     },
                 },
             )

@@ -249,6 +249,10 @@ def test_bad_segmentation_files_are_one_line(tmp_path: Path, case: str) -> None:
         (["--arch", "lenet5", "--data", "shapes"], "lenet5 is a classification network but dataset shapes"),
         (["--arch", "unet_padded", "--data", "shapes", "--set", "data.labels_per_class=2"], "shapes: labels_per_class"),
         (["--arch", "unet", "--data", "shapes"], "unet cannot run on shapes images of 1x64x64"),
+        (
+            ["--arch", "unet_padded", "--data", "shapes", "--set", "data.pipeline=device"],
+            "shapes: pipeline='device' augments images alone",
+        ),
     ],
 )
 def test_task_mismatches_exit_2_in_one_line(

@@ -128,6 +128,7 @@ def test_shipped_sweeps_load() -> None:
         "cifar10-resnet-depth": 30,
         "fashion-depth": 16,
         "fashion-depth-zero-init": 8,
+        "fashion-pipeline": 16,
         "fashion-precision": 8,
         "fashion-time-to-accuracy": 10,
         "imagenet-ilsvrc": 17,

@@ -70,6 +70,8 @@ class DataJob:
     input_size: tuple[int, int, int] | None  # synthetic only
     threads: int
     timing: Timing = field(default_factory=Timing)
+    pipeline: str = "albumentations"  # data.pipeline; "device": augmented on `device`, no workers
+    device: str = "cpu"
     kind: str = "data"
 
 

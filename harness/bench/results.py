@@ -23,7 +23,8 @@ from harness.errors import UserError
 
 @dataclass
 class Result:
-    """A model in one mode, or a data pipeline (mode "data": model fields are None).
+    """A model in one mode, or a data pipeline (mode "data": the Albumentations path in DataLoader workers,
+    "data-device": the device pipeline on `device`; model fields are None).
 
     Each repeat yields one step time: for a model its median step (robust to the scheduler
     preempting a step on a shared machine), for a data pipeline its mean batch time (prefetching
@@ -118,7 +119,10 @@ def row(r: Result, detail: bool, verify: bool) -> list[str]:
         if r.batch_size == r.requested_batch_size
         else f"{r.batch_size} (OOM at {r.requested_batch_size})"
     )
-    mode = r.mode if r.mode != "data" else f"data, {r.workers} worker{'' if r.workers == 1 else 's'}"
+    mode = {
+        "data": f"data, {r.workers} worker{'' if r.workers == 1 else 's'}",
+        "data-device": f"data on {r.device}",
+    }.get(r.mode, r.mode)
     spread = "" if r.step_time_std_ms is None else f" ± {r.step_time_std_ms:.2f}"
     cells = [
         r.name,
@@ -142,7 +146,7 @@ def row(r: Result, detail: bool, verify: bool) -> list[str]:
 def print_results(results: Sequence[Result], detail: bool, verify: bool) -> None:
     columns = COLUMNS + (DETAIL_COLUMNS if detail else []) + (VERIFY_COLUMNS if verify else [])
     _print_table(columns, [row(r, detail, verify) for r in results])
-    models = [r for r in results if r.mode != "data"]
+    models = [r for r in results if not r.mode.startswith("data")]
     if models and models[0].peak_flops_per_s is not None:
         r = models[0]
         print(

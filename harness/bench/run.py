@@ -193,11 +193,11 @@ def run_local(request: BenchRequest) -> list[Result]:
     """The models in each mode, one peak for their table, and the data pipeline, one worker each."""
     threads = request.threads or len(os.sched_getaffinity(0))
     timing = request.timing()
-    device = resolve_device(request) if request.names else "cpu"
+    device = resolve_device(request)
     jobs = model_jobs(request, device, threads, timing)
     results: list[Result] = []
     measure_peak = bool(jobs) and request.peak_flops is None
-    with BenchProgress(len(jobs) + measure_peak + bool(request.data)) as progress:
+    with BenchProgress(len(jobs) + measure_peak + 2 * bool(request.data)) as progress:
         for job in jobs:
             label = f"{job.name} {job.mode}"
             with progress.step(label):
@@ -212,19 +212,22 @@ def run_local(request: BenchRequest) -> list[Result]:
             for r in results:
                 r.peak_flops_per_s, r.peak_flops_source = peak["peak_flops_per_s"], peak["peak_flops_source"]
                 r.mfu = r.flops_per_s / r.peak_flops_per_s
-        if request.data:
-            data = DataJob(
-                dataset=request.data,
-                batch_size=request.batch_size or 128,
-                workers=request.workers,
-                root=request.data_root,
-                input_size=tuple(request.input_size) if request.input_size else None,
-                threads=threads,
-                timing=timing,
-            )
-            label = f"{request.data} pipeline"
-            with progress.step(label):
-                results.append(Result(**run_job(data, label)))
+        if request.data:  # both pipelines: the Albumentations one in its workers, the device one on the device
+            for pipeline, on in (("albumentations", "cpu"), ("device", device)):
+                data = DataJob(
+                    dataset=request.data,
+                    batch_size=request.batch_size or 128,
+                    workers=request.workers,
+                    root=request.data_root,
+                    input_size=tuple(request.input_size) if request.input_size else None,
+                    threads=threads,
+                    timing=timing,
+                    pipeline=pipeline,
+                    device=on,
+                )
+                label = f"{request.data} pipeline" if pipeline == "albumentations" else f"{request.data} on {on}"
+                with progress.step(label):
+                    results.append(Result(**run_job(data, label)))
     return results
 
 

@@ -21,11 +21,12 @@ from collections.abc import Iterator
 from dataclasses import asdict
 
 import torch
+from lightning_fabric.utilities.apply_func import move_data_to_device
 
 import datamodules
 from harness.errors import user_errors
 from harness.hardware import describe
-from harness.memory import peak_bytes, peak_reserved_bytes, peak_rss_bytes, pin_thresholds, reset_peak
+from harness.memory import peak_bytes, peak_reserved_bytes, pin_thresholds, reset_peak
 
 from .jobs import DataJob, DistributedJob, Job, ModelJob, from_json
 from .measure import (
@@ -116,17 +117,31 @@ def endless(loader: torch.utils.data.DataLoader) -> Iterator[object]:
 
 
 def measure_data(job: DataJob) -> Result:
+    """A train pipeline's batches as the step receives them: the Albumentations path's from its workers; the
+    device path's cut and augmented on `job.device` (no workers: its rate is the device's)."""
     torch.set_num_threads(job.threads)
     overrides = {"input_size": job.input_size} if job.input_size is not None and job.dataset == "synthetic" else {}
-    dm = datamodules.create(job.dataset, root=job.root, batch_size=job.batch_size, num_workers=job.workers, **overrides)
+    device = torch.device(job.device)
+    dm = datamodules.create(
+        job.dataset,
+        root=job.root,
+        batch_size=job.batch_size,
+        num_workers=job.workers,
+        pipeline=job.pipeline,
+        **overrides,
+    )
+    dm.resident_device = device
     batches = endless(dm.train_dataloader())
-    times = time_steps(lambda: next(batches), torch.device("cpu"), job.timing)
+    times = time_steps(
+        lambda: dm.on_after_batch_transfer(move_data_to_device(next(batches), device), 0), device, job.timing
+    )
     batch_time, std, cv = times.summary(statistics.fmean)
     rate = job.batch_size / batch_time
-    hw = describe("cpu", workers=job.workers)
+    workers = dm.loader_workers
+    hw = describe(job.device, workers=workers)
     return Result(
         name=job.dataset,
-        mode="data",
+        mode="data" if job.pipeline == "albumentations" else "data-device",
         batch_size=job.batch_size,
         requested_batch_size=job.batch_size,
         samples_per_s=rate,
@@ -134,7 +149,7 @@ def measure_data(job: DataJob) -> Result:
         step_time_std_ms=None if std is None else std * 1e3,
         step_time_cv=cv,
         step_time_mean_ms=times.mean * 1e3,
-        peak_memory_bytes=peak_rss_bytes(),
+        peak_memory_bytes=peak_bytes(device),
         peak_memory_reserved_bytes=None,
         params=None,
         macs=None,
@@ -144,7 +159,7 @@ def measure_data(job: DataJob) -> Result:
         peak_flops_per_s=None,
         peak_flops_source=None,
         input_size=list(dm.input_size),
-        device="cpu",
+        device=job.device,
         device_name=hw.devices[0],
         hardware=asdict(hw),
         torch_version=torch.__version__,
@@ -156,8 +171,8 @@ def measure_data(job: DataJob) -> Result:
         warmup=job.timing.warmup,
         iters=len(times.repeats[0]),
         repeats=job.timing.repeats,
-        workers=job.workers,
-        samples_per_s_per_worker=rate / max(job.workers, 1),
+        workers=workers,
+        samples_per_s_per_worker=rate / max(workers, 1),
     )
 
 

@@ -263,7 +263,7 @@ def prepare(config: TrainConfig) -> tuple[datamodules.ConvDataModule, torch.nn.M
     pin_thresholds()  # the allocation path the bench measures: a step at one speed in every process
     dm = build_data(config)
     if config.trainer.accelerator == "cpu" or not torch.cuda.is_available():
-        torch.set_num_threads(cpu_threads(config, dm.config.num_workers))
+        torch.set_num_threads(cpu_threads(config, dm.loader_workers))
     model, profile = build_model(config, dm)
     load_data(config, dm)
     return dm, model, profile
@@ -507,7 +507,7 @@ def train(config: TrainConfig, resume: bool = False, extra_callbacks: Sequence[p
     callbacks = [*extra_callbacks, throughput, divergence, preemption, *epoch_checkpoints(run, monitored(dm))]
     trainer = build_trainer(config, run, dm, planned_epochs(config, spe), callbacks)
     warn_if_no_step_curve(config, spe)
-    attempt = Attempt(run, config, profile, trainer, throughput, divergence, preemption, started, dm.config.num_workers)
+    attempt = Attempt(run, config, profile, trainer, throughput, divergence, preemption, started, dm.loader_workers)
     attempt_log = AttemptLog(run, started, trainer.world_size)  # needs the world size, which the Trainer settles
     trainer.callbacks.append(attempt_log)
     if trainer.is_global_zero:

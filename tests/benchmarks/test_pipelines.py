@@ -1,5 +1,7 @@
 """The CIFAR-10 and Fashion-MNIST Albumentations train pipelines through their data modules, in
-the test process (num_workers=0: the per-image cost itself, without worker hand-off noise).
+the test process (num_workers=0: the per-image cost itself, without worker hand-off noise), and
+CIFAR-10's device pipeline (`data.pipeline: device`) on this machine's device, the CPU: the images held
+as one tensor, each batch cut, cropped and flipped as batch operations, as the training step receives it.
 CIFAR-10 reads random images written in the official pickle layout (the real archive is not on the
 build machines); Fashion-MNIST reads the real files."""
 
@@ -42,6 +44,13 @@ def test_cifar10_train_pipeline(tmp_path: Path, throughput: Throughput) -> None:
     write_cifar10(tmp_path)
     dm = datamodules.create("cifar10", root=str(tmp_path), batch_size=BATCH, num_workers=0, val_size=0)
     throughput("pipeline/cifar10", pipeline_step(dm), items=BATCH)
+
+
+def test_cifar10_device_pipeline(tmp_path: Path, throughput: Throughput) -> None:
+    write_cifar10(tmp_path)
+    dm = datamodules.create("cifar10", root=str(tmp_path), batch_size=BATCH, val_size=0, pipeline="device")
+    batches = endless(dm.train_dataloader())
+    throughput("pipeline/cifar10-device", lambda: dm.on_after_batch_transfer(next(batches), 0), items=BATCH)
 
 
 @pytest.mark.skipif(not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist (make setup does)")
