@@ -202,13 +202,13 @@ def run_local(request: BenchRequest) -> list[Result]:
             label = f"{job.name} {job.mode}"
             with progress.step(label):
                 results.append(Result(**run_job(job, label)))
-        if measure_peak:
-            label = f"peak FLOP/s, precision {request.precision}"
-            with progress.step(label):
-                peak = run_job(PeakJob(device=device, precision=request.precision, threads=threads), label)
-        else:
-            peak = {"peak_flops_per_s": request.peak_flops, "peak_flops_source": "given with --peak-flops"}
         if jobs:
+            if measure_peak:
+                label = f"peak FLOP/s, precision {request.precision}"
+                with progress.step(label):
+                    peak = run_job(PeakJob(device=device, precision=request.precision, threads=threads), label)
+            else:
+                peak = {"peak_flops_per_s": request.peak_flops, "peak_flops_source": "given with --peak-flops"}
             for r in results:
                 r.peak_flops_per_s, r.peak_flops_source = peak["peak_flops_per_s"], peak["peak_flops_source"]
                 r.mfu = r.flops_per_s / r.peak_flops_per_s
